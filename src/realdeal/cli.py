@@ -19,7 +19,6 @@ from realdeal.errors import RealDealError
 COMMANDS = [
     "realdeal.commands.cohort",
     "realdeal.commands.prepare",
-    "realdeal.commands.figure",
     "realdeal.commands.demo",
 ]
 
@@ -31,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"realdeal {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

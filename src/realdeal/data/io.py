@@ -152,7 +152,10 @@ def load_volume(
         what = f"{len(shape)}D image of shape {tuple(shape)}"
         raise InputError(path, f"{what}; expected a single 3D volume")
     if min(shape) < 2:
-        raise InputError(path, f"image of shape {tuple(shape)} is not a 3D volume (an axis has size {min(shape)})")
+        raise InputError(
+            path,
+            f"image of shape {tuple(shape)} is not a 3D volume (an axis has size {min(shape)})",
+        )
     source_affine = img.affine.copy()
     if not np.all(np.isfinite(source_affine)) or abs(np.linalg.det(source_affine[:3, :3])) < 1e-12:
         raise InputError(path, "affine is not invertible or not finite")
@@ -189,6 +192,12 @@ def load_volume(
 def check_same_grid(image: Volume, other: Volume, what: str = "label map") -> None:
     """Raise if ``other`` (e.g. a label map) is not on exactly the grid of ``image``."""
     if image.shape != other.shape:
-        raise InputError(other.path, f"{what} shape {other.shape} does not match image {image.path} shape {image.shape}")
+        raise InputError(
+            other.path,
+            f"{what} shape {other.shape} does not match image {image.path} shape {image.shape}",
+        )
     if not np.allclose(image.affine, other.affine, atol=1e-3):
-        raise InputError(other.path, f"{what} affine does not match image {image.path} (max difference {np.abs(image.affine - other.affine).max():.3g} mm)")
+        raise InputError(
+            other.path,
+            f"{what} affine does not match image {image.path} (max difference {np.abs(image.affine - other.affine).max():.3g} mm)",
+        )

@@ -20,7 +20,12 @@ CSF = 24
 REGIONS: dict[str, tuple[int, ...]] = {
     "white_matter": (LEFT_WM, RIGHT_WM),
     "lateral_ventricles": (LEFT_LAT_VENT, RIGHT_LAT_VENT, LEFT_INF_LAT_VENT, RIGHT_INF_LAT_VENT),
-    "cerebellum": (LEFT_CEREBELLUM_WM, LEFT_CEREBELLUM_CORTEX, RIGHT_CEREBELLUM_WM, RIGHT_CEREBELLUM_CORTEX),
+    "cerebellum": (
+        LEFT_CEREBELLUM_WM,
+        LEFT_CEREBELLUM_CORTEX,
+        RIGHT_CEREBELLUM_WM,
+        RIGHT_CEREBELLUM_CORTEX,
+    ),
 }
 """Region name → FreeSurfer codes (SPEC §2). ``brain`` is every non-zero label."""
 

@@ -39,7 +39,9 @@ class IntensityScaler:
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
-            raise ConfigError(f"IntensityScaler needs finite low < high, got {self.low}, {self.high}")
+            raise ConfigError(
+                f"IntensityScaler needs finite low < high, got {self.low}, {self.high}"
+            )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Clip to [low, high] and map linearly to [-1, 1] (float32)."""
@@ -103,7 +105,9 @@ class CropPad:
     start: tuple[int, int, int]
 
     @classmethod
-    def around_box(cls, in_shape: Shape3, out_shape: Shape3, lo: np.ndarray, hi: np.ndarray) -> CropPad:
+    def around_box(
+        cls, in_shape: Shape3, out_shape: Shape3, lo: np.ndarray, hi: np.ndarray
+    ) -> CropPad:
         """Window of ``out_shape`` centred on the box ``[lo, hi)`` (e.g. the brain's bounding box).
 
         Where the input is larger than the output the window stays inside the input; where it
@@ -116,9 +120,18 @@ class CropPad:
             n_in, n_out = in_shape[ax], out_shape[ax]
             centre = (int(lo[ax]) + int(hi[ax])) / 2.0
             s = int(np.floor(centre - n_out / 2.0 + 0.5))
-            s = int(np.clip(s, 0, n_in - n_out)) if n_in >= n_out else int(np.clip(s, n_in - n_out, 0))
+            s = (
+                int(np.clip(s, 0, n_in - n_out))
+                if n_in >= n_out
+                else int(np.clip(s, n_in - n_out, 0))
+            )
             if hi[ax] - lo[ax] > n_out:
-                log.warning("brain extent %d voxels along axis %d exceeds target %d; cropping it", hi[ax] - lo[ax], ax, n_out)
+                log.warning(
+                    "brain extent %d voxels along axis %d exceeds target %d; cropping it",
+                    hi[ax] - lo[ax],
+                    ax,
+                    n_out,
+                )
             start.append(s)
         return cls(in_shape, out_shape, tuple(start))  # type: ignore[arg-type]
 
@@ -145,7 +158,9 @@ class CropPad:
     def inverse(self, y: np.ndarray, fill: float) -> np.ndarray:
         """``out_shape`` array → ``in_shape`` array, filling cropped-away voxels with ``fill``."""
         if tuple(y.shape) != self.out_shape:
-            raise ConfigError(f"CropPad inverse expects shape {self.out_shape}, got {tuple(y.shape)}")
+            raise ConfigError(
+                f"CropPad inverse expects shape {self.out_shape}, got {tuple(y.shape)}"
+            )
         out = np.full(self.in_shape, fill, dtype=y.dtype)
         src, dst = self._slices()
         out[src] = y[dst]
@@ -162,7 +177,11 @@ class CropPad:
         return np.asarray(affine) @ np.linalg.inv(shift)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in_shape": list(self.in_shape), "out_shape": list(self.out_shape), "start": list(self.start)}
+        return {
+            "in_shape": list(self.in_shape),
+            "out_shape": list(self.out_shape),
+            "start": list(self.start),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CropPad:
@@ -196,19 +215,30 @@ class Resample:
 
     @property
     def offset(self) -> np.ndarray:
-        return (np.asarray(self.in_shape) - 1) / 2.0 - self.step * (np.asarray(self.out_shape) - 1) / 2.0
+        return (np.asarray(self.in_shape) - 1) / 2.0 - self.step * (
+            np.asarray(self.out_shape) - 1
+        ) / 2.0
 
     def is_identity(self) -> bool:
         return bool(np.allclose(self.step, 1.0, atol=1e-4))
 
     @staticmethod
-    def _sample(x: np.ndarray, step: np.ndarray, offset: np.ndarray, shape: Shape3, order: int, fill: float) -> np.ndarray:
+    def _sample(
+        x: np.ndarray, step: np.ndarray, offset: np.ndarray, shape: Shape3, order: int, fill: float
+    ) -> np.ndarray:
         if order > 0:
             sigma = np.maximum(0.0, (step - 1.0) / 2.0)
             if np.any(sigma > 0):
                 x = ndimage.gaussian_filter(x.astype(np.float32), sigma=sigma, mode="nearest")
         return ndimage.affine_transform(
-            x, step, offset=offset, output_shape=shape, order=order, mode="constant", cval=fill, prefilter=False
+            x,
+            step,
+            offset=offset,
+            output_shape=shape,
+            order=order,
+            mode="constant",
+            cval=fill,
+            prefilter=False,
         )
 
     def forward(self, x: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
@@ -218,7 +248,9 @@ class Resample:
 
     def inverse(self, y: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
         if tuple(y.shape) != self.out_shape:
-            raise ConfigError(f"Resample inverse expects shape {self.out_shape}, got {tuple(y.shape)}")
+            raise ConfigError(
+                f"Resample inverse expects shape {self.out_shape}, got {tuple(y.shape)}"
+            )
         inv_step = 1.0 / self.step
         return self._sample(y, inv_step, -self.offset * inv_step, self.in_shape, order, fill)
 
@@ -235,7 +267,11 @@ class Resample:
         return np.asarray(affine) @ np.linalg.inv(m)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in_shape": list(self.in_shape), "in_spacing": list(self.in_spacing), "out_spacing": list(self.out_spacing)}
+        return {
+            "in_shape": list(self.in_shape),
+            "in_spacing": list(self.in_spacing),
+            "out_spacing": list(self.out_spacing),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Resample:

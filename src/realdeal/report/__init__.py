@@ -1,0 +1,1 @@
+"""Show: slice figures and reports."""

@@ -1,0 +1,118 @@
+"""The built-in cohort: determinism, labels, noise level, fallback without Colin27."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from realdeal.data import labels as L
+from realdeal.data.cohort import MRICRON_DIR, CohortConfig, build_cohort, wm_noise_sigma
+from realdeal.data.io import load_volume
+from realdeal.errors import InputError
+
+HAVE_COLIN = (MRICRON_DIR / "ch2bet.nii.gz").exists()
+SMALL = CohortConfig(n_subjects=2, spacing=3.0, workers=1)
+
+
+def _arrays(folder, n):
+    return [
+        (
+            load_volume(folder / f"sub-{i:03d}_T1w.nii.gz").data,
+            load_volume(folder / f"sub-{i:03d}_dseg.nii.gz", kind="label").data,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "cohort"
+    build_cohort(out, SMALL)
+    return out
+
+
+def test_cohort_files_shapes_and_labels(cohort):
+    meta = json.loads((cohort / "cohort.json").read_text())
+    assert meta["format"] == "realdeal-cohort" and len(meta["subjects"]) == 2
+    for img, lab in _arrays(cohort, 2):
+        assert img.shape == SMALL.grid_shape() == (64, 80, 64)  # 192×224×192 mm rounded up to 16
+        assert (img[lab == 0] == 0).mean() > 0.97  # skull-stripped: background is zero
+        for region in ("white_matter", "lateral_ventricles", "cerebellum"):
+            assert L.region_mask(lab, region).sum() > 20, region
+        wm, vent = L.region_mask(lab, "white_matter"), L.region_mask(lab, "lateral_ventricles")
+        assert np.median(img[vent]) < 0.6 * np.median(img[wm])  # T1w: ventricles dark
+        left = np.isin(lab, (L.LEFT_WM,))
+        xs = np.argwhere(left)[:, 0].mean()
+        assert xs < np.argwhere(np.isin(lab, (L.RIGHT_WM,)))[:, 0].mean()  # RAS: left has smaller x
+
+
+def test_same_seed_same_cohort_other_seed_differs(cohort, tmp_path):
+    again = build_cohort(tmp_path / "again", SMALL).folder
+    for (a, la), (b, lb) in zip(_arrays(cohort, 2), _arrays(again, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    other = build_cohort(
+        tmp_path / "other", CohortConfig(n_subjects=1, spacing=3.0, workers=1, seed=1)
+    ).folder
+    assert not np.array_equal(_arrays(other, 1)[0][0], _arrays(cohort, 1)[0][0])
+
+
+def test_parallel_build_equals_serial(cohort, tmp_path):
+    par = build_cohort(tmp_path / "par", CohortConfig(n_subjects=2, spacing=3.0, workers=2)).folder
+    for (a, _), (b, _) in zip(_arrays(cohort, 2), _arrays(par, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_matches_target(cohort):
+    meta = json.loads((cohort / "cohort.json").read_text())
+    for s in meta["subjects"]:
+        assert s["noise_sigma_measured"] == pytest.approx(s["noise_sigma_target"], rel=0.25)
+        lo, hi = 1 - SMALL.noise_jitter, 1 + SMALL.noise_jitter
+        assert lo * SMALL.target_sigma() <= s["noise_sigma_target"] <= hi * SMALL.target_sigma()
+
+
+@pytest.mark.skipif(not HAVE_COLIN, reason="Colin27 (Debian mricron-data) not installed")
+def test_documented_colin_noise_is_what_we_measure():
+    """The 1 mm noise constants in the docs are re-measured from the real files."""
+    from realdeal.data.cohort import (
+        COLIN_SIGMA_REL_1MM,
+        MNI_STRUCTURE_FLOOR_1MM,
+        _load_colin,
+        _load_mni,
+    )
+
+    def rel(loader):
+        x, lab, _ = loader()
+        wm = L.region_mask(lab, "white_matter")
+        return wm_noise_sigma(x, wm) / float(np.median(x[wm]))
+
+    floor = rel(lambda: _load_mni(MRICRON_DIR))
+    assert floor == pytest.approx(MNI_STRUCTURE_FLOOR_1MM, rel=0.1)
+    colin = rel(lambda: _load_colin(MRICRON_DIR))
+    assert np.sqrt(colin**2 - floor**2) == pytest.approx(COLIN_SIGMA_REL_1MM, rel=0.1)
+
+
+def test_falls_back_to_mni_without_colin(tmp_path, caplog):
+    cfg = CohortConfig(n_subjects=1, spacing=4.0, workers=1, colin_dir=str(tmp_path / "empty"))
+    with caplog.at_level(logging.WARNING):
+        build_cohort(tmp_path / "c", cfg)
+    assert "MNI152 alone" in caplog.text
+    meta = json.loads((tmp_path / "c" / "cohort.json").read_text())
+    assert meta["subjects"][0]["source"] == "mni152"
+    lab = load_volume(tmp_path / "c" / "sub-000_dseg.nii.gz", kind="label").data
+    assert L.region_mask(lab, "cerebellum").sum() > 0  # fallback cerebellum rule
+    with pytest.raises(InputError, match="Colin27 not found"):
+        build_cohort(
+            tmp_path / "d",
+            CohortConfig(n_subjects=1, spacing=4.0, sources="colin27", colin_dir=str(tmp_path)),
+        )
+
+
+def test_refuses_foreign_folder(tmp_path):
+    (tmp_path / "x.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a realdeal cohort"):
+        build_cohort(tmp_path, SMALL)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]

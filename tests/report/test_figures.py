@@ -1,0 +1,34 @@
+"""Triplanar slice figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from realdeal.errors import ConfigError
+from realdeal.report.figures import centre_point, triplanar_png
+
+
+def test_triplanar_png_rows_and_content(tmp_path):
+    rng = np.random.default_rng(0)
+    a = -np.ones((20, 24, 18), np.float32)
+    a[5:15, 6:18, 4:14] = rng.uniform(0, 1, (10, 12, 10))
+    one = triplanar_png([a], tmp_path / "one.png", titles=["a"])
+    two = triplanar_png([a, a * 0.5], tmp_path / "two.png", titles=["a", "b"], suptitle="pair")
+    img1, img2 = mpimg.imread(one), mpimg.imread(two)
+    assert img1.ndim == 3 and img2.shape[0] > 1.6 * img1.shape[0]  # one row per volume
+    assert img1[..., :3].std() > 0.05  # not blank
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp files left
+
+
+def test_centre_point_is_foreground_centre():
+    v = -np.ones((10, 10, 10), np.float32)
+    v[6:9, 1:4, 4:7] = 1
+    assert centre_point(v) == (7, 2, 5)
+    assert centre_point(-np.ones((4, 6, 8))) == (2, 3, 4)
+
+
+def test_rejects_mismatched_shapes(tmp_path):
+    with pytest.raises(ConfigError):
+        triplanar_png([np.zeros((4, 4, 4)), np.zeros((4, 4, 5))], tmp_path / "x.png")
