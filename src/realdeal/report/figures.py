@@ -89,15 +89,18 @@ def triplanar_png(
     aspects = [sz / sy, sz / sx, sy / sx]
     widths = [shape[1] * sy, shape[0] * sx, shape[0] * sx]
     fig_w = 7.8
-    row_h = fig_w * max(shape[2] * sz, shape[1] * sy) / sum(widths)
-    fig_h = len(volumes) * row_h * 1.1 + (0.3 if suptitle else 0.0)
+    # Axes span 96 % of the width (subplots_adjust below), less the gaps between panels.
+    row_h = 0.96 * fig_w / 1.04 * max(shape[2] * sz, shape[1] * sy) / sum(widths)
+    title_h = 0.35 if suptitle else 0.0
+    fig_h = len(volumes) * row_h * 1.12 + title_h + 0.3
     fig, axes = plt.subplots(
         len(volumes),
         3,
         figsize=(fig_w, fig_h),
         squeeze=False,
-        gridspec_kw={"width_ratios": widths, "wspace": 0.02, "hspace": 0.08},
+        gridspec_kw={"width_ratios": widths, "wspace": 0.02, "hspace": 0.1},
     )
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1.0 - (title_h + 0.25) / fig_h)
     for r, vol in enumerate(volumes):
         for c, (img, aspect) in enumerate(
             zip(_slices(np.asarray(vol, np.float32), point), aspects, strict=True)
@@ -121,7 +124,7 @@ def triplanar_png(
                 ax.set_ylabel(titles[r], fontsize=9)
     fig.patch.set_facecolor("white")
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10, y=1.0)
+        fig.suptitle(suptitle, fontsize=10, y=1.0 - 0.1 / fig_h)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
