@@ -19,6 +19,7 @@ from realdeal.errors import RealDealError
 COMMANDS = [
     "realdeal.commands.cohort",
     "realdeal.commands.prepare",
+    "realdeal.commands.evaluate",
     "realdeal.commands.demo",
 ]
 

@@ -1,0 +1,584 @@
+"""The paired and unpaired metric suites over sets of subjects (paper §3.2, Tables 1–6).
+
+**Paired** (originals vs candidate sets such as ``recon`` and ``refined``, with FreeSurfer
+label maps): per subject and candidate — LPIPS per axis (real AlexNet weights only), HOG
+texture distance per axis in the whole brain and the cerebellum, noise KL in white matter and
+lateral ventricles, sharpness (also of the original), PSNR/SSIM in the brain and, once the
+refiner registers it, the seam score. Per-subject values are summarised by mean and bootstrap
+CI over subjects.
+
+**Unpaired** (real vs generated sets, no correspondence): 2D patches per axis from every
+image, features (FID's Inception, or the weight-free patch-stats space under its own names),
+then per axis Fréchet distance and precision/recall/density/coverage for k = 5, 10, 20. The
+``original`` row compares the real set with an independent second draw of patch positions
+from the same real images. CIs: bootstrap over the generated set's subjects (recall has none:
+duplicated subjects would shrink the fake k-NN radii).
+
+Randomness: each subject's patch positions come from ``SeedSequence([seed, crc32(id)])``, so
+results do not depend on worker count or order. Subjects run in a process pool
+(``workers``; 1 = in this process).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from realdeal.config import to_dict
+from realdeal.data.labels import region_mask
+from realdeal.errors import ConfigError, InputError, RealDealError
+from realdeal.metrics import tables as T
+from realdeal.metrics.fid import frechet_distance_features
+from realdeal.metrics.noise import NoiseConfig, kl_divergence, noise_histogram, noise_residual
+from realdeal.metrics.paired import psnr_in_mask, ssim_in_mask
+from realdeal.metrics.patches import (
+    AXES,
+    AXIS_NAMES,
+    extract_patches_2d,
+    sample_all_axes_2d,
+    sample_patches_3d,
+)
+from realdeal.metrics.prdc import prdc_multi
+from realdeal.metrics.seam import get_seam_score
+from realdeal.metrics.sharpness import SharpnessConfig, laplacian, laplacian_variance_at
+from realdeal.metrics.subjects import SubjectSet, check_paired, load_image_on_grid, load_labels
+from realdeal.metrics.texture import (
+    HogConfig,
+    hog_descriptors,
+    hog_distance_from_descriptors,
+    region_box,
+)
+from realdeal.utils.fs import write_json_atomic, write_text_atomic
+from realdeal.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+NOISE_REGIONS = ("white_matter", "lateral_ventricles")
+HOG_REGIONS = ("brain", "cerebellum")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedConfig:
+    """Settings of the paired suite; defaults are the paper's."""
+
+    patch_size_2d: int = 64
+    n_patches_2d: int = 1000
+    min_brain_fraction: float = 0.5
+    sharpness: SharpnessConfig = SharpnessConfig()
+    noise: NoiseConfig = NoiseConfig()
+    hog: HogConfig = HogConfig()
+    lpips: bool = True
+    psnr_ssim: bool = True
+    seed: int = 0
+    n_bootstrap: int = 1000
+    ci: float = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class UnpairedConfig:
+    """Settings of the unpaired suite; defaults are the paper's (Inception features, k = 5/10/20)."""
+
+    patch_size_2d: int = 64
+    n_patches_2d: int = 1000
+    min_brain_fraction: float = 0.5
+    foreground_threshold: float = -0.9
+    features: Literal["inception", "patchstats"] = "inception"
+    ks: tuple[int, ...] = (5, 10, 20)
+    seed: int = 0
+    n_bootstrap: int = 20
+    ci: float = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkOptions:
+    """Where pretrained weights come from and where networks run."""
+
+    weights_dir: str | None = None
+    allow_download: bool = True
+    device: str = "cpu"
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Records, summary, tables and timings of one evaluation."""
+
+    mode: str
+    config: dict[str, Any]
+    sets: list[str]
+    records: list[dict]
+    summary: list[dict]
+    markdown: str
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``tables.md``, ``summary.csv``, ``per_subject.csv`` and ``results.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "markdown": out / "tables.md",
+            "summary_csv": out / "summary.csv",
+            "per_subject_csv": out / "per_subject.csv",
+            "json": out / "results.json",
+        }
+        write_text_atomic(files["markdown"], self.markdown)
+        T.write_csv(files["summary_csv"], self.summary, T.SUMMARY_COLUMNS)
+        T.write_csv(files["per_subject_csv"], self.records, T.RECORD_COLUMNS)
+        write_json_atomic(files["json"], _json_safe(dataclasses.asdict(self)))
+        return files
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not np.isfinite(x):
+        return None if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def subject_seeds(seed: int, subject_id: str, n: int = 2) -> list[np.random.Generator]:
+    """``n`` independent generators for one subject, independent of processing order."""
+    ss = np.random.SeedSequence([seed, zlib.crc32(subject_id.encode())])
+    return [np.random.default_rng(s) for s in ss.spawn(n)]
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float] | None, key: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+
+
+def _rec(subject: str, set_name: str, metric: str, axis: str, value: float) -> dict:
+    return {
+        "subject": subject,
+        "set": set_name,
+        "metric": metric,
+        "axis": axis,
+        "value": float(value),
+    }
+
+
+def paired_subject(
+    subject_id: str,
+    original: np.ndarray,
+    labels: np.ndarray,
+    candidates: dict[str, np.ndarray],
+    config: PairedConfig = PairedConfig(),
+    lpips_model=None,
+    timings: dict[str, float] | None = None,
+    threads: int = 1,
+) -> list[dict]:
+    """All paired metrics of one subject: ``original``/``candidates`` ``(X, Y, Z)`` in [-1, 1].
+
+    ``labels`` are FreeSurfer codes on the same grid. LPIPS is computed only when
+    ``config.lpips`` and a loaded ``lpips_model`` (:func:`realdeal.metrics.lpips.load_lpips`)
+    are given. Returns records (see :mod:`realdeal.metrics.tables`); ``timings`` accumulates
+    seconds per metric.
+    """
+    rng2d, rng3d = subject_seeds(config.seed, subject_id)
+    brain = region_mask(labels, "brain")
+    masks = {r: region_mask(labels, r) for r in (*NOISE_REGIONS, "cerebellum")}
+    seam = get_seam_score()
+    out: list[dict] = []
+    ref: dict[str, Any] = {}
+
+    with _timed(timings, "sampling"):
+        use_lpips = config.lpips and lpips_model is not None
+        pos2d = (
+            sample_all_axes_2d(
+                brain, config.patch_size_2d, config.n_patches_2d, rng2d, config.min_brain_fraction
+            )
+            if use_lpips
+            else {}
+        )
+        sc = config.sharpness
+        corners = sample_patches_3d(
+            brain, sc.patch_size, sc.n_patches, rng3d, config.min_brain_fraction
+        )
+    noise_mask = masks["white_matter"] | masks["lateral_ventricles"]
+    boxes = {"brain": region_box(brain), "cerebellum": region_box(masks["cerebellum"])}
+
+    def per_image(img: np.ndarray) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        with _timed(timings, "sharpness"):
+            d["sharpness"] = float(
+                laplacian_variance_at(laplacian(img, sc.sigma), corners, sc.patch_size).mean()
+            )
+        with _timed(timings, "noise_kl"):
+            noise = noise_residual(img, noise_mask, config.noise, threads)
+            d["hist"] = {r: noise_histogram(noise, masks[r], config.noise) for r in NOISE_REGIONS}
+        with _timed(timings, "hog"):
+            d["hog"] = {r: hog_descriptors(img, boxes[r], config.hog) for r in HOG_REGIONS}
+        if seam is not None:
+            with _timed(timings, "seam"):
+                d["seam"] = float(seam(img, brain))
+        return d
+
+    ref = per_image(original)
+    out.append(_rec(subject_id, T.ORIGINAL, "sharpness", "", ref["sharpness"]))
+    if "seam" in ref:
+        out.append(_rec(subject_id, T.ORIGINAL, "seam", "", ref["seam"]))
+    for name, cand in candidates.items():
+        d = per_image(cand)
+        if use_lpips:
+            with _timed(timings, "lpips"):
+                for a in AXES:
+                    pa = extract_patches_2d(original, a, pos2d[a], config.patch_size_2d)
+                    pb = extract_patches_2d(cand, a, pos2d[a], config.patch_size_2d)
+                    out.append(
+                        _rec(subject_id, name, "lpips", AXIS_NAMES[a], lpips_model(pa, pb).mean())
+                    )
+        with _timed(timings, "hog"):
+            for r in HOG_REGIONS:
+                for a in AXES:
+                    dist = hog_distance_from_descriptors(ref["hog"][r][a], d["hog"][r][a])
+                    out.append(_rec(subject_id, name, f"hog_{r}", AXIS_NAMES[a], dist))
+        for r in NOISE_REGIONS:
+            out.append(
+                _rec(subject_id, name, f"kl_{r}", "", kl_divergence(ref["hist"][r], d["hist"][r]))
+            )
+        out.append(_rec(subject_id, name, "sharpness", "", d["sharpness"]))
+        if config.psnr_ssim:
+            with _timed(timings, "psnr_ssim"):
+                out.append(_rec(subject_id, name, "psnr", "", psnr_in_mask(original, cand, brain)))
+                out.append(_rec(subject_id, name, "ssim", "", ssim_in_mask(original, cand, brain)))
+        if "seam" in d:
+            out.append(_rec(subject_id, name, "seam", "", d["seam"]))
+    return out
+
+
+# ---------------------------------------------------------------- worker plumbing
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(models: dict[str, bool], network: NetworkOptions, threads: int | None) -> None:
+    """Process-pool initializer: limit threads (unless ``None``), load the networks once."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _WORKER["threads"] = threads or torch.get_num_threads()
+    if models.get("lpips"):
+        from realdeal.metrics.lpips import load_lpips
+
+        _WORKER["lpips"] = load_lpips(network.weights_dir, False, network.device)
+    if models.get("inception"):
+        from realdeal.metrics.fid import load_fid_inception
+
+        _WORKER["inception"] = load_fid_inception(network.weights_dir, False, network.device)
+
+
+def _paired_task(
+    subject_id: str, original: Path, labels: Path, cands: dict[str, Path], config: PairedConfig
+):
+    try:
+        timings: dict[str, float] = {}
+        with _timed(timings, "load"):
+            orig = load_image_on_grid(original, None, "image")
+            lab = load_labels(labels, orig, ("brain", *NOISE_REGIONS, "cerebellum"))
+            vols = {n: load_image_on_grid(p, orig, f"{n} image").data for n, p in cands.items()}
+        recs = paired_subject(
+            subject_id,
+            orig.data,
+            lab,
+            vols,
+            config,
+            _WORKER.get("lpips"),
+            timings,
+            _WORKER.get("threads", 1),
+        )
+        return recs, timings
+    except RealDealError as e:
+        return _failure(e)
+
+
+def _run_tasks(
+    fn, tasks: list[tuple], workers: int, init_args: tuple, desc: str, models: dict
+) -> list:
+    """Run ``fn(*task)`` for every task (results in task order), in a pool when ``workers > 1``.
+
+    In this process the already loaded ``models`` are used; pool workers load their own.
+    """
+    results: list[Any] = [None] * len(tasks)
+    bar = progress(total=len(tasks), desc=desc, unit="subject")
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            saved = dict(_WORKER)
+            _WORKER.update(models, threads=_WORKER.get("threads") or 1)
+            try:
+                for i, t in enumerate(tasks):
+                    results[i] = _check(fn(*t))
+                    bar.update()
+            finally:
+                _WORKER.clear()
+                _WORKER.update(saved)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
+            ) as ex:
+                futures = {ex.submit(fn, *t): i for i, t in enumerate(tasks)}
+                for fut in cf.as_completed(futures):
+                    results[futures[fut]] = _check(fut.result())
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
+_FAILED = "__failed__"
+
+
+def _failure(e: RealDealError) -> tuple:
+    """A worker's error as (marker, class, message): InputError(path, problem) does not unpickle."""
+    return _FAILED, type(e), str(e)
+
+
+def _check(result):
+    """Re-raise a worker's error in this process with its class and message."""
+    if isinstance(result, tuple) and len(result) == 3 and result[0] == _FAILED:
+        cls, msg = result[1], result[2]
+        raise cls(None, msg) if issubclass(cls, InputError) else RealDealError(msg)
+    return result
+
+
+def default_workers() -> int:
+    """``min(2, CPU count)``: both cores of the reference machine."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------- paired suite
+def evaluate_paired(
+    originals: SubjectSet,
+    candidates: Sequence[SubjectSet],
+    labels: SubjectSet,
+    config: PairedConfig = PairedConfig(),
+    network: NetworkOptions = NetworkOptions(),
+    workers: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Paired suite over subjects: every candidate set against the originals (see module doc).
+
+    With ``out_dir``, the tables, CSVs and JSON are written there (:meth:`EvaluationResult.write`).
+    """
+    if not candidates:
+        raise ConfigError("paired evaluation needs at least one candidate set")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names) or T.ORIGINAL in names:
+        raise ConfigError(f"candidate set names must be distinct and not {T.ORIGINAL!r}: {names}")
+    for s in (*candidates, labels):
+        check_paired(originals, s)
+    models = {}
+    if config.lpips:  # load here first: fail fast if the weights cannot be had (or download them)
+        from realdeal.metrics.lpips import load_lpips
+
+        models["lpips"] = load_lpips(network.weights_dir, network.allow_download, network.device)
+    workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    tasks = [
+        (
+            sid,
+            originals.paths[sid],
+            labels.paths[sid],
+            {c.name: c.paths[sid] for c in candidates},
+            config,
+        )
+        for sid in originals.ids
+    ]
+    t0 = time.perf_counter()
+    init = ({"lpips": config.lpips}, network, threads)
+    results = _run_tasks(_paired_task, tasks, workers, init, "paired metrics", models)
+    records = [r for recs, _ in results for r in recs]
+    timings: dict[str, float] = {}
+    for _, tm in results:
+        for k, v in tm.items():
+            timings[k] = timings.get(k, 0.0) + v
+    timings["wall"] = time.perf_counter() - t0
+    summary = T.summarize(records, config.n_bootstrap, config.ci, config.seed)
+    result = EvaluationResult(
+        mode="paired",
+        config={
+            "paired": to_dict(config),
+            "workers": workers,
+            "subjects": originals.ids,
+            "sets": {s.name: s.source for s in (originals, labels, *candidates)},
+        },
+        sets=names,
+        records=records,
+        summary=summary,
+        markdown=T.paired_markdown(summary, names),
+        timings=timings,
+    )
+    if out_dir is not None:
+        result.write(out_dir)
+    return result
+
+
+# ---------------------------------------------------------------- unpaired suite
+def patch_features(
+    image: np.ndarray,
+    mask: np.ndarray,
+    config: UnpairedConfig,
+    rng: np.random.Generator,
+    extractor=None,
+) -> dict[int, np.ndarray]:
+    """``{axis: (n_patches, F) float32}`` features of in-brain 2D patches of one image.
+
+    ``extractor`` maps ``(N, H, W)`` patches to features (FID's Inception); ``None`` = patch-stats.
+    """
+    from realdeal.metrics.patchstats import patch_stats_features
+
+    pos = sample_all_axes_2d(
+        mask, config.patch_size_2d, config.n_patches_2d, rng, config.min_brain_fraction
+    )
+    out = {}
+    for a in AXES:
+        patches = extract_patches_2d(image, a, pos[a], config.patch_size_2d)
+        f = patch_stats_features(patches) if extractor is None else extractor(patches)
+        out[a] = np.asarray(f, dtype=np.float32)
+    return out
+
+
+def _unpaired_task(
+    subject_id: str, image: Path, labels: Path | None, config: UnpairedConfig, draw: int
+):
+    try:
+        vol = load_image_on_grid(image, None, "image")
+        if labels is not None:
+            mask = region_mask(load_labels(labels, vol, ("brain",)), "brain")
+        else:
+            mask = vol.data > config.foreground_threshold
+        rng = subject_seeds(config.seed, subject_id, 2)[draw]
+        return patch_features(vol.data, mask, config, rng, _WORKER.get("inception")), {}
+    except RealDealError as e:
+        return _failure(e)
+
+
+def _set_level(
+    real: dict[int, np.ndarray],
+    fake: list[dict[int, np.ndarray]],
+    config: UnpairedConfig,
+    rng: np.random.Generator,
+    set_name: str,
+) -> list[dict]:
+    """FD and PRDC per axis with bootstrap CIs over ``fake``'s subjects."""
+    suffix = "" if config.features == "inception" else "_patchstats"
+    fd_name = "fid" if config.features == "inception" else "fd_patchstats"
+    rows = []
+    n = len(fake)
+    boots = [rng.integers(0, n, n) for _ in range(config.n_bootstrap if n > 1 else 0)]
+    for a in AXES:
+
+        def metrics(idx: Sequence[int], a: int = a) -> dict[str, float]:
+            f = np.concatenate([fake[i][a] for i in idx])
+            vals = {fd_name: frechet_distance_features(real[a], f)}
+            for k, d in prdc_multi(real[a], f, config.ks).items():
+                for m, v in d.items():
+                    vals[f"{m}_k{k}{suffix}"] = v
+            return vals
+
+        point = metrics(range(n))
+        draws = [metrics(b) for b in boots]
+        lo_q, hi_q = (1 - config.ci) / 2, 1 - (1 - config.ci) / 2
+        for m, v in point.items():
+            lo = hi = float("nan")
+            if draws and not m.startswith("recall"):
+                vals = np.array([d[m] for d in draws])
+                lo, hi = float(np.quantile(vals, lo_q)), float(np.quantile(vals, hi_q))
+            rows.append(
+                {
+                    "set": set_name,
+                    "metric": m,
+                    "axis": AXIS_NAMES[a],
+                    "mean": v,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": n,
+                }
+            )
+    return rows
+
+
+def evaluate_unpaired(
+    real: SubjectSet,
+    generated: Sequence[SubjectSet],
+    config: UnpairedConfig = UnpairedConfig(),
+    real_labels: SubjectSet | None = None,
+    network: NetworkOptions = NetworkOptions(),
+    workers: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Unpaired suite: each generated set vs the real set, plus real vs real (module doc).
+
+    With ``out_dir``, the tables, CSVs and JSON are written there.
+    """
+    if not generated:
+        raise ConfigError("unpaired evaluation needs at least one generated set")
+    if min(len(real), *(len(g) for g in generated)) < 1:
+        raise ConfigError("every set needs at least one subject")
+    if real_labels is not None:
+        check_paired(real, real_labels)
+    models = {}
+    if config.features == "inception":  # load here first: fail fast if the weights cannot be had
+        from realdeal.metrics.fid import load_fid_inception
+
+        models["inception"] = load_fid_inception(
+            network.weights_dir, network.allow_download, network.device
+        )
+    workers = workers or default_workers()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    init = ({"inception": config.features == "inception"}, network, threads)
+    t0 = time.perf_counter()
+
+    def feats(
+        s: SubjectSet, labels: SubjectSet | None, draw: int, desc: str
+    ) -> list[dict[int, np.ndarray]]:
+        tasks = [
+            (sid, s.paths[sid], None if labels is None else labels.paths[sid], config, draw)
+            for sid in s.ids
+        ]
+        return [f for f, _ in _run_tasks(_unpaired_task, tasks, workers, init, desc, models)]
+
+    real_a = feats(real, real_labels, 0, f"features {real.name}")
+    real_b = feats(real, real_labels, 1, f"features {real.name} (2nd draw)")
+    real_cat = {a: np.concatenate([f[a] for f in real_a]) for a in AXES}
+    rng = np.random.default_rng(config.seed)
+    summary: list[dict] = []
+    for g in generated:
+        summary += _set_level(
+            real_cat, feats(g, None, 0, f"features {g.name}"), config, rng, g.name
+        )
+    summary += _set_level(real_cat, real_b, config, rng, T.ORIGINAL)
+    names = [g.name for g in generated]
+    fd_name = "fid" if config.features == "inception" else "fd_patchstats"
+    suffix = "" if config.features == "inception" else "_patchstats"
+    result = EvaluationResult(
+        mode="unpaired",
+        config={
+            "unpaired": to_dict(config),
+            "workers": workers,
+            "sets": {s.name: s.source for s in (real, *generated)},
+        },
+        sets=names,
+        records=[],
+        summary=summary,
+        markdown=T.unpaired_markdown(summary, names, fd_name, suffix, config.ks),
+        timings={"wall": time.perf_counter() - t0},
+    )
+    if out_dir is not None:
+        result.write(out_dir)
+    return result

@@ -1,0 +1,209 @@
+"""Result tables laid out like the paper's Tables 1–6, in Markdown, CSV and JSON.
+
+Records are plain dicts ``{"subject", "set", "metric", "axis", "value"}`` (``axis`` is
+``dim0``/``dim1``/``dim2`` or ``""``). Per-subject metrics are summarised per (set, metric,
+axis) by their mean over subjects and a percentile bootstrap confidence interval (subjects
+resampled with replacement, seeded). Set-level metrics (FID, coverage, ...) arrive already
+summarised, with their own bootstrap interval from :mod:`realdeal.metrics.suite`. Cells print
+``mean [low, high]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from realdeal.utils.fs import write_text_atomic
+
+DIMS = ("dim0", "dim1", "dim2")
+ORIGINAL = "original"
+SUMMARY_COLUMNS = ("set", "metric", "axis", "mean", "ci_low", "ci_high", "n")
+RECORD_COLUMNS = ("subject", "set", "metric", "axis", "value")
+
+LABELS = {
+    "lpips": "LPIPS ↓",
+    "hog_brain": "HOG whole brain ↓",
+    "hog_cerebellum": "HOG cerebellum ↓",
+    "kl_white_matter": "KL WM ↓",
+    "kl_lateral_ventricles": "KL ventricles ↓",
+    "sharpness": "Sharpness ↑",
+    "psnr": "PSNR (dB) ↑",
+    "ssim": "SSIM ↑",
+    "seam": "Seam score",
+    "fid": "FID ↓",
+    "fd_patchstats": "FD patch-stats ↓",
+}
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_bootstrap: int, ci: float, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (``nan`` bounds if < 2 values or no resamples)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if len(v) < 2 or n_bootstrap <= 0:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(v), size=(n_bootstrap, len(v)))
+    means = v[idx].mean(axis=1)
+    a = (1 - ci) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def summarize(
+    records: Iterable[dict], n_bootstrap: int = 1000, ci: float = 0.95, seed: int = 0
+) -> list[dict]:
+    """Mean and bootstrap CI per (set, metric, axis) over subjects, in first-seen order."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:
+        groups.setdefault((r["set"], r["metric"], r["axis"]), []).append(float(r["value"]))
+    rng = np.random.default_rng(seed)
+    out = []
+    for (s, m, a), vals in groups.items():
+        finite = [x for x in vals if math.isfinite(x)]
+        mean = float(np.mean(finite)) if finite else float("nan")
+        lo, hi = bootstrap_ci(vals, n_bootstrap, ci, rng)
+        out.append(
+            {
+                "set": s,
+                "metric": m,
+                "axis": a,
+                "mean": mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": len(vals),
+            }
+        )
+    return out
+
+
+def fmt(x: float) -> str:
+    """Four significant digits, as the paper prints."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.4g}"
+
+
+def cell(row: dict | None) -> str:
+    if row is None:
+        return "–"
+    if math.isnan(row.get("ci_low", float("nan"))):
+        return fmt(row["mean"])
+    return f"{fmt(row['mean'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def _index(summary: Iterable[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r["set"], r["metric"], r["axis"]): r for r in summary}
+
+
+def _markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def metric_table(
+    title: str,
+    summary: Iterable[dict],
+    sets: Sequence[str],
+    per_axis: Sequence[str],
+    scalar: Sequence[str],
+) -> str | None:
+    """Rows = sets; columns = each per-axis metric × dim0/1/2, then scalar metrics.
+
+    Metrics with no values in ``summary`` are left out; ``None`` if nothing remains.
+    """
+    idx = _index(summary)
+    present = {m for (_, m, _) in idx}
+    per_axis = [m for m in per_axis if m in present]
+    scalar = [m for m in scalar if m in present]
+    if not per_axis and not scalar:
+        return None
+    header = (
+        [""]
+        + [f"{LABELS.get(m, m)} {d}" for m in per_axis for d in DIMS]
+        + [LABELS.get(m, m) for m in scalar]
+    )
+    rows = []
+    for s in sets:
+        cells = [cell(idx.get((s, m, d))) for m in per_axis for d in DIMS] + [
+            cell(idx.get((s, m, ""))) for m in scalar
+        ]
+        if any(c != "–" for c in cells):
+            rows.append([s, *cells])
+    return _markdown(title, header, rows) if rows else None
+
+
+def paired_markdown(summary: list[dict], candidate_sets: Sequence[str]) -> str:
+    """Tables 1, 4 and 2 of the paper (plus PSNR/SSIM/seam) for a paired evaluation."""
+    parts = [
+        metric_table(
+            "Table 1 — distance to the original (LPIPS, HOG texture, noise KL; suppl. Table 4: ventricles)",
+            summary,
+            candidate_sets,
+            ["lpips", "hog_brain", "hog_cerebellum"],
+            ["kl_white_matter", "kl_lateral_ventricles"],
+        ),
+        metric_table(
+            "Table 2 — sharpness (variance of the Laplacian in random 3D patches)",
+            summary,
+            [ORIGINAL, *candidate_sets],
+            [],
+            ["sharpness"],
+        ),
+        metric_table(
+            "Paired fidelity inside the brain", summary, candidate_sets, [], ["psnr", "ssim"]
+        ),
+        metric_table("Seam score", summary, [ORIGINAL, *candidate_sets], [], ["seam"]),
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def unpaired_markdown(
+    summary: list[dict], sets: Sequence[str], fd_metric: str, suffix: str, ks: Sequence[int]
+) -> str:
+    """Tables 3, 5, 6 of the paper (FD, coverage, density per k) plus precision/recall.
+
+    ``fd_metric`` is ``fid`` (Inception) or ``fd_patchstats``; ``suffix`` marks the PRDC
+    feature space in metric names (``""`` for Inception, ``"_patchstats"`` otherwise).
+    """
+    space = " (Inception features)" if not suffix else " (patch-stats features — not Inception)"
+    rows = [*sets, ORIGINAL]
+    parts = []
+    for k in ks:
+        cov, den = f"coverage_k{k}{suffix}", f"density_k{k}{suffix}"
+        LABELS.setdefault(cov, f"Coverage k={k} ↑")
+        LABELS.setdefault(den, f"Density k={k} ↑")
+        per_axis = ([fd_metric] if k == 10 or (10 not in ks and k == ks[0]) else []) + [cov, den]
+        parts.append(metric_table(f"k = {k}{space}", summary, rows, per_axis, []))
+    for k in ks:
+        pre, rec = f"precision_k{k}{suffix}", f"recall_k{k}{suffix}"
+        LABELS.setdefault(pre, f"Precision k={k} ↑")
+        LABELS.setdefault(rec, f"Recall k={k} ↑")
+    parts.append(
+        metric_table(
+            f"Precision / recall{space}",
+            summary,
+            rows,
+            [m for k in ks for m in (f"precision_k{k}{suffix}", f"recall_k{k}{suffix}")],
+            [],
+        )
+    )
+    return "\n".join(p for p in parts if p)
+
+
+def to_csv(rows: Iterable[dict], columns: Sequence[str]) -> str:
+    """CSV text of ``rows`` with the given columns."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[str]) -> None:
+    write_text_atomic(path, to_csv(rows, columns))
