@@ -1,0 +1,1 @@
+"""Diffusion pieces independent of any network: noise schedule, denoiser wrapper, samplers."""
