@@ -19,6 +19,11 @@ from realdeal.errors import RealDealError
 COMMANDS = [
     "realdeal.commands.cohort",
     "realdeal.commands.prepare",
+    "realdeal.commands.train",
+    "realdeal.commands.reconstruct",
+    "realdeal.commands.encode",
+    "realdeal.commands.sample",
+    "realdeal.commands.refine",
     "realdeal.commands.evaluate",
     "realdeal.commands.demo",
 ]
@@ -54,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except RealDealError as e:
         print(f"realdeal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"realdeal {args.command}: interrupted", file=sys.stderr)
         return 130

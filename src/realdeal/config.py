@@ -76,6 +76,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 leaves "1e-5" (no dot) a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp in (int, str, bool) and not isinstance(value, tp):
@@ -128,9 +133,12 @@ def load_config(cls: type[T], path: str | Path) -> T:
     except OSError as e:
         raise InputError(path, f"cannot read config ({e.strerror})") from e
     try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as e:
-        raise InputError(path, f"not valid YAML/JSON ({e})") from e
+        # JSON files with the JSON parser: YAML 1.1 reads exponent floats such as 1e-05 as strings.
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as e:
+        raise InputError(
+            path, f"not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({e})"
+        ) from e
     if not isinstance(data, dict):
         raise InputError(path, "config must be a mapping")
     if "config" in data and "kind" in data:

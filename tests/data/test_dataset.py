@@ -20,7 +20,7 @@ from realdeal.data.dataset import (
 from realdeal.data.io import load_volume
 from realdeal.errors import InputError
 
-from conftest import phantom, save_nifti
+from synthetic import phantom, save_nifti
 
 CFG = PrepareConfig(shape=(32, 32, 32), window=8)
 LABELS = "{dir}/{id}_dseg.nii.gz"

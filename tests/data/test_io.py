@@ -9,7 +9,7 @@ import pytest
 from realdeal.data.io import Volume, check_same_grid, load_volume
 from realdeal.errors import InputError
 
-from conftest import save_nifti
+from synthetic import save_nifti
 
 
 def _non_ras_affine():

@@ -1,0 +1,162 @@
+"""Reverse-process samplers over a :class:`~realdeal.diffusion.denoiser.Denoiser`.
+
+A sampler only knows the schedule: ``timesteps()`` lists the steps (descending) and
+``step(x_t, t, t_prev, pred, generator)`` returns x_{t_prev}. :func:`sample` runs the loop and
+calls ``callback(i, t_prev, x)`` after every step so that a caller can, e.g., reset a known
+region (the refiner's masked loop) without either side knowing about the other.
+Strided DDPM uses the effective β between visited steps, β' = 1 − ᾱ_t / ᾱ_{t_prev}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import torch
+
+from realdeal.diffusion.denoiser import Denoiser, Prediction
+from realdeal.diffusion.schedule import NoiseSchedule
+from realdeal.errors import ConfigError
+
+SamplerName = Literal["ddpm", "ddim"]
+StepCallback = Callable[[int, int, torch.Tensor], "torch.Tensor | None"]
+
+
+class Sampler(Protocol):
+    """A reverse-process update rule over a noise schedule."""
+
+    schedule: NoiseSchedule
+
+    def timesteps(self) -> list[int]:
+        """Timesteps visited, descending; the step after the last one is t = −1 (clean)."""
+        ...
+
+    def step(
+        self,
+        x_t: torch.Tensor,
+        t: int,
+        t_prev: int,
+        pred: Prediction,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """x_{t_prev} from x_t and the denoiser's estimates at t."""
+        ...
+
+
+def strided_timesteps(num_train: int, num_steps: int) -> list[int]:
+    """``num_steps`` descending timesteps evenly spread from T−1 to 0 (MONAI DDIM's list).
+
+    Unlike "leading" spacing (0, T/n, …) this always starts at the noisiest step T−1, which
+    a model trained on t ∈ {0, …, T−1} expects pure noise at. Each step then goes to the
+    next listed timestep (not t − T/n as MONAI's ``step`` assumes).
+    """
+    if not 1 <= num_steps <= num_train:
+        raise ConfigError(f"number of sampling steps must be in 1..{num_train}, got {num_steps}")
+    if num_steps == 1:
+        return [num_train - 1]
+    ts = torch.linspace(num_train - 1, 0, num_steps, dtype=torch.float64).round().long().tolist()
+    return [int(t) for t in ts]
+
+
+class _Base:
+    def __init__(self, schedule: NoiseSchedule, num_steps: int | None = None, clip_x0: bool = True):
+        self.schedule = schedule
+        self.num_steps = num_steps or schedule.num_train_timesteps
+        self.clip_x0 = clip_x0
+        self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
+
+    def timesteps(self) -> list[int]:
+        return list(self._timesteps)
+
+    def _x0(self, pred: Prediction) -> torch.Tensor:
+        return pred.x0.clamp(-1.0, 1.0) if self.clip_x0 else pred.x0
+
+
+class DDPMSampler(_Base):
+    """Ancestral sampling from the posterior q(x_{t'} | x_t, x̂_0) ("fixed small" variance)."""
+
+    def step(self, x_t, t, t_prev, pred, generator=None):
+        ab_t = float(self.schedule.alpha_bar(t))
+        ab_p = float(self.schedule.alpha_bar(t_prev))
+        beta = 1.0 - ab_t / ab_p
+        c0 = ab_p**0.5 * beta / (1.0 - ab_t)
+        ct = (1.0 - beta) ** 0.5 * (1.0 - ab_p) / (1.0 - ab_t)
+        mean = c0 * self._x0(pred) + ct * x_t
+        if t_prev < 0:
+            return mean
+        var = max((1.0 - ab_p) / (1.0 - ab_t) * beta, 1e-20)
+        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        return mean + var**0.5 * noise
+
+
+class DDIMSampler(_Base):
+    """DDIM (Song et al. 2021); ``eta = 0`` is deterministic, ``eta = 1`` is DDPM-like."""
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_steps: int | None = 50,
+        clip_x0: bool = True,
+        eta: float = 0.0,
+    ):
+        super().__init__(schedule, num_steps, clip_x0)
+        self.eta = eta
+
+    def step(self, x_t, t, t_prev, pred, generator=None):
+        ab_t = float(self.schedule.alpha_bar(t))
+        ab_p = float(self.schedule.alpha_bar(t_prev))
+        sigma = self.eta * ((1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p)) ** 0.5
+        x = ab_p**0.5 * self._x0(pred) + max(1 - ab_p - sigma**2, 0.0) ** 0.5 * pred.eps
+        if sigma > 0 and t_prev >= 0:
+            x = x + sigma * torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
+        return x
+
+
+def make_sampler(
+    name: SamplerName, schedule: NoiseSchedule, num_steps: int | None = None, eta: float = 0.0
+) -> Sampler:
+    """``"ddpm"`` (default: all training steps) or ``"ddim"`` (default: 50 steps)."""
+    if name == "ddpm":
+        return DDPMSampler(schedule, num_steps)
+    if name == "ddim":
+        return DDIMSampler(schedule, num_steps or 50, eta=eta)
+    raise ConfigError(f"unknown sampler {name!r}; choose ddpm or ddim")
+
+
+@torch.no_grad()
+def sample(
+    denoiser: Denoiser,
+    sampler: Sampler,
+    x_T: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+    show_progress: bool = True,
+    desc: str = "sampling",
+) -> torch.Tensor:
+    """Run the reverse process from noise ``x_T`` ``(B, C, ...)`` to x_0.
+
+    ``callback(i, t_prev, x)`` is called after step ``i`` (x is now at ``t_prev``); if it
+    returns a tensor, that replaces x.
+    """
+    from realdeal.utils.progress import progress
+
+    ts = sampler.timesteps()
+    x = x_T
+    bar = progress(total=len(ts), desc=desc, unit="step") if show_progress else None
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+        pred = denoiser(x, tt, cond)
+        x = sampler.step(x, t, t_prev, pred, generator)
+        if callback is not None:
+            out = callback(i, t_prev, x)
+            if out is not None:
+                x = out
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return x

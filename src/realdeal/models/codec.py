@@ -1,0 +1,173 @@
+"""Applying a trained autoencoder to prepared datasets: reconstructions D(E(x)) and latents.
+
+Reconstructions are the refiner's training input; they are written into the prepared
+dataset (``<root>/reconstructions/<id>.nii.gz``) on its grid and geometry. Latents are
+written as safetensors ``(C, x, y, z)`` float32 (raw encoder output in (0, 1)) with a
+``latent_scaling.json`` fitted on the training subjects' latents.
+Volumes whose sizes are not multiples of 4 are padded with background (−1) and cropped back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from realdeal.models.autoencoder import Autoencoder
+from realdeal.models.latent_scaling import LatentScaler
+from realdeal.training.engine import autocast_context, resolve_precision
+from realdeal.utils.fs import atomic_path, write_json_atomic
+from realdeal.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def pad_to_multiple(
+    x: torch.Tensor, m: int, value: float = -1.0
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Pad ``(B, C, X, Y, Z)`` at the high end of each axis to multiples of ``m``."""
+    shape = tuple(x.shape[2:])
+    pads = [(-s) % m for s in shape]
+    if any(pads):
+        x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), value=value)
+    return x, shape  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def reconstruct_volume(
+    ae: Autoencoder, image: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> np.ndarray:
+    """D(E(x)) of one ``(X, Y, Z)`` image in [-1, 1]; same shape, float32."""
+    device = torch.device(device)
+    dtype, _ = resolve_precision(precision, device)  # type: ignore[arg-type]
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x, shape = pad_to_multiple(x, ae.config.downsampling)
+    with autocast_context(dtype, device):
+        y = ae(x).float()
+    return y[0, 0, : shape[0], : shape[1], : shape[2]].cpu().numpy()
+
+
+@torch.no_grad()
+def encode_volume(
+    ae: Autoencoder, image: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> torch.Tensor:
+    """Raw latent ``(C, x, y, z)`` float32 on CPU of one ``(X, Y, Z)`` image."""
+    device = torch.device(device)
+    dtype, _ = resolve_precision(precision, device)  # type: ignore[arg-type]
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x, _ = pad_to_multiple(x, ae.config.downsampling)
+    with autocast_context(dtype, device):
+        z = ae.encode(x).float()
+    return z[0].cpu()
+
+
+def reconstruct_dataset(
+    ae: Autoencoder,
+    dataset: Any,
+    ids: Sequence[str],
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    overwrite: bool = True,
+) -> list[Path]:
+    """Write D(E(x)) of each subject into ``dataset`` as derived kind ``"reconstructions"``."""
+    written = []
+    for sid in progress(ids, desc="reconstruct", unit="subject"):
+        if not overwrite and dataset.has_derived("reconstructions", sid):
+            continue
+        recon = reconstruct_volume(ae, dataset.load_image(sid).data, device, precision)
+        written.append(dataset.save_derived("reconstructions", sid, recon))
+    return written
+
+
+def save_latent(
+    path: str | os.PathLike, z: torch.Tensor, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write one latent ``(C, x, y, z)`` as safetensors (key ``"latent"``), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({"latent": z.contiguous().float()}, str(tmp), metadata=metadata or {})
+    return path
+
+
+def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
+    """(latent, metadata) from a file written by :func:`save_latent`."""
+    from safetensors import safe_open
+
+    from realdeal.errors import InputError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("latent"), dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types
+        raise InputError(path, f"not a readable latent file ({e})") from e
+
+
+def encode_dataset(
+    ae: Autoencoder,
+    dataset: Any,
+    ids: Sequence[str],
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    autoencoder_id: str = "",
+    train_ids: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Encode subjects to ``out_dir/<id>.safetensors``; reuse files made by the same autoencoder.
+
+    Writes ``out_dir/latent_scaling.json`` fitted on the latents of ``train_ids`` (default: the
+    encoded subjects of the dataset's train split). Returns ``{id: raw latent}``.
+    """
+    out_dir = Path(out_dir)
+    latents: dict[str, torch.Tensor] = {}
+    for sid in progress(ids, desc="encode", unit="subject"):
+        path = out_dir / f"{sid}.safetensors"
+        if path.exists():
+            z, meta = load_latent(path)
+            if meta.get("autoencoder") == autoencoder_id:
+                latents[sid] = z
+                continue
+        z = encode_volume(ae, dataset.load_image(sid).data, device, precision)
+        save_latent(path, z, {"autoencoder": autoencoder_id, "subject": str(sid)})
+        latents[sid] = z
+    fit_ids = [
+        s for s in (train_ids if train_ids is not None else dataset.ids("train")) if s in latents
+    ]
+    if fit_ids:
+        scaler = LatentScaler.fit(latents[s] for s in fit_ids)
+        write_json_atomic(
+            out_dir / "latent_scaling.json",
+            {**scaler.to_dict(), "fitted_on": len(fit_ids), "autoencoder": autoencoder_id},
+        )
+    return latents
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> str:
+    """Short content hash of a checkpoint file (ties cached latents to their autoencoder)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def require_reconstructions(dataset: Any, ids: Sequence[str]) -> None:
+    """Raise :class:`InputError` unless every subject in ``ids`` has a reconstruction."""
+    from realdeal.errors import InputError
+
+    missing = [s for s in ids if not dataset.has_derived("reconstructions", s)]
+    if missing:
+        raise InputError(
+            dataset.root,
+            f"has no autoencoder reconstructions for {len(missing)} of {len(ids)} subject(s) (first: {missing[0]}); "
+            "run `realdeal reconstruct --autoencoder CKPT --data DATASET` first",
+        )

@@ -1,0 +1,1 @@
+"""Training: the one engine for all models, checkpoints, EMA, torch.distributed helpers."""

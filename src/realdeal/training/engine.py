@@ -1,0 +1,461 @@
+"""The one training engine for the autoencoder, the LDM and the refiner.
+
+A model kind plugs in a :class:`TrainTask` (how a batch becomes a loss) and a map-style
+dataset whose items are addressed by ``(index, seed)``; the engine owns everything else:
+AdamW, mixed precision, EMA, gradient clipping and accumulation, DDP, progress bar, JSONL
+metrics, atomic checkpoints and exact resumption.
+
+Determinism: the ``g``-th sample of a run (counted over optimizer steps, ranks and
+accumulation micro-batches) is item ``perm_e[g mod N]`` of a permutation seeded by
+``(seed, epoch e)``, and all randomness for that sample (crop position, noise, timestep) is
+drawn from its own seed. A run therefore depends only on ``(seed, step)``: a killed run
+resumed from its last checkpoint reproduces the uninterrupted one, and a 2-process run sees
+the same samples as a 1-process run with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from realdeal.errors import ConfigError, InputError
+from realdeal.training.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from realdeal.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from realdeal.training.ema import EMA
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by all models.
+
+    ``batch_size`` is the *global* number of samples per optimizer step; each of
+    ``world_size`` processes computes ``batch_size / (world_size * grad_accum)`` samples per
+    micro-batch. ``lr`` is reached after ``warmup_steps`` linear warm-up steps and then kept
+    constant (so a run's length can change on resume). ``precision="auto"``: bf16 autocast
+    where the device supports it (CUDA with bf16, CPUs with native bf16), fp16 + grad scaler
+    on older GPUs, else fp32.
+    """
+
+    steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    precision: Precision = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    channels_last: bool = False
+    """Run 3D convolutions in channels-last memory layout (about 2× faster on CPU oneDNN)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("steps, batch_size and grad_accum must be at least 1")
+
+
+class TrainTask(Protocol):
+    """What a model kind contributes to the engine."""
+
+    kind: str
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar loss of one micro-batch; ``batch["seed"]`` ``(B,)`` holds per-sample seeds."""
+        ...
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves: final step, last logged loss, files."""
+
+    step: int
+    loss: float
+    checkpoint: Path
+    metrics: Path
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global state is what we restore
+    torch.manual_seed(seed)
+
+
+def sample_seed(run_seed: int, g: int) -> int:
+    """Seed of the run's ``g``-th sample (fits in int64)."""
+    return (run_seed * 1_000_003 + g * 7_919 + 12_345) % (2**62)
+
+
+def generator_for(seed: int | torch.Tensor, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh generator seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def per_sample_randn(shape: tuple[int, ...], seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """Standard normal ``(B, *shape)`` on CPU; row ``i`` depends only on ``seeds[i]`` and ``salt``."""
+    return torch.stack([torch.randn(shape, generator=generator_for(int(s) + salt)) for s in seeds])
+
+
+def per_sample_randint(high: int, seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """One integer in ``[0, high)`` per sample, ``(B,)`` long on CPU."""
+    return torch.cat(
+        [torch.randint(0, high, (1,), generator=generator_for(int(s) + salt)) for s in seeds]
+    )
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Global RNG states as tensors (checkpointable with ``weights_only=True``)."""
+    np_state = np.random.get_state()  # noqa: NPY002
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_meta": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_state[4]], dtype=torch.float64),
+        "python": torch.tensor(list(py_state[1]), dtype=torch.int64),
+        "python_version": torch.tensor([py_state[0]], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    meta = state["numpy_meta"].tolist()
+    np_state = (
+        "MT19937",
+        state["numpy_keys"].numpy().astype(np.uint32),
+        meta[0],
+        meta[1],
+        float(state["numpy_gauss"][0]),
+    )
+    np.random.set_state(np_state)  # noqa: NPY002 - restoring the legacy global state
+    random.setstate((int(state["python_version"][0]), tuple(state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# --------------------------------------------------------------------------- data order
+
+
+class StepBatchSampler:
+    """Yields this rank's micro-batches of ``(index, seed)`` pairs from optimizer step ``start``."""
+
+    def __init__(
+        self, n_items: int, cfg: TrainConfig, dist: DistInfo, start_step: int, end_step: int
+    ):
+        per = cfg.batch_size // (dist.world_size * cfg.grad_accum)
+        if n_items < 1:
+            raise ConfigError("no training items")
+        if per * dist.world_size * cfg.grad_accum != cfg.batch_size:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} must be divisible by world_size × grad_accum "
+                f"= {dist.world_size} × {cfg.grad_accum}"
+            )
+        self.n, self.cfg, self.dist, self.per = n_items, cfg, dist, per
+        self.start, self.end = start_step, end_step
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def _item(self, g: int) -> int:
+        epoch, pos = divmod(g, self.n)
+        if epoch != self._perm_epoch:
+            self._perm = torch.randperm(
+                self.n, generator=generator_for(self.cfg.seed * 7_777 + epoch)
+            )
+            self._perm_epoch = epoch
+        return int(self._perm[pos])
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        B, W, m = self.cfg.batch_size, self.dist.world_size, self.per
+        for step in range(self.start, self.end):
+            for a in range(self.cfg.grad_accum):
+                g0 = step * B + a * W * m + self.dist.rank * m
+                yield [(self._item(g), sample_seed(self.cfg.seed, g)) for g in range(g0, g0 + m)]
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.cfg.grad_accum
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    out = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    return out
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def resolve_precision(
+    precision: Precision, device: torch.device
+) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether to use a grad scaler)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return torch.bfloat16, False
+    if device.type != "cuda":
+        raise ConfigError("fp16 training needs a CUDA device; use bf16 or fp32 on CPU")
+    return torch.float16, True
+
+
+def autocast_context(dtype: torch.dtype | None, device: torch.device):
+    """``torch.autocast`` for ``dtype`` (a no-op context for fp32)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _MetricsLog:
+    """Append-only JSONL on rank 0; on resume, lines after the resumed step are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a metrics JSONL file."""
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def train(
+    task: TrainTask,
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    run_config: dict[str, Any],
+    model_config: dict[str, Any],
+    preset: str = "custom",
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+    dist: DistInfo | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``task``'s loss; write checkpoints/metrics in ``out_dir``.
+
+    ``dataset[(index, seed)]`` returns one sample as a dict of tensors. ``run_config`` (the
+    resolved config) and ``model_config`` (the network's) are stored in every checkpoint;
+    ``extra`` holds kind-specific values (e.g. latent scaling). With ``resume`` the run
+    continues from ``out_dir/checkpoint.pt`` if it exists; without it an existing checkpoint
+    is an error. ``on_step(step, loss)`` is called on every rank after each optimizer step.
+    """
+    out_dir = Path(out_dir)
+    dist = dist or init_distributed(cfg.device)
+    device = dist.device
+    ckpt_path, metrics_path = out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt_path.exists() and not resume:
+        raise InputError(
+            out_dir,
+            "already holds a checkpoint; pass --resume to continue it or choose another --out",
+        )
+
+    amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    if dist.distributed and device.type == "cuda":
+        # batch statistics over the global batch, as in a single-process run (same state keys)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    ema = EMA(model, cfg.ema_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    start = 0
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, kind=task.kind, map_location=device)
+        check_model_config(ckpt_path, ckpt, model_config)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"], int(ckpt["ema_updates"]))
+        opt.load_state_dict(ckpt["optimizer"])
+        if use_scaler and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"][dist.rank] if dist.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        start = int(ckpt["step"])
+        log.info("resumed %s from %s at step %d", task.kind, ckpt_path, start)
+    else:
+        seed_everything(cfg.seed + dist.rank)
+
+    train_model: nn.Module = model
+    if dist.distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    sampler = StepBatchSampler(len(dataset), cfg, dist, start, cfg.steps)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    metrics = _MetricsLog(metrics_path, dist.is_main, start if resume else None)
+
+    def save(step: int) -> None:
+        rng = _gather_rng(dist)
+        if dist.is_main:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "kind": task.kind,
+                    "preset": preset,
+                    "step": step,
+                    "config": json.dumps(run_config),
+                    "model_config": json.dumps(model_config),
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "ema_updates": ema.num_updates,
+                    "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict() if use_scaler else {},
+                    "rng": rng,
+                    "extra": extra or {},
+                },
+            )
+        barrier(dist)
+
+    from realdeal.utils.progress import progress
+
+    bar = (
+        progress(total=cfg.steps, desc=f"train {task.kind}", unit="step", initial=start)
+        if dist.is_main
+        else None
+    )
+    it = iter(loader)
+    step, last_loss = start, float("nan")
+    window_loss, window_n, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+    samples_per_step = cfg.batch_size
+    model.train()
+    for step in range(start + 1, cfg.steps + 1):
+        lr = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=device)
+        for a in range(cfg.grad_accum):
+            batch = {
+                k: _to_device(v, device, cfg.channels_last) if k != "seed" else v
+                for k, v in next(it).items()
+            }
+            sync = (
+                nullcontext()
+                if (not dist.distributed or a == cfg.grad_accum - 1)
+                else train_model.no_sync()
+            )
+            with sync:
+                with autocast_context(amp_dtype, device):
+                    loss = task.loss(train_model, batch) / cfg.grad_accum
+                scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+        if use_scaler:
+            scaler.unscale_(opt)
+        clip = cfg.grad_clip if cfg.grad_clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        window_loss += step_loss
+        window_n += 1
+        if on_step is not None:
+            on_step(step, float(step_loss))
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            mean_loss = float(all_reduce_mean(window_loss / window_n, dist))
+            dt = time.perf_counter() - t0
+            metrics.write(
+                {
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "samples_per_s": window_n * samples_per_step / max(dt, 1e-9),
+                    "time": time.time(),
+                }
+            )
+            last_loss = mean_loss
+            if bar is not None:
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+            window_loss, window_n, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save(step)
+    if bar is not None:
+        bar.close()
+    if start >= cfg.steps:
+        log.info("%s already trained for %d steps; nothing to do", task.kind, start)
+    return TrainResult(
+        step=step if cfg.steps > start else start,
+        loss=last_loss,
+        checkpoint=ckpt_path,
+        metrics=metrics_path,
+    )
+
+
+def _to_device(v: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    v = v.to(device, non_blocking=True)
+    return (
+        v.contiguous(memory_format=torch.channels_last_3d) if channels_last and v.ndim == 5 else v
+    )
+
+
+def _gather_rng(dist: DistInfo) -> list[dict[str, torch.Tensor]]:
+    """Every rank's RNG state (rank 0 stores all of them)."""
+    state = rng_state()
+    if not dist.distributed:
+        return [state]
+    import torch.distributed as tdist
+
+    gathered: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(gathered, state)
+    return gathered

@@ -1,0 +1,135 @@
+"""Stage-2 training: latent diffusion on the autoencoder's scaled training latents."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from realdeal.config import save_config, to_dict
+from realdeal.diffusion.denoiser import Denoiser
+from realdeal.diffusion.schedule import NoiseSchedule
+from realdeal.errors import ConfigError, InputError
+from realdeal.models.codec import checkpoint_fingerprint, encode_dataset
+from realdeal.models.latent_scaling import LatentScaler
+from realdeal.models.loading import load_autoencoder
+from realdeal.models.unet import build_unet
+from realdeal.presets import LDMRunConfig
+from realdeal.training.distributed import barrier, init_distributed
+from realdeal.training.engine import (
+    TrainResult,
+    per_sample_randint,
+    per_sample_randn,
+    seed_everything,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LatentItems(torch.utils.data.Dataset):
+    """Scaled latents ``(N, C, x, y, z)`` in [-1, 1], addressed by ``(index, seed)``."""
+
+    def __init__(self, latents: torch.Tensor):
+        self.latents = latents
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = key
+        return {"z": self.latents[i], "seed": torch.tensor(seed)}
+
+
+class LatentDiffusionTask:
+    """Diffusion loss ‖f(z_t, t) − target‖² with per-sample noise and timestep."""
+
+    kind = "ldm"
+
+    def __init__(self, schedule: NoiseSchedule):
+        self.schedule = schedule
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        z, seeds = batch["z"], batch["seed"]
+        noise = per_sample_randn(tuple(z.shape[1:]), seeds, salt=1).to(z)
+        t = per_sample_randint(self.schedule.num_train_timesteps, seeds, salt=2)
+        return Denoiser(model, self.schedule).loss(z, noise, t)
+
+
+def train_ldm(
+    cfg: LDMRunConfig,
+    data: str | Path,
+    autoencoder: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+) -> TrainResult:
+    """Train the latent diffusion U-Net on the train split of ``data`` encoded by ``autoencoder``.
+
+    Latents are cached in ``out_dir/latents`` (reused while the autoencoder file is the same);
+    the latent scaling fitted on them and the autoencoder's EMA weights are stored in the
+    LDM checkpoint, so sampling needs only that one file.
+    """
+    from realdeal.data.dataset import PreparedDataset
+
+    out_dir = Path(out_dir)
+    ds = PreparedDataset(data)
+    ids = ds.ids("train")
+    if not ids:
+        raise InputError(ds.root, "has no subjects in the train split")
+    dist = init_distributed(cfg.train.device)
+    ae, ae_ckpt = load_autoencoder(autoencoder, dist.device)
+    if (
+        cfg.unet.in_channels != ae.config.latent_channels
+        or cfg.unet.out_channels != ae.config.latent_channels
+    ):
+        raise ConfigError(
+            f"U-Net in/out channels must equal the autoencoder's {ae.config.latent_channels} latent channels"
+        )
+    fingerprint = checkpoint_fingerprint(autoencoder)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.json")
+        encode_dataset(
+            ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint, train_ids=ids
+        )
+    barrier(dist)
+    latents = encode_dataset(
+        ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint, train_ids=ids
+    )
+    scaler = LatentScaler.fit(latents.values())
+    stacked = scaler.forward(torch.stack([latents[s] for s in ids]))
+    m = cfg.unet.size_multiple
+    if any(s % m for s in stacked.shape[2:]):
+        raise ConfigError(
+            f"latent size {tuple(stacked.shape[2:])} must be divisible by {m} for a {len(cfg.unet.channels)}-level U-Net"
+        )
+    log.info("ldm: %d training latents of shape %s", len(ids), tuple(stacked.shape[1:]))
+    seed_everything(cfg.train.seed)
+    model = build_unet(cfg.unet)
+    extra = {
+        "latent_scaling": scaler.to_dict(),
+        "latent_shape": list(stacked.shape[1:]),
+        "image_shape": list(ds.shape),
+        "dataset": str(ds.root),
+        "autoencoder": {
+            "model_config": ae_ckpt["model_config"],
+            "preset": ae_ckpt.get("preset", ""),
+            "ema": ae.state_dict(),
+            "fingerprint": fingerprint,
+        },
+    }
+    return train(
+        LatentDiffusionTask(NoiseSchedule(cfg.schedule)),
+        model,
+        LatentItems(stacked),
+        cfg.train,
+        out_dir,
+        run_config=to_dict(cfg),
+        model_config=to_dict(cfg.unet),
+        preset=cfg.preset,
+        resume=resume,
+        extra=extra,
+        dist=dist,
+    )

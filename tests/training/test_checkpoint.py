@@ -1,0 +1,61 @@
+"""Checkpoints: atomic, safe to load, and clear about what is wrong with a bad one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from realdeal.errors import InputError
+from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _save(path, kind="autoencoder"):
+    return save_checkpoint(
+        path, {"kind": kind, "step": 3, "model": {"w": torch.ones(2)}, "config": "{}"}
+    )
+
+
+def test_round_trip_and_no_temp_files_left(tmp_path):
+    p = _save(tmp_path / "c.pt")
+    ck = load_checkpoint(p, kind="autoencoder")
+    assert ck["step"] == 3 and torch.equal(ck["model"]["w"], torch.ones(2))
+    assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_wrong_kind_is_refused(tmp_path):
+    p = _save(tmp_path / "c.pt", kind="ldm")
+    with pytest.raises(InputError, match="kind 'ldm', but kind 'autoencoder' is needed"):
+        load_checkpoint(p, kind="autoencoder")
+
+
+def test_truncated_file_is_one_clear_error(tmp_path):
+    p = _save(tmp_path / "c.pt")
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_checkpoint(p)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(InputError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"w": torch.ones(1)}, tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="not a realdeal checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+
+
+class Evil:
+    """Any class: weights_only loading must refuse to build it."""
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    torch.save({"format": "realdeal-checkpoint/1", "kind": "ldm", "x": Evil()}, tmp_path / "e.pt")
+    with pytest.raises(InputError):
+        load_checkpoint(tmp_path / "e.pt")
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path):
+    p = _save(tmp_path / "c.pt")
+    with pytest.raises(ValueError):
+        save_checkpoint(p, {"kind": "nonsense"})
+    assert load_checkpoint(p)["step"] == 3
