@@ -25,6 +25,7 @@ COMMANDS = [
     "realdeal.commands.sample",
     "realdeal.commands.refine",
     "realdeal.commands.evaluate",
+    "realdeal.commands.import_official",
     "realdeal.commands.demo",
 ]
 

@@ -17,7 +17,15 @@ from realdeal.training.checkpoint import load_checkpoint
 def autoencoder_from_state(
     config: dict[str, Any], state: dict[str, torch.Tensor], where: str | os.PathLike
 ) -> Autoencoder:
-    """An :class:`Autoencoder` in eval mode from its config dict and state dict."""
+    """An :class:`Autoencoder` in eval mode from its config dict and state dict.
+
+    Configs marked ``layout: "official"`` (imports of the authors' released autoencoder)
+    build :class:`realdeal.models.official.OfficialAutoencoder` instead.
+    """
+    if config.get("layout") == "official":
+        from realdeal.models.official import official_autoencoder_from_state
+
+        return official_autoencoder_from_state(config, state, where)  # type: ignore[return-value]
     model = Autoencoder(from_dict(AutoencoderConfig, config))
     try:
         model.load_state_dict(state)

@@ -34,7 +34,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -43,6 +43,12 @@ from torch.nn import functional as F
 from realdeal.config import from_dict, to_dict
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from realdeal.data.dataset import PreparedDataset
+    from realdeal.models.unet import UNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +265,7 @@ def infer_unet_config(
     state: Mapping[str, torch.Tensor],
     norm_num_groups: int | None = None,
     where: str | os.PathLike | None = None,
-):
+) -> UNetConfig:
     """The :class:`~realdeal.models.unet.UNetConfig` of an old-layout U-Net state dict.
 
     Widths, levels, residual blocks per level and attention levels come from the weights.
@@ -323,7 +329,7 @@ def old_unet_key(new_key: str) -> str:
 
 
 def convert_unet_state(
-    old_state: Mapping[str, torch.Tensor], cfg: Any, where: str | os.PathLike | None = None
+    old_state: Mapping[str, torch.Tensor], cfg: UNetConfig, where: str | os.PathLike | None = None
 ) -> dict[str, torch.Tensor]:
     """MONAI 1.x state dict of the U-Net ``cfg`` from an old-layout (``module.``) state dict.
 
@@ -662,7 +668,8 @@ def _refuse_realdeal(ckpt: Mapping[str, Any], path: str | os.PathLike | None) ->
         )
 
 
-def _meta_state(build) -> dict[str, torch.Tensor]:
+def _meta_state(build: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
+    """State dict (shapes only) of the module ``build`` makes, built on the meta device."""
     with torch.device("meta"):
         return build().state_dict()
 
@@ -693,7 +700,10 @@ def _unet_state(ckpt: Mapping[str, Any], where: str | os.PathLike) -> Mapping[st
     return unet
 
 
-def _check_dataset(data: str | os.PathLike | None, image_shape: tuple[int, ...] | None):
+def _check_dataset(
+    data: str | os.PathLike | None, image_shape: tuple[int, ...] | None
+) -> PreparedDataset | None:
+    """The prepared dataset ``data`` (``None`` if not given), checked against ``image_shape``."""
     if data is None:
         return None
     from realdeal.data.dataset import PreparedDataset
