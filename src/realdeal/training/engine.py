@@ -223,6 +223,11 @@ def resolve_precision(
     if precision == "fp32":
         return None, False
     if precision == "bf16":
+        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            logging.getLogger(__name__).warning(
+                "bf16 requested, but this CPU has no native bf16: it is emulated and far slower "
+                "than fp32 (measured here: ~70x slower for the refiner U-Net); use --precision fp32"
+            )
         return torch.bfloat16, False
     if device.type != "cuda":
         raise ConfigError("fp16 training needs a CUDA device; use bf16 or fp32 on CPU")
