@@ -9,41 +9,29 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "encode", help="write autoencoder latents (safetensors) of a prepared dataset"
     )
-    p.add_argument("--autoencoder", required=True, help="autoencoder checkpoint.pt")
-    p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument(
         "-o",
         "--out",
         required=True,
         help="output folder for <id>.safetensors and latent_scaling.json",
     )
-    p.add_argument(
-        "--split", choices=["all", "train", "val", "test"], default="all", help="subjects to encode"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument(
-        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
-    )
+    add_autoencoder_flags(p, "encode")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from realdeal.data.dataset import PreparedDataset
     from realdeal.models.codec import checkpoint_fingerprint, encode_dataset
-    from realdeal.models.loading import load_autoencoder
-    from realdeal.training.distributed import resolve_device
 
-    device = resolve_device(args.device)
-    ds = PreparedDataset(args.data)
-    ae, _ = load_autoencoder(args.autoencoder, device)
-    ids = ds.ids(None if args.split == "all" else args.split)
+    device, ds, ae, _, ids = load_autoencoder_and_data(args)
     lat = encode_dataset(
         ae,
         ds,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,20 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Encode and decode every subject (or one split) with the autoencoder's EMA "
         "weights and store the result as the dataset's 'reconstructions'.",
     )
-    p.add_argument("--autoencoder", required=True, help="autoencoder checkpoint.pt")
-    p.add_argument("--data", required=True, help="prepared dataset folder")
-    p.add_argument(
-        "--split",
-        choices=["all", "train", "val", "test"],
-        default="all",
-        help="subjects to reconstruct",
-    )
+    add_autoencoder_flags(p, "reconstruct")
     p.add_argument(
         "--skip-existing", action="store_true", help="keep reconstructions that already exist"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument(
-        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
     )
     p.set_defaults(func=run)
 
@@ -38,16 +29,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.config import to_dict
-    from realdeal.data.dataset import PreparedDataset
     from realdeal.models.codec import reconstruct_dataset
-    from realdeal.models.loading import load_autoencoder
-    from realdeal.training.distributed import resolve_device
     from realdeal.utils.fs import write_json_atomic
 
-    device = resolve_device(args.device)
-    ds = PreparedDataset(args.data)
-    ae, ckpt = load_autoencoder(args.autoencoder, device)
-    ids = ds.ids(None if args.split == "all" else args.split)
+    device, ds, ae, ckpt, ids = load_autoencoder_and_data(args)
     paths = reconstruct_dataset(
         ae, ds, ids, device, args.precision, overwrite=not args.skip_existing
     )
