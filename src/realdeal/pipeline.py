@@ -1,61 +1,566 @@
-"""End-to-end pipelines that combine the stages; the ``demo`` command calls :func:`run_demo`."""
+"""``realdeal demo``: the whole method on the built-in cohort, end to end, into one run folder.
+
+Stages (each timed, logged and shown with a progress bar; each reuses what an earlier run
+left in the folder, so an interrupted demo continues where it stopped):
+
+1. build the synthetic cohort (Colin27/MNI152-seeded, :mod:`realdeal.data.cohort`);
+2. prepare it (``data/``: [-1, 1] images, labels, masks, brain-fraction maps, split);
+3. the three models with the ``cpu-small`` preset — autoencoder → reconstructions of every
+   subject → LDM → refiner. Without ``--retrain`` the demo uses, in this order, the
+   checkpoints already in ``models/``, then the demo checkpoints shipped inside the package
+   (made by ``realdeal demo --retrain --train-scale K --export-checkpoints DIR``, see
+   :func:`export_checkpoints`) when they were trained on this very cohort, and trains
+   otherwise;
+4. refine the held-out subjects' reconstructions (``refined/test``);
+5. sample LDM volumes (``samples/raw``) and refine them (``samples/refined``);
+6. evaluate: paired (held-out originals vs reconstruction and refined; ``eval/paired``) and
+   unpaired (all real subjects vs raw and refined samples, weight-free patch-statistics
+   features; ``eval/unpaired``);
+7. write ``run.json`` and the report (``report/report.html``, ``report.md``).
+
+``--quick`` makes everything tiny (4 subjects at 4 mm, a few training steps) for tests.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from realdeal.data.cohort import CohortConfig, build_cohort, cohort_figure
-from realdeal.data.dataset import PrepareConfig, prepare_dataset
-from realdeal.report.figures import triplanar_png
+from realdeal.config import to_dict
+from realdeal.errors import InputError
+from realdeal.utils.fs import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+RUN_FORMAT = "realdeal-run"
+MODEL_KINDS = ("autoencoder", "ldm", "refiner")
+PACKAGED = "packaged"
+"""``checkpoints`` value: use the demo checkpoints shipped in ``realdeal/demo_checkpoints``."""
 
-def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0) -> Path:
-    """Cohort → prepared dataset → figures, reusing what an earlier run left in ``out``.
 
-    ``quick`` builds 4 subjects at 4 mm (seconds); the default 16 subjects at 2 mm.
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """What ``realdeal demo`` does; every field is a flag of the command.
+
+    ``train_scale`` multiplies every model's ``cpu-small`` step count when the demo trains.
+    ``checkpoints``: ``"packaged"`` (the shipped demo checkpoints when they fit this cohort),
+    a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
     """
+
+    quick: bool = False
+    seed: int = 0
+    retrain: bool = False
+    train_scale: float = 1.0
+    checkpoints: str | None = PACKAGED
+    n_samples: int = 3
+    sample_sampler: str = "ddim"
+    sample_steps: int = 50
+    refine_sampler: str = "dpm++"
+    refine_steps: int = 10
+    max_batch: int = 8
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        from realdeal.errors import ConfigError
+
+        if self.train_scale <= 0:
+            raise ConfigError(f"--train-scale must be positive, got {self.train_scale}")
+        if self.n_samples < 1:
+            raise ConfigError(f"--samples must be at least 1, got {self.n_samples}")
+
+    def effective(self) -> DemoConfig:
+        """The settings actually used (``quick`` shrinks sampling and refinement)."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(
+            self,
+            n_samples=min(self.n_samples, 2),
+            sample_steps=min(self.sample_steps, 5),
+            refine_steps=min(self.refine_steps, 3),
+            checkpoints=None if self.checkpoints == PACKAGED else self.checkpoints,
+        )
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def cohort_config(cfg: DemoConfig):
+    """The cohort the demo builds (16 subjects at 2 mm; quick: 4 at 4 mm)."""
+    from realdeal.data.cohort import CohortConfig
+
+    if cfg.quick:
+        return CohortConfig(n_subjects=4, spacing=4.0, seed=cfg.seed)
+    return CohortConfig(seed=cfg.seed)
+
+
+def prepare_config(cfg: DemoConfig):
+    """How the demo prepares the cohort (grid = the cohort's; refiner window 32, quick 16)."""
+    from realdeal.data.dataset import PrepareConfig
+
+    return PrepareConfig(
+        shape=cohort_config(cfg).grid_shape(), window=16 if cfg.quick else 32, seed=cfg.seed
+    )
+
+
+def model_configs(cfg: DemoConfig) -> dict[str, Any]:
+    """The ``cpu-small`` run configs of the three models, scaled by ``train_scale``/quick."""
+    import realdeal.training.refiner  # noqa: F401 - registers the refiner presets
+    from realdeal.presets import preset, with_overrides
+
+    out = {}
+    for kind in MODEL_KINDS:
+        c = preset(kind, "cpu-small")
+        steps = max(1, round(c.train.steps * cfg.train_scale))
+        over: dict[str, Any] = {"train": {"steps": steps, "seed": cfg.seed}}
+        if cfg.quick:
+            over["train"].update(steps=6, checkpoint_every=6, log_every=2, warmup_steps=2)
+            if kind == "autoencoder":
+                over["crop"] = [16, 16, 16]
+            if kind == "refiner":
+                over["window"] = 16
+                over["train"]["batch_size"] = 2
+        out[kind] = with_overrides(c, over)
+    return out
+
+
+# --------------------------------------------------------------------------- stage bookkeeping
+
+
+class _Stages:
+    """Numbered, timed stages with a log line each; timings go into ``run.json``."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.timings = total, 0, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.n += 1
+        log.info("[%d/%d] %s", self.n, self.total, name)
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        log.info("[%d/%d] %s: %.1f s", self.n, self.total, name, self.timings[name])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _trained_steps(path: Path) -> int | None:
+    """The step a checkpoint holds, or None if unreadable."""
+    from realdeal.training.checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(path)["step"])
+    except InputError:
+        return None
+
+
+# --------------------------------------------------------------------------- shipped checkpoints
+
+
+def packaged_checkpoints() -> Path | None:
+    """The folder of demo checkpoints shipped inside the package, if it holds a manifest."""
+    folder = Path(str(resources.files("realdeal"))) / "demo_checkpoints"
+    return folder if (folder / "manifest.json").is_file() else None
+
+
+def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None:
+    """``{kind: file}`` from ``folder`` if its manifest says they were trained on this cohort."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        raise InputError(folder, "holds no manifest.json (not a demo checkpoint folder)")
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(manifest, f"unreadable manifest: {e}") from e
+    want = {"cohort": to_dict(cohort_config(cfg)), "prepare": to_dict(prepare_config(cfg))}
+    have = {"cohort": meta.get("cohort"), "prepare": meta.get("prepare")}
+    if json.loads(json.dumps(want)) != have:
+        log.info("demo checkpoints in %s were trained on another cohort; training instead", folder)
+        return None
+    files = {k: folder / f"{k}.pt" for k in MODEL_KINDS}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise InputError(folder, f"is missing {', '.join(missing)}")
+    for kind, f in files.items():
+        want_sha = meta.get("sha256", {}).get(kind)
+        if want_sha and _sha256(f) != want_sha:
+            raise InputError(f, "does not match the sha256 in manifest.json (corrupt download?)")
+    return files
+
+
+def _install_checkpoint(src: Path, model_dir: Path, meta_dir: Path | None) -> None:
+    """Copy a shipped checkpoint (and its training log/config, for the report) into the run."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    kind = src.stem
+    for name, dst in (
+        (f"{kind}.metrics.jsonl", "metrics.jsonl"),
+        (f"{kind}.config.json", "config.json"),
+    ):
+        if meta_dir is not None and (meta_dir / name).is_file():
+            shutil.copyfile(meta_dir / name, model_dir / dst)
+    tmp = model_dir / "checkpoint.pt.part"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, model_dir / "checkpoint.pt")
+
+
+def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write the run's three models as slim (EMA weights only) demo checkpoints into ``dest``.
+
+    ``dest`` gets ``autoencoder.pt``, ``ldm.pt``, ``refiner.pt``, their training logs and
+    configs and a ``manifest.json`` (cohort and prepare configs, steps, times, sha256) —
+    the folder ``realdeal demo --checkpoints DIR`` reads; ``src/realdeal/demo_checkpoints``
+    is the one shipped with the package.
+    """
+    import torch
+
+    from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = Path(run_dir)
+    run = _read_run(run_dir)
+    dest = Path(dest)
+    with atomic_dir(dest, overwrite=True) as tmp:
+        sha, steps = {}, {}
+        for kind in MODEL_KINDS:
+            model_dir = run_dir / run["models"][kind]
+            ckpt = load_checkpoint(model_dir / "checkpoint.pt", kind=kind)
+            slim = {
+                k: ckpt[k]
+                for k in (
+                    "kind",
+                    "preset",
+                    "config",
+                    "model_config",
+                    "step",
+                    "ema_updates",
+                    "extra",
+                )
+                if k in ckpt
+            }
+            ema = {k: v.clone() for k, v in ckpt["ema"].items()}
+            slim.update(model=ema, ema=ema, optimizer={}, scaler={}, rng={}, slim=True)
+            path = save_checkpoint(Path(tmp) / f"{kind}.pt", slim)
+            sha[kind], steps[kind] = _sha256(path), int(ckpt["step"])
+            for name in ("metrics.jsonl", "config.json"):
+                if (model_dir / name).is_file():
+                    shutil.copyfile(model_dir / name, Path(tmp) / f"{kind}.{name}")
+        manifest = {
+            "format": "realdeal-demo-checkpoints",
+            "version": 1,
+            "made_by": run.get("command", "realdeal demo --retrain"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cohort": run["config"]["cohort"],
+            "prepare": run["config"]["prepare"],
+            "steps": steps,
+            "train_seconds": {
+                k: v for k, v in run.get("timings", {}).items() if k.startswith("train")
+            },
+            "sha256": sha,
+            "torch": torch.__version__,
+        }
+        write_json_atomic(Path(tmp) / "manifest.json", manifest)
+    log.info("demo checkpoints written to %s", dest)
+    return dest
+
+
+# --------------------------------------------------------------------------- run.json
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise InputError(path, "no run.json (not a realdeal demo run folder)")
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e}") from e
+    if run.get("format") != RUN_FORMAT:
+        raise InputError(path, f"not a realdeal run (format {run.get('format')!r})")
+    return run
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("realdeal", "torch", "monai", "numpy", "nibabel", "dipy", "scikit-image"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def run_demo(
+    out: str | os.PathLike, config: DemoConfig | None = None, command: str | None = None, **kw: Any
+) -> Path:
+    """Run the demo into ``out`` and return the report's path (see the module docstring).
+
+    Keyword arguments are :class:`DemoConfig` fields (``run_demo(out, quick=True)``);
+    ``command`` is recorded in ``run.json`` (default: ``realdeal demo``).
+    """
+    from realdeal.data.cohort import build_cohort, cohort_figure
+    from realdeal.data.dataset import PreparedDataset, prepare_dataset
+
+    cfg = (config or DemoConfig(**kw)).effective()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    cohort_cfg = (
-        CohortConfig(n_subjects=4, spacing=4.0, seed=seed) if quick else CohortConfig(seed=seed)
-    )
-    cohort_dir = out / "cohort"
-    if (cohort_dir / "cohort.json").exists():
-        log.info("reusing cohort in %s", cohort_dir)
-    else:
-        build_cohort(cohort_dir, cohort_cfg)
-        cohort_figure(cohort_dir)
-    shape = cohort_cfg.grid_shape()
-    prepared = out / "prepared"
-    if (prepared / "dataset.json").exists():
-        from realdeal.data.dataset import PreparedDataset
+    t_start = time.perf_counter()
+    stages = _Stages(total=10)
+    ccfg, pcfg, mcfg = cohort_config(cfg), prepare_config(cfg), model_configs(cfg)
 
-        ds = PreparedDataset(prepared)
-        log.info("reusing prepared dataset in %s", prepared)
-    else:
-        window = 16 if quick else 32
-        ds = prepare_dataset(
-            str(cohort_dir / "*_T1w.nii.gz"),
-            prepared,
-            PrepareConfig(shape=shape, window=window, seed=seed),
-            labels="{dir}/{id}_dseg.nii.gz",
+    with stages("cohort"):
+        cohort_dir = out / "cohort"
+        if (cohort_dir / "cohort.json").exists():
+            log.info("reusing the cohort in %s", cohort_dir)
+        else:
+            build_cohort(cohort_dir, ccfg)
+            cohort_figure(cohort_dir)
+    with stages("prepare"):
+        data = out / "data"
+        if (data / "dataset.json").exists():
+            ds = PreparedDataset(data)
+            log.info("reusing the prepared dataset in %s", data)
+        else:
+            ds = prepare_dataset(
+                str(cohort_dir / "*_T1w.nii.gz"), data, pcfg, labels="{dir}/{id}_dseg.nii.gz"
+            )
+
+    models = {k: out / "models" / k for k in MODEL_KINDS}
+    ckpt = {k: models[k] / "checkpoint.pt" for k in MODEL_KINDS}
+    shipped = _choose_shipped(cfg)
+    shipped_steps = _manifest(shipped)["steps"] if shipped else {}
+    sources: dict[str, str] = {}
+
+    def obtain(kind: str, train_fn) -> None:
+        if cfg.retrain and models[kind].exists():
+            shutil.rmtree(models[kind])
+        need = shipped_steps.get(kind, mcfg[kind].train.steps)
+        have = _trained_steps(ckpt[kind]) if ckpt[kind].is_file() else None
+        if have is not None and have >= need:
+            log.info("reusing the %s in %s (step %d)", kind, models[kind], have)
+            sources[kind] = "reused"
+        elif shipped:
+            _install_checkpoint(shipped[kind], models[kind], shipped[kind].parent)
+            sources[kind] = f"demo checkpoint ({shipped_steps[kind]} steps)"
+        else:
+            train_fn(resume=have is not None)
+            sources[kind] = "trained"
+
+    from realdeal.training.autoencoder import train_autoencoder
+    from realdeal.training.ldm import train_ldm
+    from realdeal.training.refiner import train_refiner
+
+    with stages("train autoencoder"):
+        obtain(
+            "autoencoder",
+            lambda resume: train_autoencoder(
+                mcfg["autoencoder"], data, models["autoencoder"], resume
+            ),
         )
-    test = ds.ids("test")
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
-    vols = [ds.load_image(s).data for s in test]
-    triplanar_png(
-        vols,
-        figs / "test_subjects.png",
-        titles=test,
-        spacing=ds.spacing,
-        suptitle="held-out subjects, prepared ([-1, 1])",
+    with stages("reconstruct"):
+        _reconstruct(ds, ckpt["autoencoder"])
+    with stages("train ldm"):
+        obtain(
+            "ldm",
+            lambda resume: train_ldm(mcfg["ldm"], data, ckpt["autoencoder"], models["ldm"], resume),
+        )
+    with stages("train refiner"):
+        obtain(
+            "refiner",
+            lambda resume: train_refiner(mcfg["refiner"], data, models["refiner"], resume),
+        )
+
+    from realdeal.diffusion.refiner_pipeline import RefineSettings
+
+    settings = RefineSettings(
+        sampler=cfg.refine_sampler, steps=cfg.refine_steps, max_batch=cfg.max_batch, seed=cfg.seed
     )
-    log.info("demo finished in %.1f s: %s", time.perf_counter() - t0, out)
-    return out
+    test = ds.ids("test")
+    with stages("refine held-out reconstructions"):
+        refined_test = out / "refined" / "test"
+        _refine_missing(
+            ckpt["refiner"],
+            [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test],
+            refined_test,
+            settings,
+        )
+    with stages("sample"):
+        raw = out / "samples" / "raw"
+        _sample_missing(ckpt["ldm"], ds, raw, cfg)
+    with stages("refine samples"):
+        refined_samples = out / "samples" / "refined"
+        _refine_missing(ckpt["refiner"], sorted(raw.glob("*.nii.gz")), refined_samples, settings)
+
+    with stages("evaluate"):
+        _evaluate(cfg, ds, test, refined_test, raw, refined_samples, out)
+
+    run = {
+        "format": RUN_FORMAT,
+        "version": 1,
+        "preset": "cpu-small",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
+        "data": "data",
+        "models": {k: f"models/{k}" for k in MODEL_KINDS},
+        "model_sources": sources,
+        "paired": {
+            "subjects": test,
+            "sets": {"reconstruction": "data/reconstructions", "refined": "refined/test"},
+            "eval": "eval/paired",
+        },
+        "unpaired": {
+            "sets": {"sample": "samples/raw", "refined sample": "samples/refined"},
+            "real": "data/images",
+            "eval": "eval/unpaired",
+        },
+        "timings": stages.timings,
+        "config": {
+            "demo": to_dict(cfg),
+            "cohort": to_dict(ccfg),
+            "prepare": to_dict(pcfg),
+            "models": {k: to_dict(v) for k, v in mcfg.items()},
+            "refine": dataclasses.asdict(settings),
+        },
+        "versions": _versions(),
+    }
+    write_json_atomic(out / "run.json", run)
+    with stages("report"):
+        from realdeal.report.build import build_report
+
+        report = build_report(out)
+    run["timings"] = stages.timings
+    run["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json_atomic(out / "run.json", run)
+    log.info("demo finished in %.1f s; report: %s", run["total_seconds"], report)
+    return report
+
+
+def _manifest(files: dict[str, Path]) -> dict[str, Any]:
+    return json.loads((next(iter(files.values())).parent / "manifest.json").read_text())
+
+
+def _choose_shipped(cfg: DemoConfig) -> dict[str, Path] | None:
+    """Shipped checkpoints to use, or None (train)."""
+    if cfg.retrain or cfg.checkpoints is None:
+        return None
+    if cfg.checkpoints == PACKAGED:
+        folder = packaged_checkpoints()
+        if folder is None:
+            log.info("no demo checkpoints shipped with this installation; training")
+            return None
+    else:
+        folder = Path(cfg.checkpoints)
+        if not folder.is_dir():
+            raise InputError(folder, "no such demo checkpoint folder")
+    return _usable_checkpoints(cfg, folder)
+
+
+def _reconstruct(ds, autoencoder: Path) -> None:
+    """Reconstructions of every subject, redone when the autoencoder file changed."""
+    from realdeal.models.codec import checkpoint_fingerprint, reconstruct_dataset
+    from realdeal.models.loading import load_autoencoder
+
+    stamp = ds.root / "reconstructions" / "reconstruct_config.json"
+    fp = checkpoint_fingerprint(autoencoder)
+    ids = ds.ids()
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+        if all(ds.has_derived("reconstructions", s) for s in ids):
+            log.info("reusing the reconstructions (same autoencoder)")
+            return
+    ae, ckpt = load_autoencoder(autoencoder, "cpu")
+    reconstruct_dataset(ae, ds, ids)
+    write_json_atomic(
+        stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": int(ckpt["step"])}
+    )
+
+
+def _refine_missing(checkpoint: Path, inputs: list[Path], out: Path, settings) -> None:
+    from realdeal.diffusion.refiner_pipeline import refine_paths
+
+    todo = [p for p in inputs if not (out / p.name).is_file()]
+    if not todo:
+        log.info("reusing the refined volumes in %s", out)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    refine_paths(checkpoint, [str(p) for p in todo], out, settings)
+
+
+def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
+    from realdeal.diffusion.pipeline import LatentDiffusionPipeline, save_samples
+
+    if len(list(out.glob("sample_*.nii.gz"))) >= cfg.n_samples:
+        log.info("reusing the samples in %s", out)
+        return
+    pipe, _ = LatentDiffusionPipeline.from_checkpoint(checkpoint)
+    reference = ds.load_image(ds.ids()[0])
+    save_samples(
+        pipe,
+        cfg.n_samples,
+        out,
+        reference,
+        {"checkpoint": str(checkpoint), "sampler": cfg.sample_sampler, "steps": cfg.sample_steps},
+        sampler=cfg.sample_sampler,
+        num_steps=cfg.sample_steps,
+        seed=cfg.seed,
+    )
+
+
+def _evaluate(cfg: DemoConfig, ds, test, refined_test, raw, refined_samples, out: Path) -> None:
+    """Paired (held-out) and unpaired (samples) suites, weight-free so they run offline."""
+    from realdeal.metrics import suite
+    from realdeal.metrics.sharpness import SharpnessConfig
+    from realdeal.metrics.subjects import find_set
+
+    # The paper's 64-voxel patches, or the largest multiple of 8 that fits (quick: 4 mm).
+    patch = min(64, *ds.shape) // 8 * 8
+    small = {"n_patches_2d": 200, "patch_size_2d": patch} if cfg.quick else {}
+    paired_cfg = suite.PairedConfig(
+        lpips=False,
+        seed=cfg.seed,
+        sharpness=SharpnessConfig(patch_size=patch),
+        **small,
+        **({"n_bootstrap": 200} if cfg.quick else {}),
+    )
+    root = ds.root
+    files = {
+        "originals": [root / "images" / f"{s}.nii.gz" for s in test],
+        "labels": [root / "labels" / f"{s}.nii.gz" for s in test],
+        "reconstruction": [root / "reconstructions" / f"{s}.nii.gz" for s in test],
+        "refined": [refined_test / f"{s}.nii.gz" for s in test],
+    }
+    suite.evaluate_paired(
+        find_set("originals", files["originals"]),
+        [find_set(n, files[n]) for n in ("reconstruction", "refined")],
+        find_set("labels", files["labels"]),
+        paired_cfg,
+        workers=cfg.workers,
+        out_dir=out / "eval" / "paired",
+    )
+    unpaired_cfg = suite.UnpairedConfig(
+        features="patchstats", seed=cfg.seed, n_bootstrap=0 if cfg.quick else 20, **small,
+    )  # fmt: skip
+    suite.evaluate_unpaired(
+        find_set("real", root / "images"),
+        [find_set("sample", raw), find_set("refined sample", refined_samples)],
+        unpaired_cfg,
+        workers=cfg.workers,
+        out_dir=out / "eval" / "unpaired",
+    )

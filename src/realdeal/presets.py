@@ -84,7 +84,13 @@ _PRESETS = {
         preset="cpu-small",
         model=AutoencoderConfig(channels=(8, 16, 16), bottleneck=8),
         train=TrainConfig(
-            steps=400, batch_size=4, lr=3e-3, weight_decay=1e-5, warmup_steps=10, **_CPU_SMALL_TRAIN
+            steps=1200,
+            batch_size=4,
+            lr=1e-2,
+            weight_decay=1e-5,
+            warmup_steps=20,
+            lr_decay="cosine",
+            **_CPU_SMALL_TRAIN,
         ),
         crop=(32, 32, 32),
         cache_volumes=True,
@@ -100,7 +106,13 @@ _PRESETS = {
             norm_num_groups=8,
         ),
         train=TrainConfig(
-            steps=600, batch_size=4, lr=1e-3, weight_decay=0.0, warmup_steps=30, **_CPU_SMALL_TRAIN
+            steps=600,
+            batch_size=4,
+            lr=1e-3,
+            weight_decay=0.0,
+            warmup_steps=30,
+            lr_decay="cosine",
+            **_CPU_SMALL_TRAIN,
         ),
     ),
 }

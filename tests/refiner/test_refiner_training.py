@@ -81,6 +81,57 @@ def test_loss_sees_clean_known_region_and_counts_only_masked_voxels():
     assert 0.7 < float(l0) < 1.3
 
 
+def test_residual_target_diffuses_the_scaled_residual():
+    schedule = NoiseSchedule(ScheduleConfig(schedule="scaled_linear_beta"))
+    w = 8
+    x = torch.rand(2, 1, w, w, w) * 2 - 1
+    xhat = x * 0.5
+    m = torch.zeros(2, 1, w, w, w, dtype=torch.bool)
+    m[:, :, : w // 2] = True
+    batch = {"x": x, "xhat": xhat, "mask": m, "seed": torch.tensor([3, 4])}
+    seen = {}
+
+    def probe(inp, t):
+        seen["inp"] = inp.clone()
+        return torch.zeros_like(inp[:, :1])
+
+    RefinerTask(schedule, "residual", residual_scale=0.25).loss(probe, batch)
+    x_t, y_prev = seen["inp"][:, :1], seen["inp"][:, 2:3]
+    r = (x - xhat) / 0.25
+    assert torch.allclose(x_t[~m], r[~m]) and torch.allclose(y_prev[~m], r[~m])
+    assert torch.equal(seen["inp"][:, 1:2], xhat)  # the coarse channel stays in image space
+
+
+def test_measured_residual_scale_is_the_brain_std(tmp_path):
+    from realdeal.training.refiner import measure_residual_scale
+
+    rng = np.random.default_rng(0)
+    images = {s: rng.normal(size=(6, 6, 6)).astype(np.float32) for s in "ab"}
+
+    class FakeDs:
+        root = tmp_path
+        img = images
+
+        def load_mask(self, sid):
+            m = np.zeros((6, 6, 6), bool)
+            m[1:5, 1:5, 1:5] = True
+            return m
+
+        def load_image(self, sid):
+            return type("V", (), {"data": self.img[sid]})
+
+        def load_derived(self, kind, sid):
+            return type("V", (), {"data": self.img[sid] * 0.5})
+
+    ds = FakeDs()
+    m = ds.load_mask("a")
+    expect = np.concatenate([(0.5 * ds.img[s])[m] for s in "ab"]).std()
+    assert measure_residual_scale(ds, ["a", "b"]) == pytest.approx(expect, rel=1e-6)
+    FakeDs.load_derived = lambda self, kind, sid: type("V", (), {"data": self.img[sid]})
+    with pytest.raises(Exception, match="nothing to refine"):
+        measure_residual_scale(FakeDs(), ["a"])
+
+
 @pytest.mark.parametrize("preset", ["paper", "cpu-small"])
 def test_presets_build_a_refiner_unet_of_the_right_shape(preset):
     from realdeal.models.unet import build_unet, count_parameters

@@ -6,9 +6,9 @@ import pytest
 import torch
 from _toy_training import MODEL_CONFIG, ToyData, ToyTask, toy_config, toy_model
 
-from realdeal.errors import InputError
+from realdeal.errors import ConfigError, InputError
 from realdeal.training.checkpoint import load_checkpoint
-from realdeal.training.engine import read_metrics, train
+from realdeal.training.engine import TrainConfig, read_metrics, train
 
 
 class Killed(Exception):
@@ -107,3 +107,15 @@ def test_bad_batch_split_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="divisible"):
         _run(tmp_path, toy_config(batch_size=3, grad_accum=2))
+
+
+def test_cosine_learning_rate_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=110, lr=1.0, warmup_steps=10, lr_decay="cosine", min_lr_ratio=0.1)
+    lrs = [cfg.lr_at(s) for s in range(1, 111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))  # non-increasing
+    assert lrs[59] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    assert lrs[-1] == pytest.approx(0.1)
+    assert TrainConfig(lr=2.0).lr_at(500) == 2.0  # constant is the default
+    with pytest.raises(ConfigError):
+        TrainConfig(lr_decay="linear")

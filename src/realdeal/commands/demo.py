@@ -1,8 +1,4 @@
-"""``realdeal demo``: the main job, end to end, with what exists so far.
-
-Today: build the built-in cohort, prepare it, and write slice figures. Training,
-refinement, evaluation and the report join this command as their stages land.
-"""
+"""``realdeal demo``: the whole method on the built-in cohort, end to end (see realdeal.pipeline)."""
 
 from __future__ import annotations
 
@@ -10,17 +6,92 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the end-to-end demo on the built-in cohort")
+    from realdeal.pipeline import DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on the built-in cohort and write its report",
+        description="Build the built-in cohort, prepare it, obtain the cpu-small autoencoder, "
+        "LDM and refiner (from the run folder, the demo checkpoints shipped with the package, "
+        "or by training), refine the held-out reconstructions and LDM samples, evaluate both "
+        "and write report/report.html. Re-running continues where an earlier run stopped.",
+    )
     p.add_argument(
         "-o", "--out", default="demo-output", help="output folder (default ./demo-output)"
     )
-    p.add_argument("--quick", action="store_true", help="tiny everything (for tests)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny everything, trains from scratch")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train all three models here instead of using existing or shipped checkpoints",
+    )
+    p.add_argument(
+        "--train-scale",
+        type=float,
+        default=d.train_scale,
+        metavar="K",
+        help="multiply every model's cpu-small training steps by K when training",
+    )
+    p.add_argument(
+        "--checkpoints",
+        default=d.checkpoints,
+        metavar="DIR",
+        help="demo checkpoint folder (default: the ones shipped with the package; "
+        "'none' = always train)",
+    )
+    p.add_argument("--samples", type=int, default=d.n_samples, help="LDM samples to draw")
+    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps")
+    p.add_argument("--refine-sampler", choices=["ddpm", "ddim", "dpm++"], default=d.refine_sampler)
+    p.add_argument("--refine-steps", type=int, default=d.refine_steps)
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
+    p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
+    p.add_argument(
+        "--export-checkpoints",
+        metavar="DIR",
+        help="after the run, write its models as slim demo checkpoints into DIR "
+        "(how src/realdeal/demo_checkpoints is made)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from realdeal.pipeline import run_demo
+    from realdeal.pipeline import DemoConfig, export_checkpoints, run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    cfg = DemoConfig(
+        quick=args.quick,
+        seed=args.seed,
+        retrain=args.retrain,
+        train_scale=args.train_scale,
+        checkpoints=None if args.checkpoints in (None, "none") else args.checkpoints,
+        n_samples=args.samples,
+        sample_steps=args.sample_steps,
+        refine_sampler=args.refine_sampler,
+        refine_steps=args.refine_steps,
+        max_batch=args.max_batch,
+        workers=args.workers,
+    )
+    import shlex
+
+    d = DemoConfig()
+    words = ["realdeal", "demo", "-o", str(args.out)]
+    for flag, value, default in (
+        ("--quick", cfg.quick, d.quick),
+        ("--retrain", cfg.retrain, d.retrain),
+        ("--seed", cfg.seed, d.seed),
+        ("--train-scale", cfg.train_scale, d.train_scale),
+        ("--checkpoints", args.checkpoints, d.checkpoints),
+        ("--samples", cfg.n_samples, d.n_samples),
+        ("--sample-steps", cfg.sample_steps, d.sample_steps),
+        ("--refine-sampler", cfg.refine_sampler, d.refine_sampler),
+        ("--refine-steps", cfg.refine_steps, d.refine_steps),
+        ("--max-batch", cfg.max_batch, d.max_batch),
+    ):
+        if value != default:
+            words += [flag] if isinstance(value, bool) else [flag, str(value)]
+    report = run_demo(args.out, cfg, command=shlex.join(words))
+    if args.export_checkpoints:
+        export_checkpoints(args.out, args.export_checkpoints)
+    print(f"report: {report}")
     return 0

@@ -49,6 +49,11 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="AdamW learning rate")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps")
+    g.add_argument(
+        "--lr-decay",
+        choices=["constant", "cosine"],
+        help="after warm-up: constant, or a half cosine to 0 at --steps",
+    )
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off)")
     g.add_argument("--ema-decay", type=float, help="EMA decay of the weights used for inference")
     g.add_argument(
@@ -81,6 +86,7 @@ def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "lr": args.lr,
             "weight_decay": args.weight_decay,
             "warmup_steps": args.warmup_steps,
+            "lr_decay": args.lr_decay,
             "ema_decay": args.ema_decay,
             "precision": args.precision,
             "log_every": args.log_every,

@@ -26,6 +26,16 @@ def register_train(kinds: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--coarse", help="derived-volume kind holding the coarse inputs (default reconstructions)"
     )
+    g.add_argument(
+        "--target",
+        choices=["image", "residual"],
+        help="what to diffuse: the image (paper) or the residual x − x̂ (cpu-small default)",
+    )
+    g.add_argument(
+        "--residual-scale",
+        type=float,
+        help="residual normalisation (default: its std in the brain, measured on the data)",
+    )
     g.add_argument("--channels", type=int, nargs="+", help="U-Net channels per level")
     g.add_argument("--num-res-blocks", type=int, help="residual blocks per level")
     g.add_argument("--p-full", type=float, help="probability of the full mask (paper 0.1)")
@@ -45,6 +55,8 @@ def run_refiner(args: argparse.Namespace) -> int:
     over["window"] = args.window
     over["positions"] = args.positions
     over["coarse"] = args.coarse
+    over["target"] = args.target
+    over["residual_scale"] = args.residual_scale
     over["unet"] = {"channels": args.channels, "num_res_blocks": args.num_res_blocks}
     over["masks"] = {"p_full": args.p_full, "p_half": args.p_half, "p_slabs": args.p_slabs}
     cfg = resolve_config("refiner", RefinerRunConfig, args, over)

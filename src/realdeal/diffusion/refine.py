@@ -13,7 +13,9 @@ For every batch of windows of the plan:
   the known region is reset to the refined values (it stays clean, as in training);
 * at the end only the window's write mask (``⊆ M``) is copied into the refined volume.
 
-Skipped background windows keep the coarse value. Randomness comes from one
+With ``target="residual"`` (a refiner trained on ``(x − x̂)/s``, see
+:mod:`realdeal.training.refiner`) the same loop runs on the residual volume, which starts at
+zero; the result is ``x̂ + s·r``. Skipped background windows keep the coarse value. Randomness comes from one
 ``torch.Generator`` seeded with ``seed``, consumed in plan order: the same input, plan, seed
 and device give the same output.
 """
@@ -29,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from realdeal.diffusion.denoiser import Denoiser
+from realdeal.diffusion.denoiser import Denoiser, Prediction
 from realdeal.diffusion.plan import Plan
 from realdeal.diffusion.samplers import Sampler, make_sampler, sample
 from realdeal.diffusion.schedule import NoiseSchedule
@@ -40,17 +42,41 @@ log = logging.getLogger(__name__)
 
 
 def make_refine_sampler(
-    name: str, schedule: NoiseSchedule, steps: int | None = None, eta: float = 0.0
+    name: str,
+    schedule: NoiseSchedule,
+    steps: int | None = None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
 ) -> Sampler:
     """``ddpm`` (reference: every training step), ``ddim`` (default 50 steps, ``eta``) or
-    ``dpm++`` (DPM-Solver++(2M), default 20 steps)."""
+    ``dpm++`` (DPM-Solver++(2M), default 20 steps). ``clip_x0`` clamps each clean estimate
+    to [−1, 1] (right for images; a residual-target refiner needs ``False``)."""
     if name in ("dpm++", "dpmpp", "dpm-solver++"):
         from realdeal.diffusion.dpm_solver import DPMSolverPP2M
 
-        return DPMSolverPP2M(schedule, steps or 20)
+        return DPMSolverPP2M(schedule, steps or 20, clip_x0=clip_x0)
     if name in ("ddpm", "ddim"):
-        return make_sampler(name, schedule, steps, eta=eta)  # type: ignore[arg-type]
+        return make_sampler(name, schedule, steps, eta=eta, clip_x0=clip_x0)  # type: ignore[arg-type]
     raise ConfigError(f"unknown sampler {name!r}; choose ddpm, ddim or dpm++")
+
+
+class _BoundedResidual:
+    """A residual refiner's clean estimate clamped so that ``x̂ + s·r̂₀`` stays in [−1, 1].
+
+    This is the residual form of the samplers' image clipping (which a residual cannot use:
+    its range is per voxel). Without it an ε-prediction's x̂₀ at high noise, amplified by
+    ``1/√ᾱ_t`` (≈ 15 at t = 999), throws multistep solvers off. ε̂ is recomputed to match.
+    """
+
+    def __init__(self, denoiser: Denoiser, lo: torch.Tensor, hi: torch.Tensor):
+        self.denoiser, self.lo, self.hi = denoiser, lo, hi
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        p = self.denoiser(x_t, t, cond)
+        x0 = torch.minimum(torch.maximum(p.x0, self.lo), self.hi)
+        ab = self.denoiser.schedule.alpha_bar(t).to(x_t).view(-1, *([1] * (x_t.ndim - 1)))
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return Prediction(x0=x0, eps=eps)
 
 
 @dataclasses.dataclass
@@ -75,12 +101,18 @@ def refine_volume(
     autocast_dtype: torch.dtype | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     show_progress: bool = True,
+    target: str = "image",
+    residual_scale: float = 1.0,
 ) -> RefineResult:
     """Refine a coarse volume ``(X, Y, Z)`` in [−1, 1] (background −1) over ``plan``.
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast; the
     sampler arithmetic stays float32. ``on_batch(i, n)`` is called after each batch.
+    ``target``/``residual_scale``: what the network was trained to generate (``image`` or
+    the residual ``(x − x̂)/residual_scale``).
     """
+    if target not in ("image", "residual"):
+        raise ConfigError(f"refine target must be image or residual, got {target!r}")
     coarse = np.asarray(coarse, dtype=np.float32)
     if coarse.ndim != 3:
         raise ConfigError(f"refine_volume expects a 3D volume, got shape {coarse.shape}")
@@ -89,7 +121,10 @@ def refine_volume(
         raise ConfigError(f"the plan was made for shape {expected}, the volume is {coarse.shape}")
     device = torch.device(device)
     xp = torch.from_numpy(plan.pad(coarse)).to(device)
-    yp = xp.clone()  # refined volume; skipped background keeps the coarse value
+    residual = target == "residual"
+    # The state being generated: the refined volume (skipped background keeps the coarse
+    # value) or the residual volume (zero = the coarse value).
+    yp = torch.zeros_like(xp) if residual else xp.clone()
     gen = torch.Generator(device=device).manual_seed(int(seed))
     batches = plan.batches()
     steps = len(sampler.timesteps())
@@ -110,13 +145,17 @@ def refine_volume(
         y_prev = known * (1 - m) + torch.randn(known.shape, generator=gen, device=device) * m
         x_T = torch.randn(known.shape, generator=gen, device=device) * m + known * (1 - m)
         cond = torch.cat([xhat, y_prev], dim=1)
+        den = denoiser
+        if residual:
+            s = float(residual_scale)
+            den = _BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
 
         def reset_known(i: int, t_prev: int, x: torch.Tensor, m=m, known=known) -> torch.Tensor:
             return x * m + known * (1 - m)
 
         with amp:
             out = sample(
-                denoiser,
+                den,
                 sampler,
                 x_T,
                 cond=cond,
@@ -138,5 +177,7 @@ def refine_volume(
             bar.update(1)
     if bar is not None:
         bar.close()
+    if residual:
+        yp = (xp + float(residual_scale) * yp).clamp(-1.0, 1.0)
     refined = plan.unpad(yp.cpu().numpy())
     return RefineResult(refined, plan, evals, calls, time.perf_counter() - t0, peak)

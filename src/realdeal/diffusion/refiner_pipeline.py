@@ -73,6 +73,8 @@ class RefinerPipeline:
         spacing: tuple[float, float, float] | None,
         scaler: IntensityScaler | None,
         device: str | torch.device = "cpu",
+        target: str = "image",
+        residual_scale: float = 1.0,
     ):
         self.unet = unet.eval()
         self.schedule = schedule
@@ -80,6 +82,7 @@ class RefinerPipeline:
         self.spacing = spacing
         self.scaler = scaler
         self.device = torch.device(device)
+        self.target, self.residual_scale = target, float(residual_scale)
 
     @classmethod
     def from_checkpoint(
@@ -93,7 +96,8 @@ class RefinerPipeline:
         scaler = IntensityScaler.from_dict(extra["scaler"]) if extra.get("scaler") else None
         schedule = NoiseSchedule(from_dict(ScheduleConfig, run["schedule"]))
         pipe = cls(unet.to(device), schedule, int(extra.get("window", run.get("window", 64))),
-                   spacing, scaler, device)  # fmt: skip
+                   spacing, scaler, device, target=run.get("target", "image"),
+                   residual_scale=run.get("residual_scale") or 1.0)  # fmt: skip
         return pipe, ckpt
 
     def plan(self, coarse: np.ndarray, settings: RefineSettings) -> Plan:
@@ -109,7 +113,10 @@ class RefinerPipeline:
     def refine_array(self, coarse: np.ndarray, settings: RefineSettings) -> RefineResult:
         """Refine a volume ``(X, Y, Z)`` in [−1, 1]."""
         plan = self.plan(coarse, settings)
-        sampler = make_refine_sampler(settings.sampler, self.schedule, settings.steps, settings.eta)
+        sampler = make_refine_sampler(
+            settings.sampler, self.schedule, settings.steps, settings.eta,
+            clip_x0=self.target == "image",
+        )  # fmt: skip
         amp, _ = resolve_precision(settings.precision, self.device)  # type: ignore[arg-type]
         log.info(
             "refine: %d windows in %d waves (%d batches), %d skipped, %d steps each",
@@ -119,7 +126,8 @@ class RefinerPipeline:
         with torch.no_grad():
             return refine_volume(
                 coarse, Denoiser(self.unet, self.schedule), sampler, plan, seed=settings.seed,
-                device=self.device, autocast_dtype=amp,
+                device=self.device, autocast_dtype=amp, target=self.target,
+                residual_scale=self.residual_scale,
             )  # fmt: skip
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):

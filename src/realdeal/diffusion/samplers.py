@@ -115,13 +115,17 @@ class DDIMSampler(_Base):
 
 
 def make_sampler(
-    name: SamplerName, schedule: NoiseSchedule, num_steps: int | None = None, eta: float = 0.0
+    name: SamplerName,
+    schedule: NoiseSchedule,
+    num_steps: int | None = None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
 ) -> Sampler:
     """``"ddpm"`` (default: all training steps) or ``"ddim"`` (default: 50 steps)."""
     if name == "ddpm":
-        return DDPMSampler(schedule, num_steps)
+        return DDPMSampler(schedule, num_steps, clip_x0=clip_x0)
     if name == "ddim":
-        return DDIMSampler(schedule, num_steps or 50, eta=eta)
+        return DDIMSampler(schedule, num_steps or 50, eta=eta, clip_x0=clip_x0)
     raise ConfigError(f"unknown sampler {name!r}; choose ddpm or ddim")
 
 

@@ -49,7 +49,9 @@ class TrainConfig:
     ``batch_size`` is the *global* number of samples per optimizer step; each of
     ``world_size`` processes computes ``batch_size / (world_size * grad_accum)`` samples per
     micro-batch. ``lr`` is reached after ``warmup_steps`` linear warm-up steps and then kept
-    constant (so a run's length can change on resume). ``precision="auto"``: bf16 autocast
+    constant (``lr_decay="constant"``, so a run's length can change on resume) or decayed
+    along a half cosine to ``min_lr_ratio·lr`` at ``steps`` (``"cosine"``: better weights
+    from a short run; resuming with other ``steps`` changes the rest of the curve). ``precision="auto"``: bf16 autocast
     where the device supports it (CUDA with bf16, CPUs with native bf16), fp16 + grad scaler
     on older GPUs, else fp32.
     """
@@ -61,6 +63,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    lr_decay: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     precision: Precision = "auto"
@@ -75,6 +79,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("steps, batch_size and grad_accum must be at least 1")
+        if self.lr_decay not in ("constant", "cosine"):
+            raise ConfigError(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (1-based)."""
+        lr = self.lr * min(1.0, step / self.warmup_steps) if self.warmup_steps else self.lr
+        if self.lr_decay == "cosine" and step > self.warmup_steps:
+            span = max(1, self.steps - self.warmup_steps)
+            p = min(1.0, (step - self.warmup_steps) / span)
+            lr *= self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+        return lr
 
 
 class TrainTask(Protocol):
@@ -320,6 +335,12 @@ def train(
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, kind=task.kind, map_location=device)
         check_model_config(ckpt_path, ckpt, model_config)
+        if ckpt.get("slim"):
+            raise InputError(
+                ckpt_path,
+                "is an inference-only checkpoint (EMA weights, no optimizer state) and cannot "
+                "resume training; train into another --out",
+            )
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"], int(ckpt["ema_updates"]))
         opt.load_state_dict(ckpt["optimizer"])
@@ -383,7 +404,7 @@ def train(
     samples_per_step = cfg.batch_size
     model.train()
     for step in range(start + 1, cfg.steps + 1):
-        lr = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        lr = cfg.lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=device)
