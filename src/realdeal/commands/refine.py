@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eta", type=float, help="DDIM η (0 deterministic, 1 DDPM-like)")
     p.add_argument(
+        "--strength",
+        type=float,
+        help="start from the coarse input noised to strength·T (SDEdit) instead of pure "
+        "noise (default 1 = the paper)",
+    )
+    p.add_argument(
         "--overlap", type=int, help="window overlap in voxels (default a quarter window)"
     )
     p.add_argument(
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
+        strength=args.strength,
         overlap=args.overlap,
         max_batch=args.max_batch,
         schedule=args.schedule,

@@ -79,6 +79,21 @@ class _BoundedResidual:
         return Prediction(x0=x0, eps=eps)
 
 
+class _Truncated:
+    """``sampler`` restricted to its timesteps ≤ ``t_max`` (SDEdit-style partial chain)."""
+
+    def __init__(self, sampler: Sampler, t_max: int):
+        ts = sampler.timesteps()
+        self.base = sampler
+        self._ts = [t for t in ts if t <= t_max] or [ts[-1]]
+
+    def timesteps(self) -> list[int]:
+        return list(self._ts)
+
+    def step(self, *args, **kw):
+        return self.base.step(*args, **kw)
+
+
 @dataclasses.dataclass
 class RefineResult:
     """The refined volume (input shape) and what it cost."""
@@ -103,14 +118,19 @@ def refine_volume(
     show_progress: bool = True,
     target: str = "image",
     residual_scale: float = 1.0,
+    strength: float = 1.0,
 ) -> RefineResult:
     """Refine a coarse volume ``(X, Y, Z)`` in [−1, 1] (background −1) over ``plan``.
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast; the
     sampler arithmetic stays float32. ``on_batch(i, n)`` is called after each batch.
     ``target``/``residual_scale``: what the network was trained to generate (``image`` or
-    the residual ``(x − x̂)/residual_scale``).
+    the residual ``(x − x̂)/residual_scale``). ``strength`` < 1 starts the chain at
+    ``t₀ = strength·(T − 1)`` from the current value (coarse image, or zero residual) noised
+    to ``t₀`` instead of from pure noise at T (SDEdit; the paper uses 1).
     """
+    if not 0 < strength <= 1:
+        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
     if target not in ("image", "residual"):
         raise ConfigError(f"refine target must be image or residual, got {target!r}")
     coarse = np.asarray(coarse, dtype=np.float32)
@@ -127,6 +147,11 @@ def refine_volume(
     yp = torch.zeros_like(xp) if residual else xp.clone()
     gen = torch.Generator(device=device).manual_seed(int(seed))
     batches = plan.batches()
+    t_start = None
+    if strength < 1:
+        t_start = round(strength * (denoiser.schedule.num_train_timesteps - 1))
+        sampler = _Truncated(sampler, t_start)  # type: ignore[assignment]
+        t_start = sampler.timesteps()[0]
     steps = len(sampler.timesteps())
     evals = calls = peak = 0
     t0 = time.perf_counter()
@@ -143,7 +168,12 @@ def refine_volume(
         known = torch.stack([yp[s] for s in sls])[:, None]
         xhat = torch.stack([xp[s] for s in sls])[:, None]
         y_prev = known * (1 - m) + torch.randn(known.shape, generator=gen, device=device) * m
-        x_T = torch.randn(known.shape, generator=gen, device=device) * m + known * (1 - m)
+        noise = torch.randn(known.shape, generator=gen, device=device)
+        if t_start is None:
+            x_T = noise * m + known * (1 - m)
+        else:
+            ab = float(denoiser.schedule.alpha_bar(t_start))
+            x_T = (ab**0.5 * known + (1 - ab) ** 0.5 * noise) * m + known * (1 - m)
         cond = torch.cat([xhat, y_prev], dim=1)
         den = denoiser
         if residual:

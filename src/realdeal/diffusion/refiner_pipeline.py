@@ -51,6 +51,8 @@ class RefineSettings:
     steps: int | None = None
     """Reverse steps; default 1,000 for ddpm, 50 for ddim, 20 for dpm++."""
     eta: float = 0.0
+    strength: float = 1.0
+    """< 1: start from the coarse input noised to ``strength·T`` (SDEdit); 1 = the paper."""
     overlap: int | None = None
     """Window overlap in voxels; ``None`` = a quarter window (see ``diffusion.plan``)."""
     max_batch: int | None = 8
@@ -127,7 +129,7 @@ class RefinerPipeline:
             return refine_volume(
                 coarse, Denoiser(self.unet, self.schedule), sampler, plan, seed=settings.seed,
                 device=self.device, autocast_dtype=amp, target=self.target,
-                residual_scale=self.residual_scale,
+                residual_scale=self.residual_scale, strength=settings.strength,
             )  # fmt: skip
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):

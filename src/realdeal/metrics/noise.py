@@ -67,9 +67,15 @@ def ants_available() -> bool:
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``margin``, its start rounded down to an even index.
+
+    dipy's blockwise non-local means processes the volume in 2-voxel blocks, so its output
+    depends on the parity of the crop origin; even origins make the result a function of the
+    volume alone, whatever mask chose the box.
+    """
     idx = np.nonzero(mask)
     return tuple(
-        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
+        slice(max(int(i.min()) - margin, 0) // 2 * 2, min(int(i.max()) + margin + 1, n))
         for i, n in zip(idx, mask.shape, strict=True)
     )
 
