@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from prdc import compute_prdc
 
-from realdeal.metrics.prdc import prdc_multi
+from realdeal.metrics.prdc import knn_radii, prdc_multi
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.7])
@@ -23,3 +23,12 @@ def test_shift_lowers_coverage_and_density():
     near = prdc_multi(real, rng.normal(size=(200, 8)), (10,))[10]
     far = prdc_multi(real, rng.normal(loc=1.5, size=(200, 8)), (10,))[10]
     assert near["coverage"] > far["coverage"] and near["density"] > far["density"]
+
+
+def test_precomputed_real_radii_give_the_same_result():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(300, 6)), rng.normal(0.3, 1.0, size=(120, 6))
+    radii = knn_radii(real, (5, 10))
+    assert prdc_multi(real, fake, (5, 10), real_radii=radii) == prdc_multi(real, fake, (5, 10))
+    shrunk = {k: v * 0.5 for k, v in radii.items()}  # the radii passed in are really used
+    assert prdc_multi(real, fake, (5, 10), real_radii=shrunk) != prdc_multi(real, fake, (5, 10))

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retrain",
         action="store_true",
-        help="train all three models here instead of using existing or shipped checkpoints",
+        help="train all three models here instead of using existing or shipped checkpoints "
+        "(earlier models are kept in models/<kind>.previous)",
     )
     p.add_argument(
         "--train-scale",
@@ -45,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps")
     p.add_argument("--refine-sampler", choices=["ddpm", "ddim", "dpm++"], default=d.refine_sampler)
     p.add_argument("--refine-steps", type=int, default=d.refine_steps)
+    p.add_argument(
+        "--refine-eta",
+        type=float,
+        default=d.refine_eta,
+        help="DDIM η for refinement (1 = DDPM-like)",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
     p.add_argument(
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         sample_steps=args.sample_steps,
         refine_sampler=args.refine_sampler,
         refine_steps=args.refine_steps,
+        refine_eta=args.refine_eta,
         max_batch=args.max_batch,
         workers=args.workers,
     )
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         ("--sample-steps", cfg.sample_steps, d.sample_steps),
         ("--refine-sampler", cfg.refine_sampler, d.refine_sampler),
         ("--refine-steps", cfg.refine_steps, d.refine_steps),
+        ("--refine-eta", cfg.refine_eta, d.refine_eta),
         ("--max-batch", cfg.max_batch, d.max_batch),
     ):
         if value != default:

@@ -45,12 +45,20 @@ def knn_radii(
 
 
 def prdc_multi(
-    real: np.ndarray, fake: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS, block: int = 2048
+    real: np.ndarray,
+    fake: np.ndarray,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    block: int = 2048,
+    real_radii: dict[int, np.ndarray] | None = None,
 ) -> dict[int, dict[str, float]]:
-    """``{k: {"precision", "recall", "density", "coverage"}}`` of ``fake`` vs ``real`` features."""
+    """``{k: {"precision", "recall", "density", "coverage"}}`` of ``fake`` vs ``real`` features.
+
+    ``real_radii``: ``knn_radii(real, ks)`` computed once by a caller that compares many fake
+    sets (bootstrap draws) with the same real set — the real set's k-NN is the costly part.
+    """
     import torch
 
-    real_r = knn_radii(real, ks, block)
+    real_r = real_radii if real_radii is not None else knn_radii(real, ks, block)
     fake_r = knn_radii(fake, ks, block)
     xr = torch.as_tensor(np.asarray(real, dtype=np.float64))
     xf = torch.as_tensor(np.asarray(fake, dtype=np.float64))

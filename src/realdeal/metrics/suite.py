@@ -49,7 +49,7 @@ from realdeal.metrics.patches import (
     sample_all_axes_2d,
     sample_patches_3d,
 )
-from realdeal.metrics.prdc import prdc_multi
+from realdeal.metrics.prdc import knn_radii, prdc_multi
 from realdeal.metrics.seam import get_seam_score
 from realdeal.metrics.sharpness import SharpnessConfig, laplacian, laplacian_variance_at
 from realdeal.metrics.subjects import SubjectSet, check_paired, load_image_on_grid, load_labels
@@ -482,11 +482,12 @@ def _set_level(
     n = len(fake)
     boots = [rng.integers(0, n, n) for _ in range(config.n_bootstrap if n > 1 else 0)]
     for a in AXES:
+        radii = knn_radii(real[a], config.ks)  # shared by the point estimate and every draw
 
-        def metrics(idx: Sequence[int], a: int = a) -> dict[str, float]:
+        def metrics(idx: Sequence[int], a: int = a, radii=radii) -> dict[str, float]:
             f = np.concatenate([fake[i][a] for i in idx])
             vals = {fd_name: frechet_distance_features(real[a], f)}
-            for k, d in prdc_multi(real[a], f, config.ks).items():
+            for k, d in prdc_multi(real[a], f, config.ks, real_radii=radii).items():
                 for m, v in d.items():
                     vals[f"{m}_k{k}{suffix}"] = v
             return vals
