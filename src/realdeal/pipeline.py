@@ -330,7 +330,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    stages = _Stages(total=10)
+    stages = _Stages(total=11)
     ccfg, pcfg, mcfg = cohort_config(cfg), prepare_config(cfg), model_configs(cfg)
 
     with stages("cohort"):
