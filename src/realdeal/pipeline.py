@@ -43,7 +43,6 @@ from realdeal.utils.fs import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = "realdeal-run"
 MODEL_KINDS = ("autoencoder", "ldm", "refiner")
 PACKAGED = "packaged"
 """``checkpoints`` value: use the demo checkpoints shipped in ``realdeal/demo_checkpoints``."""
@@ -240,7 +239,9 @@ def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> P
     from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
 
     run_dir = Path(run_dir)
-    run = _read_run(run_dir)
+    from realdeal.report.build import load_run
+
+    run = load_run(run_dir).manifest
     dest = Path(dest)
     with atomic_dir(dest, overwrite=True) as tmp:
         sha, steps = {}, {}
@@ -287,19 +288,6 @@ def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> P
 
 
 # --------------------------------------------------------------------------- run.json
-
-
-def _read_run(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise InputError(path, "no run.json (not a realdeal demo run folder)")
-    try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e}") from e
-    if run.get("format") != RUN_FORMAT:
-        raise InputError(path, f"not a realdeal run (format {run.get('format')!r})")
-    return run
 
 
 def _versions() -> dict[str, str]:
@@ -427,6 +415,8 @@ def run_demo(
 
     with stages("evaluate"):
         _evaluate(cfg, ds, test, refined_test, raw, refined_samples, out)
+
+    from realdeal.report.build import RUN_FORMAT
 
     run = {
         "format": RUN_FORMAT,
