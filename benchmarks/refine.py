@@ -4,19 +4,22 @@
     background skipping) with DDPM at ``--ref-steps`` (the paper uses 1,000; evaluations scale
     linearly with steps, so the 1,000-step cost is extrapolated from the measured one);
 (b) ours: centre-out wavefront plan (quarter-window overlap), background skipping,
-    DPM-Solver++(2M) with ``--steps`` steps.
+    a fast sampler: ``--sampler`` (default DDIM with ``--eta`` 1, the demo's choice: on the
+    demo refiner DPM-Solver++ overshot the white-matter noise) with ``--steps`` steps.
 
 Both run in this process on the same input (optionally a centred crop, ``--crop``, so the
 reference finishes on a CPU). Reported: U-Net evaluations, sequential network calls, wall
 time, peak memory (each run in a fresh subprocess, peak RSS), waves, redundancy, and the
 quality of (b) against (a): sharpness (variance of the Laplacian after σ = 0.5 smoothing, in
-brain), white-matter-free noise level (std of image − 3×3×3 median in brain), seam score. Also
+brain), noise level (std of image − 3×3×3 median in brain), seam score; with ``--original``
+the same for the uncompressed volume (what both should approach). Also
 prints the plan-only counts for the full HCP geometry. A memory section refines synthetic
 volumes of 64³ and 128³ with ``--max-batch`` fixed to show that peak memory does not grow
 with the volume beyond the volume arrays.
 
-    python benchmarks/refine.py --checkpoint runs/ref/checkpoint.pt --input coarse.nii.gz \\
-        --crop 64 64 64 --ref-steps 50 --steps 20 --out benchmarks/refine.json
+    python benchmarks/refine.py --checkpoint src/realdeal/demo_checkpoints/refiner.pt \\
+        --input run/data/reconstructions/sub-002.nii.gz \\
+        --original run/data/images/sub-002.nii.gz --crop 64 64 64 --ref-steps 50 --steps 10
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def _run_one(args: argparse.Namespace) -> None:
             x = x[tuple(slice(a, a + k) for a, k in zip(c, args.crop, strict=True))]
     pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
     settings = RefineSettings(
-        sampler=args.sampler, steps=args.run_steps, schedule=args.schedule,
+        sampler=args.sampler, steps=args.run_steps, eta=args.eta, schedule=args.schedule,
         skip_background=args.schedule == "wavefront", max_batch=args.max_batch, seed=0,
     )  # fmt: skip
     t0 = time.perf_counter()
@@ -103,7 +106,10 @@ def main() -> None:
     p.add_argument("--input")
     p.add_argument("--crop", type=int, nargs=3)
     p.add_argument("--ref-steps", type=int, default=50)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=10, help="steps of ours (default 10)")
+    p.add_argument("--sampler", default="ddim", help="sampler of ours: ddim (default) or dpm++")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta of ours (default 1)")
+    p.add_argument("--original", help="the uncompressed volume, for reference quality figures")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/refine.json")
@@ -111,7 +117,6 @@ def main() -> None:
     # child-only arguments
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--schedule", default="wavefront", help=argparse.SUPPRESS)
-    p.add_argument("--sampler", default="dpm++", help=argparse.SUPPRESS)
     p.add_argument("--run-steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--synthetic", type=int, help=argparse.SUPPRESS)
     p.add_argument("--save", default="/tmp/realdeal_bench.npy", help=argparse.SUPPRESS)
@@ -155,7 +160,9 @@ def main() -> None:
                 "--schedule",
                 "wavefront",
                 "--sampler",
-                "dpm++",
+                args.sampler,
+                "--eta",
+                str(args.eta),
                 "--run-steps",
                 str(args.steps),
                 "--save",
@@ -174,6 +181,14 @@ def main() -> None:
         plan_b = make_plan(x.shape, PlanConfig(window=pipe.window), coarse=x)
         qa, qb, qx = _quality(ya, x, plan_a), _quality(yb, x, plan_b), _quality(x, x, plan_b)
         a["quality"], b["quality"], results["input_quality"] = qa, qb, qx
+        if args.original:
+            from realdeal.data.io import load_volume
+
+            o = load_volume(args.original).data
+            if args.crop:
+                c = [(s - k) // 2 for s, k in zip(o.shape, args.crop, strict=True)]
+                o = o[tuple(slice(i, i + k) for i, k in zip(c, args.crop, strict=True))]
+            results["original_quality"] = _quality(o, x, plan_b)
         a["unet_evaluations_at_1000"] = a["unet_evaluations"] * 1000 // args.ref_steps
         a["wall_s_at_1000_extrapolated"] = a["wall_s"] * 1000 / args.ref_steps
         results["official"], results["ours"] = a, b
@@ -186,13 +201,20 @@ def main() -> None:
             / b["wall_s"],
             **{f"{k}_ours_over_official": qb[k] / qa[k] for k in qa},
         }
-        for name, r in (("(a) official + DDPM", a), ("(b) ours + DPM-Solver++", b)):
+        ours = f"(b) ours + {args.sampler}" + (f" η={args.eta:g}" if args.sampler == "ddim" else "")
+        for name, r in (("(a) official + DDPM", a), (ours, b)):
             q = r["quality"]
             rows.append(
                 f"| {name} | {r['steps']} | {r['windows']} ({r['skipped']} skipped) | {r['waves']} | "
                 f"{r['redundancy']:.2f} | {r['unet_evaluations']:,} | {r['network_calls']:,} | {r['wall_s']:.1f} | "
                 f"{r['peak_rss_gb']:.2f} | {q['sharpness']:.4g} | {q['noise_std']:.4g} | {q['seam_score']:.3f} |"
             )
+        for name, key in (("coarse input", "input_quality"), ("original", "original_quality")):
+            if key in results:
+                q = results[key]
+                rows.append(
+                    f"| {name} | | | | | | | | | {q['sharpness']:.4g} | {q['noise_std']:.4g} | {q['seam_score']:.3f} |"
+                )
     mem = []
     for n in (64, 128):
         m = _child(
@@ -211,7 +233,7 @@ def main() -> None:
         s = plan.stats
         hcp[name] = {"windows": s.windows_run, "waves": s.waves, "redundancy": s.redundancy}
     hcp["official"]["evaluations_at_1000"] = hcp["official"]["windows"] * 1000
-    hcp["ours"]["evaluations_at_20"] = hcp["ours"]["windows"] * 20
+    hcp["ours"][f"evaluations_at_{args.steps}"] = hcp["ours"]["windows"] * args.steps
     results["hcp_plan_only"] = hcp
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -240,8 +262,9 @@ def main() -> None:
     print(
         f"\nHCP 224×288×224, 64³ windows (plan only): official {hcp['official']['windows']} windows, "
         f"{hcp['official']['waves']} waves, {hcp['official']['evaluations_at_1000']:,} evaluations at 1,000 DDPM steps; "
-        f"ours {hcp['ours']['windows']} windows, {hcp['ours']['waves']} waves, {hcp['ours']['evaluations_at_20']:,} at 20 DPM-Solver++ steps "
-        f"({hcp['official']['evaluations_at_1000'] / hcp['ours']['evaluations_at_20']:.0f}× fewer)"
+        f"ours {hcp['ours']['windows']} windows, {hcp['ours']['waves']} waves, "
+        f"{hcp['ours'][f'evaluations_at_{args.steps}']:,} at {args.steps} {args.sampler} steps "
+        f"({hcp['official']['evaluations_at_1000'] / hcp['ours'][f'evaluations_at_{args.steps}']:.0f}× fewer)"
     )
 
 

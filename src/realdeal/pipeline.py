@@ -541,6 +541,7 @@ def _evaluate(cfg: DemoConfig, ds, test, refined_test, raw, refined_samples, out
     paired_cfg = suite.PairedConfig(
         lpips=False,
         seed=cfg.seed,
+        seam_window=ds.window,  # the demo's refiner trains and refines with the prepared window
         sharpness=SharpnessConfig(patch_size=patch),
         **small,
         **({"n_bootstrap": 200} if cfg.quick else {}),

@@ -144,6 +144,8 @@ def test_command_writes_tables(cohort, tmp_path, capsys):
             "50",
             "--workers",
             "1",
+            "--seam-window",
+            "16",
             "--out",
             str(out),
         ]
@@ -152,13 +154,18 @@ def test_command_writes_tables(cohort, tmp_path, capsys):
     import realdeal.metrics.suite as S
 
     orig = S.PairedConfig
-    S.PairedConfig = lambda **kw: orig(
-        **kw, sharpness=SharpnessConfig(patch_size=16, n_patches=20)
-    )  # tiny volumes
+    seen = {}
+
+    def tiny(**kw):  # tiny volumes
+        seen.update(kw)
+        return orig(**kw, sharpness=SharpnessConfig(patch_size=16, n_patches=20))
+
+    S.PairedConfig = tiny
     try:
         assert args.func(args) == 0
     finally:
         S.PairedConfig = orig
+    assert seen["seam_window"] == 16
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "| blurred |" in printed
     data = json.loads((out / "results.json").read_text())

@@ -10,7 +10,7 @@ import realdeal.metrics.seam as seam_mod
 from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
 from realdeal.diffusion.seams import SeamScore, seam_score
 from realdeal.errors import ConfigError
-from realdeal.metrics.seam import get_seam_score
+from realdeal.metrics.seam import get_seam_score, seam_function
 
 SHAPE = (48, 56, 40)
 
@@ -105,6 +105,24 @@ def test_mask_restricts_pairs_and_hook_signature():
         assert get_seam_score() is seam_score
     v = float(seam_score(smooth_noise(), mask))
     assert v == pytest.approx(1.0, abs=0.08)
+
+
+def test_seam_function_scores_on_the_given_window():
+    # offsets on a 16³-window plan: the suite's default (32³ windows for this size) mostly
+    # scores the 16-grid boundaries as window interiors; bound to 16 it finds them
+    mask = np.ones(SHAPE, bool)
+    plan16 = make_plan(SHAPE, PlanConfig(window=16), brain_mask=mask)
+    y = with_offsets(smooth_noise(), plan16, 0.1)
+    assert seam_mod._SEAM_SCORE is None
+    on16, default = seam_function(16)(y, mask), float(seam_function(None)(y, mask))
+    assert on16 == pytest.approx(float(seam_score(y, plan16, mask)))
+    assert on16 > 1.5 and on16 > default * 1.3
+    # a registered function is used whatever the window
+    seam_mod.register_seam_score(lambda image, m: 7.0)
+    try:
+        assert seam_function(16)(y, mask) == 7.0
+    finally:
+        seam_mod.register_seam_score(None)
 
 
 def test_shape_errors():

@@ -53,6 +53,13 @@ def register(subparsers) -> None:
         "--no-lpips", action="store_true", help="skip LPIPS (no pretrained networks needed)"
     )
     g.add_argument(
+        "--seam-window",
+        type=int,
+        metavar="N",
+        help="window side of the refiner whose seams to score (default: 64 if every side "
+        "≥ 192, else 32)",
+    )
+    g.add_argument(
         "--noise-backend",
         choices=("dipy", "ants"),
         default="dipy",
@@ -120,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
                 "paired mode needs --originals, --labels and at least one --candidate NAME=PATH"
             )
         config = suite.PairedConfig(
-            **common, lpips=not args.no_lpips, noise=NoiseConfig(backend=args.noise_backend)
+            **common,
+            lpips=not args.no_lpips,
+            noise=NoiseConfig(backend=args.noise_backend),
+            seam_window=args.seam_window,
         )
         result = suite.evaluate_paired(
             find_set("originals", args.originals),

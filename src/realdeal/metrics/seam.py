@@ -1,9 +1,10 @@
-"""Hook for the refiner's seam score (SPEC §7); the function itself comes with the refiner.
+"""The seam score as the metrics see it (SPEC §7): a hook onto the refiner's function.
 
-The refiner issue provides ``seam_score(image, brain_mask) -> float`` (intensity-gradient
-statistics across window boundaries vs inside windows). It plugs in here with
-:func:`register_seam_score`; once registered, the paired suite reports it as ``seam`` for
-every candidate and the original. Until then the suite leaves the metric out.
+The refiner provides ``realdeal.diffusion.seams.seam_score`` (intensity steps across window
+boundaries against steps inside windows); the paired suite reports it as ``seam`` for every
+candidate and the original. :func:`register_seam_score` installs another
+``(image, brain_mask) -> float`` in its place (or, with ``None``, the default again);
+:func:`seam_function` binds the built-in score to the refiner's window size.
 """
 
 from __future__ import annotations
@@ -33,3 +34,23 @@ def get_seam_score() -> SeamScoreFn | None:
     except ImportError:
         return None
     return seam_score
+
+
+def seam_function(window: int | None = None) -> SeamScoreFn | None:
+    """The seam score the paired suite uses, cutting along windows of side ``window``.
+
+    ``window=None`` is :func:`get_seam_score`. With a window, the built-in score is bound to a
+    wavefront plan of that window built from the brain mask (the refiner's default overlap), so
+    a 32³ refiner run on a large volume is scored on its own grid rather than the score's
+    size-based default; a function installed with :func:`register_seam_score` is used as it is.
+    """
+    if window is None or _SEAM_SCORE is not None:
+        return get_seam_score()
+    from realdeal.diffusion.plan import PlanConfig, make_plan
+    from realdeal.diffusion.seams import seam_score
+
+    def bound(image: np.ndarray, brain_mask: np.ndarray) -> float:
+        plan = make_plan(image.shape, PlanConfig(window=window), brain_mask=brain_mask)
+        return float(seam_score(image, plan, brain_mask))
+
+    return bound

@@ -50,7 +50,7 @@ from realdeal.metrics.patches import (
     sample_patches_3d,
 )
 from realdeal.metrics.prdc import knn_radii, prdc_multi
-from realdeal.metrics.seam import get_seam_score
+from realdeal.metrics.seam import seam_function
 from realdeal.metrics.sharpness import SharpnessConfig, laplacian, laplacian_variance_at
 from realdeal.metrics.subjects import SubjectSet, check_paired, load_image_on_grid, load_labels
 from realdeal.metrics.texture import (
@@ -83,6 +83,9 @@ class PairedConfig:
     seed: int = 0
     n_bootstrap: int = 1000
     ci: float = 0.95
+    seam_window: int | None = None
+    """Window side of the refiner whose seams the seam score looks for; ``None``: the score's
+    own default (64 when every side is ≥ 192, else 32). Only for the built-in seam score."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +195,7 @@ def paired_subject(
     rng2d, rng3d = subject_seeds(config.seed, subject_id)
     brain = region_mask(labels, "brain")
     masks = {r: region_mask(labels, r) for r in (*NOISE_REGIONS, "cerebellum")}
-    seam = get_seam_score()
+    seam = seam_function(config.seam_window)
     out: list[dict] = []
     ref: dict[str, Any] = {}
 
