@@ -5,7 +5,8 @@
     linearly with steps, so the 1,000-step cost is extrapolated from the measured one);
 (b) ours: centre-out wavefront plan (quarter-window overlap), background skipping,
     a fast sampler: ``--sampler`` (default DDIM with ``--eta`` 1, the demo's choice: on the
-    demo refiner DPM-Solver++ overshot the white-matter noise) with ``--steps`` steps.
+    demo refiner DPM-Solver++ overshot the white-matter noise) with ``--steps`` steps (one run
+    per value given).
 
 Both run in this process on the same input (optionally a centred crop, ``--crop``, so the
 reference finishes on a CPU). Reported: U-Net evaluations, sequential network calls, wall
@@ -19,7 +20,7 @@ with the volume beyond the volume arrays.
 
     python benchmarks/refine.py --checkpoint src/realdeal/demo_checkpoints/refiner.pt \\
         --input run/data/reconstructions/sub-002.nii.gz \\
-        --original run/data/images/sub-002.nii.gz --crop 64 64 64 --ref-steps 50 --steps 10
+        --original run/data/images/sub-002.nii.gz --ref-steps 50 --steps 10 20
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def main() -> None:
     p.add_argument("--input")
     p.add_argument("--crop", type=int, nargs=3)
     p.add_argument("--ref-steps", type=int, default=50)
-    p.add_argument("--steps", type=int, default=10, help="steps of ours (default 10)")
+    p.add_argument(
+        "--steps", type=int, nargs="+", default=[10], help="steps of ours; one run per value"
+    )
     p.add_argument("--sampler", default="ddim", help="sampler of ours: ddim (default) or dpm++")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta of ours (default 1)")
     p.add_argument("--original", help="the uncompressed volume, for reference quality figures")
@@ -153,34 +156,34 @@ def main() -> None:
                 "/tmp/rd_a.npy",
             ]
         )
-        b = _child(
-            [
-                *common,
-                *src,
-                "--schedule",
-                "wavefront",
-                "--sampler",
-                args.sampler,
-                "--eta",
-                str(args.eta),
-                "--run-steps",
-                str(args.steps),
-                "--save",
-                "/tmp/rd_b.npy",
-            ]
-        )
-        ya, yb, x = (
-            np.load("/tmp/rd_a.npy"),
-            np.load("/tmp/rd_b.npy"),
-            np.load("/tmp/rd_a_input.npy"),
-        )
+        ours_runs = []
+        for steps in args.steps:
+            r = _child(
+                [
+                    *common,
+                    *src,
+                    "--schedule",
+                    "wavefront",
+                    "--sampler",
+                    args.sampler,
+                    "--eta",
+                    str(args.eta),
+                    "--run-steps",
+                    str(steps),
+                    "--save",
+                    f"/tmp/rd_b{steps}.npy",
+                ]
+            )
+            r["output"] = f"/tmp/rd_b{steps}.npy"
+            ours_runs.append(r)
+        ya, x = np.load("/tmp/rd_a.npy"), np.load("/tmp/rd_a_input.npy")
         from realdeal.diffusion.refiner_pipeline import RefinerPipeline
 
         pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
         plan_a = official_plan(x.shape, window=pipe.window)
         plan_b = make_plan(x.shape, PlanConfig(window=pipe.window), coarse=x)
-        qa, qb, qx = _quality(ya, x, plan_a), _quality(yb, x, plan_b), _quality(x, x, plan_b)
-        a["quality"], b["quality"], results["input_quality"] = qa, qb, qx
+        a["quality"] = qa = _quality(ya, x, plan_a)
+        results["input_quality"] = _quality(x, x, plan_b)
         if args.original:
             from realdeal.data.io import load_volume
 
@@ -191,18 +194,20 @@ def main() -> None:
             results["original_quality"] = _quality(o, x, plan_b)
         a["unet_evaluations_at_1000"] = a["unet_evaluations"] * 1000 // args.ref_steps
         a["wall_s_at_1000_extrapolated"] = a["wall_s"] * 1000 / args.ref_steps
-        results["official"], results["ours"] = a, b
-        results["ratios"] = {
-            "evaluations_measured": a["unet_evaluations"] / b["unet_evaluations"],
-            "evaluations_vs_1000_step_reference": a["unet_evaluations_at_1000"]
-            / b["unet_evaluations"],
-            "wall_measured": a["wall_s"] / b["wall_s"],
-            "wall_vs_1000_step_reference_extrapolated": a["wall_s_at_1000_extrapolated"]
-            / b["wall_s"],
-            **{f"{k}_ours_over_official": qb[k] / qa[k] for k in qa},
-        }
+        results["official"], results["ours"] = a, ours_runs
+        for b in ours_runs:
+            b["quality"] = qb = _quality(np.load(b.pop("output")), x, plan_b)
+            b["ratios"] = {
+                "evaluations_measured": a["unet_evaluations"] / b["unet_evaluations"],
+                "evaluations_vs_1000_step_reference": a["unet_evaluations_at_1000"]
+                / b["unet_evaluations"],
+                "wall_measured": a["wall_s"] / b["wall_s"],
+                "wall_vs_1000_step_reference_extrapolated": a["wall_s_at_1000_extrapolated"]
+                / b["wall_s"],
+                **{f"{k}_ours_over_official": qb[k] / qa[k] for k in qa},
+            }
         ours = f"(b) ours + {args.sampler}" + (f" η={args.eta:g}" if args.sampler == "ddim" else "")
-        for name, r in (("(a) official + DDPM", a), (ours, b)):
+        for name, r in (("(a) official + DDPM", a), *((ours, b) for b in ours_runs)):
             q = r["quality"]
             rows.append(
                 f"| {name} | {r['steps']} | {r['windows']} ({r['skipped']} skipped) | {r['waves']} | "
@@ -233,7 +238,8 @@ def main() -> None:
         s = plan.stats
         hcp[name] = {"windows": s.windows_run, "waves": s.waves, "redundancy": s.redundancy}
     hcp["official"]["evaluations_at_1000"] = hcp["official"]["windows"] * 1000
-    hcp["ours"][f"evaluations_at_{args.steps}"] = hcp["ours"]["windows"] * args.steps
+    for steps in args.steps:
+        hcp["ours"][f"evaluations_at_{steps}"] = hcp["ours"]["windows"] * steps
     results["hcp_plan_only"] = hcp
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -242,12 +248,12 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    if rows:
-        r = results["ratios"]
+    for b in results.get("ours", []):
+        r = b["ratios"]
         print(
-            f"\nevaluations: {r['evaluations_measured']:.1f}× fewer measured, "
-            f"{r['evaluations_vs_1000_step_reference']:.0f}× fewer vs the 1,000-step reference; "
-            f"wall time {r['wall_measured']:.1f}× measured, "
+            f"\nours at {b['steps']} steps: evaluations {r['evaluations_measured']:.1f}× fewer "
+            f"measured, {r['evaluations_vs_1000_step_reference']:.0f}× fewer vs the 1,000-step "
+            f"reference; wall time {r['wall_measured']:.1f}× measured, "
             f"{r['wall_vs_1000_step_reference_extrapolated']:.0f}× vs 1,000 steps (extrapolated)"
         )
         print(
@@ -259,12 +265,16 @@ def main() -> None:
         print(
             f"| synthetic | {'×'.join(map(str, m['shape']))} | {m['windows']} | {m['peak_rss_gb']:.2f} |"
         )
+    official = hcp["official"]["evaluations_at_1000"]
     print(
-        f"\nHCP 224×288×224, 64³ windows (plan only): official {hcp['official']['windows']} windows, "
-        f"{hcp['official']['waves']} waves, {hcp['official']['evaluations_at_1000']:,} evaluations at 1,000 DDPM steps; "
+        f"\nHCP 224×288×224, 64³ windows (plan only): official {hcp['official']['windows']} "
+        f"windows, {hcp['official']['waves']} waves, {official:,} evaluations at 1,000 DDPM steps; "
         f"ours {hcp['ours']['windows']} windows, {hcp['ours']['waves']} waves, "
-        f"{hcp['ours'][f'evaluations_at_{args.steps}']:,} at {args.steps} {args.sampler} steps "
-        f"({hcp['official']['evaluations_at_1000'] / hcp['ours'][f'evaluations_at_{args.steps}']:.0f}× fewer)"
+        + ", ".join(
+            f"{hcp['ours'][f'evaluations_at_{st}']:,} at {st} {args.sampler} steps "
+            f"({official / hcp['ours'][f'evaluations_at_{st}']:.0f}× fewer)"
+            for st in args.steps
+        )
     )
 
 
