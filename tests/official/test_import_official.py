@@ -428,6 +428,9 @@ def test_refine_with_imported_refiner(main, released_files, tmp_path):
                  "--steps", "2", "--device", "cpu"]) == 0  # fmt: skip
     out = np.asarray(nib.load(dst).dataobj)
     assert out.shape == coarse.shape and np.isfinite(out).all()
+    # an image-target (paper) refiner defaults to DPM-Solver++; --steps still applies
+    rec = json.loads((tmp_path / "refine.json").read_text())["volumes"][0]
+    assert rec["sampler"] == {"name": "dpm++", "steps": 2, "eta": 0.0}
 
 
 def test_errors_are_one_line(main, released_files, tmp_path, capsys):

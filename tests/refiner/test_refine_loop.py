@@ -191,3 +191,27 @@ def test_partial_chain_starts_from_the_noised_coarse_and_runs_fewer_steps():
     np.testing.assert_allclose(res.refined[gen], np.clip(coarse[gen] + SHIFT, -1, 1), atol=2e-4)
     with pytest.raises(Exception, match="strength"):
         refine_volume(coarse, den, sampler, plan, show_progress=False, strength=0)
+
+
+def test_default_sampling_follows_the_refiner_target():
+    from importlib.resources import files
+
+    from realdeal.diffusion.refiner_pipeline import (
+        RefinerPipeline,
+        RefineSettings,
+        resolve_sampling,
+    )
+
+    r = resolve_sampling(RefineSettings(), "residual")
+    assert (r.sampler, r.steps, r.eta) == ("ddim", 10, 1.0)
+    i = resolve_sampling(RefineSettings(), "image")
+    assert (i.sampler, i.steps, i.eta) == ("dpm++", 20, 0.0)
+    # explicit flags win over the target's default; an explicit sampler without η gets 0
+    e = resolve_sampling(RefineSettings(steps=4, eta=0.5), "residual")
+    assert (e.sampler, e.steps, e.eta) == ("ddim", 4, 0.5)
+    d = resolve_sampling(RefineSettings(sampler="ddim"), "residual")
+    assert (d.sampler, d.steps, d.eta) == ("ddim", None, 0.0)
+    # the shipped cpu-small refiner is a residual one, so `realdeal refine` uses DDIM η = 1
+    shipped = files("realdeal") / "demo_checkpoints" / "refiner.pt"
+    pipe, _ = RefinerPipeline.from_checkpoint(str(shipped))
+    assert pipe.target == "residual"

@@ -20,11 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="refiner checkpoint (realdeal train refiner)"
     )
-    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++"], help="default dpm++")
+    p.add_argument(
+        "--sampler",
+        choices=["ddpm", "ddim", "dpm++"],
+        help="default: ddim, eta 1, 10 steps for a residual (cpu-small) refiner; dpm++, 20 steps "
+        "for an image (paper) refiner",
+    )
     p.add_argument(
         "--steps", type=int, help="reverse steps (default: ddpm 1000, ddim 50, dpm++ 20)"
     )
-    p.add_argument("--eta", type=float, help="DDIM η (0 deterministic, 1 DDPM-like)")
+    p.add_argument(
+        "--eta", type=float, help="DDIM η (0 deterministic, 1 DDPM-like; default 0, or as above)"
+    )
     p.add_argument(
         "--strength",
         type=float,
