@@ -56,11 +56,10 @@ class DemoConfig:
     ``checkpoints``: ``"packaged"`` (the shipped demo checkpoints when they fit this cohort),
     a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
 
-    Refinement defaults to DDIM with η = 1 (stochastic, DDPM-like) and 10 steps: on the
-    held-out demo subject sub-002 with the shipped refiner it matched the original's
-    white-matter noise (std of x − median₃ 0.043 vs 0.042; reconstruction 0.018) where
-    DPM-Solver++ (10 or 20 steps) overshot it (0.072 / 0.070) — a deterministic solver keeps
-    all of a small model's high-frequency error; the stochastic one lets it be denoised.
+    Refinement defaults to the residual refiner's sampling,
+    :data:`realdeal.diffusion.refiner_pipeline.DEFAULT_SAMPLING` (DDIM, η = 1, 10 steps; the
+    measurements behind it are there): a deterministic solver keeps all of a small model's
+    high-frequency error, the stochastic one lets it be denoised.
     """
 
     quick: bool = False

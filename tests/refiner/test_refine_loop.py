@@ -215,3 +215,9 @@ def test_default_sampling_follows_the_refiner_target():
     shipped = files("realdeal") / "demo_checkpoints" / "refiner.pt"
     pipe, _ = RefinerPipeline.from_checkpoint(str(shipped))
     assert pipe.target == "residual"
+    # and the demo refines with the same settings
+    from realdeal.diffusion.refiner_pipeline import DEFAULT_SAMPLING
+    from realdeal.pipeline import DemoConfig
+
+    d = DemoConfig()
+    assert (d.refine_sampler, d.refine_steps, d.refine_eta) == DEFAULT_SAMPLING["residual"]

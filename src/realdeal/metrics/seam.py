@@ -49,8 +49,14 @@ def seam_function(window: int | None = None) -> SeamScoreFn | None:
     from realdeal.diffusion.plan import PlanConfig, make_plan
     from realdeal.diffusion.seams import seam_score
 
+    # The suite scores the original and every candidate of a subject against the same mask
+    # object: build its plan once (about a second at HCP size).
+    last: list = [None, None]  # [mask, plan]
+
     def bound(image: np.ndarray, brain_mask: np.ndarray) -> float:
-        plan = make_plan(image.shape, PlanConfig(window=window), brain_mask=brain_mask)
-        return float(seam_score(image, plan, brain_mask))
+        if last[0] is not brain_mask:
+            plan = make_plan(image.shape, PlanConfig(window=window), brain_mask=brain_mask)
+            last[:] = [brain_mask, plan]
+        return float(seam_score(image, last[1], brain_mask))
 
     return bound
