@@ -119,3 +119,24 @@ def test_cosine_learning_rate_warms_up_then_decays_to_the_floor():
     assert TrainConfig(lr=2.0).lr_at(500) == 2.0  # constant is the default
     with pytest.raises(ConfigError):
         TrainConfig(lr_decay="linear")
+
+
+def test_auto_precision_picks_bf16_only_with_native_bf16_instructions(monkeypatch):
+    """oneDNN says 'bf16 supported' on plain AVX-512, where bf16 is emulated and ~3x slower."""
+    from pathlib import Path
+
+    from realdeal.training import engine
+
+    def cpuinfo(flags: str):
+        text = f"processor\t: 0\nflags\t\t: fpu sse avx2 {flags}\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+        monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text)
+        return engine.cpu_has_native_bf16.__wrapped__()
+
+    assert cpuinfo("avx512f avx512bw") is False
+    assert cpuinfo("avx512f avx512_bf16") is True
+    assert cpuinfo("amx_tile amx_bf16") is True
+    monkeypatch.undo()
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert engine.resolve_precision("auto", torch.device("cpu")) == (None, False)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16, False)
