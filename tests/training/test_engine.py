@@ -128,7 +128,9 @@ def test_auto_precision_picks_bf16_only_with_native_bf16_instructions(monkeypatc
     from realdeal.training import engine
 
     def cpuinfo(flags: str):
-        text = f"processor\t: 0\nflags\t\t: fpu sse avx2 {flags}\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+        text = (
+            f"processor\t: 0\nflags\t\t: fpu sse avx2 {flags}\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+        )
         monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text)
         return engine.cpu_has_native_bf16.__wrapped__()
 
