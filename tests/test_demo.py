@@ -18,6 +18,8 @@ from realdeal.pipeline import (
     _install_checkpoint,
     _usable_checkpoints,
     export_checkpoints,
+    export_models,
+    model_records,
 )
 
 
@@ -32,6 +34,11 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     run = json.loads((demo_run / "run.json").read_text())
     assert run["format"] == "realdeal-run" and run["command"].startswith("realdeal demo")
     assert run["model_sources"] == {k: "trained" for k in MODEL_KINDS}
+    for kind, rec in run["model_provenance"].items():
+        assert rec["source"] == "trained in this run"
+        assert rec["steps"] == run["config"]["models"][kind]["train"]["steps"]
+        assert rec["device"].startswith("cpu (") and rec["train_seconds"] > 0
+    assert run["created"] <= run["finished"]
     for kind in MODEL_KINDS:
         assert (demo_run / "models" / kind / "checkpoint.pt").is_file()
         assert (demo_run / "models" / kind / "metrics.jsonl").stat().st_size > 0
@@ -63,6 +70,10 @@ def test_rerun_reuses_everything(demo_run):
     assert main(["-q", "demo", "--quick", "-o", str(demo_run)]) == 0
     run = json.loads((demo_run / "run.json").read_text())
     assert run["model_sources"] == {k: "reused" for k in MODEL_KINDS}
+    # Provenance survives reuse: still "trained in this run", not "reused".
+    assert {r["source"] for r in run["model_provenance"].values()} == {"trained in this run"}
+    md = (demo_run / "report" / "report.md").read_text()
+    assert "Where the models came from" in md and "trained in this run" in md
     assert {p: p.stat().st_mtime_ns for p in refined} == before
     assert run["timings"]["train refiner"] < 5
 
@@ -106,3 +117,38 @@ def test_slim_checkpoint_cannot_resume_training(demo_run, tmp_path):
          "--data", str(demo_run / "data"), "-o", str(ref), "--resume"]
     )  # fmt: skip
     assert rc == 2
+
+
+def test_export_from_training_runs_records_how_each_model_was_made(demo_run, tmp_path):
+    """Models trained outside a demo run (resumable runs) are exported with their provenance;
+    a kind taken from earlier demo checkpoints keeps its file and its record."""
+    first = export_checkpoints(demo_run, tmp_path / "first")
+    first_records = model_records(json.loads((first / "manifest.json").read_text()))
+    run = json.loads((demo_run / "run.json").read_text())
+    dest = export_models(
+        {
+            "autoencoder": first,
+            "ldm": demo_run / "models" / "ldm",
+            "refiner": demo_run / "models" / "refiner",
+        },
+        tmp_path / "second",
+        cohort=run["config"]["cohort"],
+        prepare=run["config"]["prepare"],
+        made_by="realdeal train … (test)",
+    )
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["version"] == 2
+    recs = manifest["models"]
+    assert recs["autoencoder"] == first_records["autoencoder"]
+    assert (dest / "autoencoder.pt").read_bytes() == (first / "autoencoder.pt").read_bytes()
+    for kind in ("ldm", "refiner"):
+        train = run["config"]["models"][kind]["train"]
+        assert recs[kind]["steps"] == train["steps"]
+        assert recs[kind]["batch_size"] == train["batch_size"]
+        assert recs[kind]["made_by"] == "realdeal train … (test)"
+        assert recs[kind]["device"].startswith("cpu (") and recs[kind]["train_seconds"] > 0
+    assert manifest["steps"] == {k: r["steps"] for k, r in recs.items()}
+    assert _usable_checkpoints(DemoConfig(quick=True).effective(), dest) is not None
+    # A version-1 manifest (the format before per-model records) still reads.
+    v1 = {"steps": {k: 5 for k in MODEL_KINDS}, "train_seconds": {"train ldm": 3.0}}
+    assert model_records(v1)["ldm"]["train_seconds"] == 3.0

@@ -27,6 +27,7 @@ COMMANDS = [
     "realdeal.commands.evaluate",
     "realdeal.commands.import_official",
     "realdeal.commands.demo",
+    "realdeal.commands.export_demo",
     "realdeal.commands.report",
 ]
 

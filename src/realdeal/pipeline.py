@@ -44,6 +44,8 @@ from realdeal.utils.fs import atomic_dir, write_json_atomic
 log = logging.getLogger(__name__)
 
 MODEL_KINDS = ("autoencoder", "ldm", "refiner")
+PROVENANCE = "provenance.json"
+"""Written beside each model's checkpoint in a demo run: where the model came from."""
 PACKAGED = "packaged"
 """``checkpoints`` value: use the demo checkpoints shipped in ``realdeal/demo_checkpoints``."""
 
@@ -158,6 +160,20 @@ class _Stages:
         log.info("[%d/%d] %s: %.1f s", self.n, self.total, name, self.timings[name])
 
 
+def _json_or_none(path: Path, key: str) -> Any:
+    """``key`` of the last JSON line of ``path`` that has it, or None."""
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            value = json.loads(line).get(key)
+        except (ValueError, AttributeError):
+            continue
+        if value is not None:
+            return value
+    return None
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -226,27 +242,59 @@ def _install_checkpoint(src: Path, model_dir: Path, meta_dir: Path | None) -> No
 
 
 def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write the run's three models as slim (EMA weights only) demo checkpoints into ``dest``.
+    """Write a demo run's three models as slim (EMA weights only) demo checkpoints into ``dest``.
 
     ``dest`` gets ``autoencoder.pt``, ``ldm.pt``, ``refiner.pt``, their training logs and
-    configs and a ``manifest.json`` (cohort and prepare configs, steps, times, sha256) —
-    the folder ``realdeal demo --checkpoints DIR`` reads; ``src/realdeal/demo_checkpoints``
-    is the one shipped with the package.
+    configs and a ``manifest.json`` (cohort and prepare configs, and per model: steps, batch,
+    device, training time, how it was made, the commit, sha256) — the folder
+    ``realdeal demo --checkpoints DIR`` reads; ``src/realdeal/demo_checkpoints`` is the one
+    shipped with the package. See :func:`export_models` for models trained outside a demo run.
+    """
+    from realdeal.report.build import load_run
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir).manifest
+    return export_models(
+        {kind: run_dir / run["models"][kind] for kind in MODEL_KINDS},
+        dest,
+        cohort=run["config"]["cohort"],
+        prepare=run["config"]["prepare"],
+        made_by=run.get("command", "realdeal demo --retrain"),
+    )
+
+
+def export_models(
+    models: dict[str, Path],
+    dest: str | os.PathLike,
+    *,
+    cohort: dict[str, Any],
+    prepare: dict[str, Any],
+    made_by: str,
+    trained_on: str | None = None,
+) -> Path:
+    """Slim demo checkpoints from training-run folders or from earlier demo checkpoints.
+
+    ``models[kind]`` is either a training run folder (``checkpoint.pt``, ``config.json``,
+    ``metrics.jsonl`` as ``realdeal train`` writes them; its EMA weights are exported) or a
+    demo-checkpoint folder with a ``manifest.json`` (that kind's file, logs and record are
+    carried over unchanged). ``trained_on`` names the device where the training logs do not
+    (logs record it from this version on). The training time of a run is the sum of its logged
+    windows (``log_every`` steps each), so pauses between resumed sessions do not count.
     """
     import torch
 
     from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
 
-    run_dir = Path(run_dir)
-    from realdeal.report.build import load_run
-
-    run = load_run(run_dir).manifest
     dest = Path(dest)
+    commit = _git_commit()
     with atomic_dir(dest, overwrite=True) as tmp:
-        sha, steps = {}, {}
+        records: dict[str, dict[str, Any]] = {}
         for kind in MODEL_KINDS:
-            model_dir = run_dir / run["models"][kind]
-            ckpt = load_checkpoint(model_dir / "checkpoint.pt", kind=kind)
+            src = Path(models[kind])
+            if (src / "manifest.json").is_file():
+                records[kind] = _carry_over(kind, src, Path(tmp))
+                continue
+            ckpt = load_checkpoint(src / "checkpoint.pt", kind=kind)
             slim = {
                 k: ckpt[k]
                 for k in (
@@ -263,27 +311,108 @@ def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> P
             ema = {k: v.clone() for k, v in ckpt["ema"].items()}
             slim.update(model=ema, ema=ema, optimizer={}, scaler={}, rng={}, slim=True)
             path = save_checkpoint(Path(tmp) / f"{kind}.pt", slim)
-            sha[kind], steps[kind] = _sha256(path), int(ckpt["step"])
             for name in ("metrics.jsonl", "config.json"):
-                if (model_dir / name).is_file():
-                    shutil.copyfile(model_dir / name, Path(tmp) / f"{kind}.{name}")
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, Path(tmp) / f"{kind}.{name}")
+            train_cfg = json.loads(ckpt["config"]).get("train", {})
+            logged = _logged_training(src / "metrics.jsonl", train_cfg)
+            records[kind] = {
+                "steps": int(ckpt["step"]),
+                "batch_size": train_cfg.get("batch_size"),
+                "device": logged["device"] or trained_on,
+                "train_seconds": logged["seconds"],
+                "made_by": made_by,
+                "commit": commit,
+                "sha256": _sha256(path),
+            }
         manifest = {
             "format": "realdeal-demo-checkpoints",
-            "version": 1,
-            "made_by": run.get("command", "realdeal demo --retrain"),
+            "version": 2,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cohort": run["config"]["cohort"],
-            "prepare": run["config"]["prepare"],
-            "steps": steps,
-            "train_seconds": {
-                k: v for k, v in run.get("timings", {}).items() if k.startswith("train")
-            },
-            "sha256": sha,
+            "cohort": cohort,
+            "prepare": prepare,
+            "models": records,
+            "steps": {k: r["steps"] for k, r in records.items()},
+            "sha256": {k: r["sha256"] for k, r in records.items()},
             "torch": torch.__version__,
         }
         write_json_atomic(Path(tmp) / "manifest.json", manifest)
     log.info("demo checkpoints written to %s", dest)
     return dest
+
+
+def model_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-model provenance of a demo-checkpoint manifest (version 1 manifests converted)."""
+    if manifest.get("version", 1) >= 2:
+        return manifest["models"]
+    seconds = manifest.get("train_seconds", {})
+    return {
+        kind: {
+            "steps": manifest["steps"][kind],
+            "batch_size": None,
+            "device": None,
+            "train_seconds": seconds.get(f"train {kind}"),
+            "made_by": manifest.get("made_by"),
+            "commit": None,
+            "sha256": manifest.get("sha256", {}).get(kind),
+        }
+        for kind in MODEL_KINDS
+    }
+
+
+def _carry_over(kind: str, folder: Path, tmp: Path) -> dict[str, Any]:
+    """Copy ``kind``'s file and logs from an earlier demo-checkpoint folder; return its record."""
+    try:
+        record = dict(model_records(json.loads((folder / "manifest.json").read_text()))[kind])
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(folder / "manifest.json", f"has no usable {kind} record ({e})") from e
+    src = folder / f"{kind}.pt"
+    if record.get("sha256") and _sha256(src) != record["sha256"]:
+        raise InputError(src, "does not match the sha256 in its manifest.json")
+    shutil.copyfile(src, tmp / f"{kind}.pt")
+    for name in (f"{kind}.metrics.jsonl", f"{kind}.config.json"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, tmp / name)
+    record["sha256"] = _sha256(tmp / f"{kind}.pt")
+    return record
+
+
+def _logged_training(metrics: Path, train_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Training seconds (sum over logged windows) and device(s) from a ``metrics.jsonl``."""
+    if not metrics.is_file():
+        return {"seconds": None, "device": None}
+    from realdeal.report.build import read_metrics_jsonl
+
+    recs, _ = read_metrics_jsonl(metrics)
+    batch = float(train_cfg.get("batch_size") or 1)
+    seconds, prev = 0.0, None
+    devices: list[str] = []
+    for r in recs:
+        step, rate = int(r["step"]), r.get("samples_per_s")
+        n = step - prev if prev is not None and step > prev else int(train_cfg.get("log_every", 1))
+        if isinstance(rate, (int, float)) and rate > 0:
+            seconds += n * batch / rate
+        if r.get("device") and r["device"] not in devices:
+            devices.append(str(r["device"]))
+        prev = step
+    return {"seconds": round(seconds, 1) if recs else None, "device": ", ".join(devices) or None}
+
+
+def _git_commit() -> str | None:
+    """The commit of the realdeal source tree, when it is a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
 
 
 # --------------------------------------------------------------------------- run.json
@@ -317,6 +446,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     stages = _Stages(total=11)
     ccfg, pcfg, mcfg = cohort_config(cfg), prepare_config(cfg), model_configs(cfg)
 
@@ -341,7 +471,9 @@ def run_demo(
     ckpt = {k: models[k] / "checkpoint.pt" for k in MODEL_KINDS}
     shipped = _choose_shipped(cfg)
     shipped_steps = _manifest(shipped)["steps"] if shipped else {}
+    shipped_records = model_records(_manifest(shipped)) if shipped else {}
     sources: dict[str, str] = {}
+    provenance: dict[str, dict[str, Any]] = {}
 
     def obtain(kind: str, train_fn) -> None:
         if cfg.retrain and models[kind].exists():
@@ -353,15 +485,35 @@ def run_demo(
             log.info("--retrain: moved the earlier %s to %s", kind, previous)
         need = shipped_steps.get(kind, mcfg[kind].train.steps)
         have = _trained_steps(ckpt[kind]) if ckpt[kind].is_file() else None
+        record_file = models[kind] / PROVENANCE
         if have is not None and have >= need:
             log.info("reusing the %s in %s (step %d)", kind, models[kind], have)
             sources[kind] = "reused"
         elif shipped:
             _install_checkpoint(shipped[kind], models[kind], shipped[kind].parent)
             sources[kind] = f"demo checkpoint ({shipped_steps[kind]} steps)"
+            record = {"source": f"shipped demo checkpoint ({shipped[kind].parent})"}
+            write_json_atomic(record_file, record | shipped_records.get(kind, {}))
         else:
+            t0 = time.perf_counter()
             train_fn(resume=have is not None)
             sources[kind] = "trained"
+            train_cfg = mcfg[kind].train
+            write_json_atomic(
+                record_file,
+                {
+                    "source": "trained in this run" + (" (resumed)" if have is not None else ""),
+                    "steps": train_cfg.steps,
+                    "batch_size": train_cfg.batch_size,
+                    "device": _json_or_none(models[kind] / "metrics.jsonl", "device"),
+                    "train_seconds": round(time.perf_counter() - t0, 1),
+                    "made_by": command or "realdeal demo",
+                },
+            )
+        if record_file.is_file():
+            provenance[kind] = json.loads(record_file.read_text())
+        else:  # a run folder from before provenance records: what the checkpoint says
+            provenance[kind] = {"source": "found in this run folder", "steps": have}
 
     from realdeal.training.autoencoder import train_autoencoder
     from realdeal.training.ldm import train_ldm
@@ -421,11 +573,13 @@ def run_demo(
         "format": RUN_FORMAT,
         "version": 1,
         "preset": "cpu-small",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": started,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
         "data": "data",
         "models": {k: f"models/{k}" for k in MODEL_KINDS},
         "model_sources": sources,
+        "model_provenance": provenance,
         "paired": {
             "subjects": test,
             "sets": {"reconstruction": "data/reconstructions", "refined": "refined/test"},

@@ -851,11 +851,15 @@ def _training_section(ctx: _Context) -> list[Block]:
     models = ctx.run.section("models")
     if not models:
         raise _Skip('run.json has no "models"')
-    curves, rows, notes = {}, [], []
+    curves, rows, notes, remarks = {}, [], [], []
+    provenance = ctx.run.section("model_provenance") or {}
     for name, folder in models.items():
         path = ctx.run.path(folder) / "metrics.jsonl"
         if not path.is_file():
-            notes.append(f"{name}: no {ctx.run.rel(path)}")
+            if "shipped" in str(provenance.get(name, {}).get("source", "")):
+                remarks.append(f"{name}: the shipped checkpoint comes without a training log.")
+            else:
+                notes.append(f"{name}: no {ctx.run.rel(path)}")
             continue
         recs, bad = read_metrics_jsonl(path)
         if bad:
@@ -879,11 +883,15 @@ def _training_section(ctx: _Context) -> list[Block]:
                 _duration(times[-1] - times[0]) if len(times) > 1 else MISSING,
             ]
         )
+    origin = _provenance_table(ctx, list(models))
     if not curves:
+        if origin is not None:
+            return [origin, *(Para(r) for r in remarks), *(Note(n) for n in notes)]
         raise _Skip("no model has a metrics.jsonl (" + "; ".join(notes) + ")")
     path, src = ctx.figure("training_curves")
     training_curves_png(curves, path)
-    blocks: list[Block] = [
+    blocks: list[Block] = [*([origin] if origin is not None else []), *(Para(r) for r in remarks)]
+    blocks += [
         Figure(src, "training curves", "Training loss against step (log scale), one panel each."),
         Table(
             "Training runs",
@@ -901,6 +909,35 @@ def _training_section(ctx: _Context) -> list[Block]:
     ]
     blocks += [Note(n) for n in notes]
     return blocks
+
+
+def _provenance_table(ctx: _Context, kinds: list[str]) -> Table | None:
+    """Where each model came from (shipped checkpoint / trained here), with steps and cost."""
+    provenance = ctx.run.section("model_provenance")
+    sources = ctx.run.section("model_sources") or {}
+    if not provenance and not sources:
+        return None
+    rows = []
+    for kind in kinds:
+        rec = (provenance or {}).get(kind) or {"source": sources.get(kind, MISSING)}
+        seconds = rec.get("train_seconds")
+        rows.append(
+            [
+                kind,
+                str(rec.get("source", MISSING)),
+                str(rec.get("steps") or MISSING),
+                str(rec.get("batch_size") or MISSING),
+                str(rec.get("device") or MISSING),
+                _duration(float(seconds)) if isinstance(seconds, (int, float)) else MISSING,
+                str(rec.get("made_by") or MISSING),
+                str(rec.get("commit") or MISSING)[:10],
+            ]
+        )
+    return Table(
+        "Where the models came from",
+        ["model", "source", "steps", "batch", "device", "training time", "made by", "commit"],
+        rows,
+    )
 
 
 def _timings_section(ctx: _Context) -> list[Block]:
@@ -1094,7 +1131,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     intro: list[Block] = [
         Para(
             f"Run folder: {run.root.resolve()} · preset: {m.get('preset', MISSING)} · "
-            f"run created: {m.get('created', MISSING)} · report built: {built}"
+            f"run started: {m.get('created', MISSING)} · finished: {m.get('finished', MISSING)}"
+            f" · report built: {built}"
         )
     ]
     with atomic_dir(out, overwrite=True) as tmp:

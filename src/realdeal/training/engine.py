@@ -227,6 +227,16 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- precision
 
 
+def device_label(device: torch.device, world_size: int = 1) -> str:
+    """Where training runs, for logs and checkpoint manifests: ``cpu (2 threads)``,
+    ``cuda:0 (NVIDIA H100 80GB HBM3)``, prefixed by the process count under torchrun."""
+    if device.type == "cuda":
+        label = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        label = f"{device.type} ({torch.get_num_threads()} threads)"
+    return f"{world_size} × {label}" if world_size > 1 else label
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 instructions).
@@ -420,6 +430,7 @@ def train(
         if dist.is_main
         else None
     )
+    where = device_label(device, dist.world_size)
     it = iter(loader)
     step, last_loss = start, float("nan")
     window_loss, window_n, t0 = torch.zeros((), device=device), 0, time.perf_counter()
@@ -468,6 +479,7 @@ def train(
                     "grad_norm": float(grad_norm),
                     "samples_per_s": window_n * samples_per_step / max(dt, 1e-9),
                     "time": time.time(),
+                    "device": where,
                 }
             )
             last_loss = mean_loss

@@ -1,0 +1,63 @@
+"""``realdeal export-demo-checkpoints``: slim demo checkpoints from resumable training runs.
+
+How ``src/realdeal/demo_checkpoints`` is made when its models are trained outside a demo run
+(``training-runs/demo/continue.sh``): each of ``--autoencoder``, ``--ldm`` and ``--refiner``
+is a ``realdeal train`` run folder (its EMA weights are exported) or an earlier demo-checkpoint
+folder (that model is carried over with its record). ``--data`` is the prepared dataset the
+runs trained on; its preparation config and its cohort's config (``--cohort``, default the
+``cohort`` folder beside it) go into the manifest, so ``realdeal demo`` uses the checkpoints
+only on that very cohort. The manifest records, per model, steps, batch, device, training
+time, how it was made and the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-demo-checkpoints",
+        help="write training runs as the slim demo checkpoints `realdeal demo` ships with",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for kind in ("autoencoder", "ldm", "refiner"):
+        p.add_argument(
+            f"--{kind}", required=True, metavar="DIR", help="training run or demo-checkpoint folder"
+        )
+    p.add_argument("--data", required=True, help="the prepared dataset the runs trained on")
+    p.add_argument("--cohort", help="its cohort folder (default: DATA/../cohort)")
+    p.add_argument("--made-by", required=True, help="how the runs were made (recorded)")
+    p.add_argument(
+        "--trained-on", help="device, where the training logs do not record it (e.g. 'cpu')"
+    )
+    p.add_argument("-o", "--out", required=True, help="output folder (replaced atomically)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from realdeal.data.dataset import PreparedDataset
+    from realdeal.errors import InputError
+    from realdeal.pipeline import export_models
+
+    ds = PreparedDataset(args.data)
+    cohort_file = Path(args.cohort or Path(args.data).resolve().parent / "cohort") / "cohort.json"
+    try:
+        cohort = json.loads(cohort_file.read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(cohort_file, f"is not a realdeal cohort record ({e})") from e
+    prepare = json.loads((ds.root / "dataset.json").read_text())["config"]
+    dest = export_models(
+        {k: Path(getattr(args, k)) for k in ("autoencoder", "ldm", "refiner")},
+        args.out,
+        cohort=cohort,
+        prepare=prepare,
+        made_by=args.made_by,
+        trained_on=args.trained_on,
+    )
+    print(f"demo checkpoints written to {dest}")
+    return 0
