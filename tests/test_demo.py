@@ -51,13 +51,19 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
         assert ref.shape == coarse.shape
         assert (ref.affine == coarse.affine).all()
         assert (ref.data != coarse.data).any()
-    n = DemoConfig(quick=True).effective().n_samples
-    assert len(list((demo_run / "samples" / "raw").glob("sample_*.nii.gz"))) == n
-    assert len(list((demo_run / "samples" / "refined").glob("sample_*.nii.gz"))) == n
+    quick = DemoConfig(quick=True).effective()
+    n, n_refined = quick.n_samples, quick.n_refined_samples
+    assert n_refined < n  # the quick demo exercises refining a subset of the samples
+    raw = sorted(p.name for p in (demo_run / "samples" / "raw").glob("sample_*.nii.gz"))
+    assert len(raw) == n
+    for sub in ("refined", "raw-subset"):  # the same first samples, refined and raw
+        got = sorted(p.name for p in (demo_run / "samples" / sub).glob("sample_*.nii.gz"))
+        assert got == raw[:n_refined]
     paired = json.loads((demo_run / "eval" / "paired" / "results.json").read_text())
     assert set(paired["sets"]) >= {"reconstruction", "refined"}
     unpaired = json.loads((demo_run / "eval" / "unpaired" / "results.json").read_text())
-    assert set(unpaired["sets"]) >= {"sample", "refined sample"}
+    assert set(unpaired["sets"]) >= {"sample", "sample subset", "refined sample"}
+    assert (demo_run / "report" / "figures" / "samples_gallery.png").is_file()
     html = (demo_run / "report" / "report.html").read_text()
     assert "<img" in html and (demo_run / "report" / "report.md").is_file()
     stages = set(run["timings"])

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'none' = always train)",
     )
     p.add_argument("--samples", type=int, default=d.n_samples, help="LDM samples to draw")
+    p.add_argument(
+        "--refined-samples",
+        type=int,
+        default=d.n_refined_samples,
+        help="how many of the samples to refine (the first ones)",
+    )
     p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps")
     p.add_argument("--refine-sampler", choices=["ddpm", "ddim", "dpm++"], default=d.refine_sampler)
     p.add_argument("--refine-steps", type=int, default=d.refine_steps)
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         train_scale=args.train_scale,
         checkpoints=None if args.checkpoints in (None, "none") else args.checkpoints,
         n_samples=args.samples,
+        n_refined_samples=args.refined_samples,
         sample_steps=args.sample_steps,
         refine_sampler=args.refine_sampler,
         refine_steps=args.refine_steps,
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         ("--train-scale", cfg.train_scale, d.train_scale),
         ("--checkpoints", args.checkpoints, d.checkpoints),
         ("--samples", cfg.n_samples, d.n_samples),
+        ("--refined-samples", cfg.n_refined_samples, d.n_refined_samples),
         ("--sample-steps", cfg.sample_steps, d.sample_steps),
         ("--refine-sampler", cfg.refine_sampler, d.refine_sampler),
         ("--refine-steps", cfg.refine_steps, d.refine_steps),

@@ -136,7 +136,10 @@ def save_samples(
         )
     paths = []
     seed = int(sample_kw.pop("seed", 0))
-    for i in range(n):
-        img = pipeline(1, seed=seed + i, **sample_kw)[0].numpy()
-        paths.append(str(reference.with_data(img).save(out_dir / f"{prefix}_{i:03d}.nii.gz")))
+    batch = max(1, int(sample_kw.pop("batch_size", 1)))
+    for start in range(0, n, batch):  # volume i always starts from seed + i
+        imgs = pipeline(min(batch, n - start), seed=seed + start, batch_size=batch, **sample_kw)
+        for i, img in enumerate(imgs, start):
+            dst = out_dir / f"{prefix}_{i:03d}.nii.gz"
+            paths.append(str(reference.with_data(img.numpy()).save(dst)))
     return paths

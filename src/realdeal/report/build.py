@@ -48,6 +48,7 @@ from realdeal.report.figures import (
     Zoom,
     centre_point,
     cortical_point,
+    gallery_png,
     plane_png,
     training_curves_png,
     triplanar_png,
@@ -795,8 +796,21 @@ def _samples_section(ctx: _Context) -> list[Block]:
     files = {n: f for n, f in files.items() if f}
     if not files:
         raise _Skip("no sample volumes found")
+    blocks: list[Block] = []
+    first = next(iter(files))
+    if len(files[first]) > 1:  # every sample of the first set at a glance
+        names = sorted(files[first])
+        vols = [load_volume(files[first][n]) for n in names]
+        path, src = ctx.figure("samples_gallery")
+        gallery_png([v.data for v in vols], path, titles=names, spacing=vols[0].spacing)
+        blocks.append(
+            Figure(src, "all samples", f"All {len(names)} volumes of set {first!r}, centre slices.")
+        )
+    shown = (ctx.run.section("unpaired") or {}).get("figure_sets")
+    if shown:
+        files = {n: f for n, f in files.items() if n in shown}
     common = sorted(set.intersection(*(set(f) for f in files.values())))
-    blocks: list[Block] = [
+    blocks += [
         Para(
             f"LDM samples next to their refined versions ({' | '.join(files)}), one grey-level "
             f"window per figure (the first row's); orange box enlarged {ZOOM_FACTOR:g}×."

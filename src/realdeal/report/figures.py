@@ -263,6 +263,59 @@ def triplanar_png(
     return _save(fig, path, dpi)
 
 
+def gallery_png(
+    volumes: Sequence[np.ndarray],
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    planes: Sequence[str] = ("axial", "coronal", "sagittal"),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    ncols: int = 8,
+    dpi: int = 100,
+) -> Path:
+    """Many volumes at a glance: one tile per volume and plane, through each volume's centre.
+
+    ``volumes`` are ``(X, Y, Z)`` arrays of one shape (e.g. all LDM samples); every tile uses
+    the first volume's grey-level window so that contrast differences stay visible. One block
+    of rows per plane, ``ncols`` volumes per row.
+    """
+    shape = _check_volumes(volumes, titles, "gallery_png")
+    window = _auto_window(np.asarray(volumes[0], np.float32))
+    idx = [PLANES.index(p) for p in planes]
+    sx, sy, sz = spacing
+    aspects, sizes = (
+        [sz / sy, sz / sx, sy / sx],
+        [
+            (shape[2] * sz, shape[1] * sy),
+            (shape[2] * sz, shape[0] * sx),
+            (shape[1] * sy, shape[0] * sx),
+        ],
+    )
+    ncols = max(1, min(ncols, len(volumes)))
+    nrows_per = math.ceil(len(volumes) / ncols)
+    tile_w = 1.3
+    heights = [sizes[i][0] / sizes[i][1] * tile_w for i in idx for _ in range(nrows_per)]
+    fig, axes = plt.subplots(
+        len(heights),
+        ncols,
+        figsize=(ncols * tile_w, sum(heights) * 1.15 + 0.2),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights, "wspace": 0.03, "hspace": 0.15},
+    )
+    for block, plane in enumerate(idx):
+        for k, vol in enumerate(volumes):
+            v = np.asarray(vol, np.float32)
+            img = _slices(v, centre_point(v))[plane]
+            ax = axes[block * nrows_per + k // ncols][k % ncols]
+            ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspects[plane])
+            if titles is not None and block == 0:
+                ax.set_title(titles[k], fontsize=7)
+            if k % ncols == 0:
+                ax.set_ylabel(PLANES[plane], fontsize=7)
+        for ax in axes.ravel():
+            _clear_axis(ax)
+    return _save(fig, path, dpi)
+
+
 def plane_png(
     volumes: Sequence[np.ndarray],
     path: str | os.PathLike,
