@@ -6,11 +6,12 @@
 #     (imported by realdeal.data.io) and dipy (the noise-KL metric's non-local means);
 #   - quality_input.npz: the held-out demo reconstruction, its original and labels, for part (c).
 # Usage: bash benchmarks/gpu_wheels.sh [DATA]   (DATA: a prepared demo dataset with
-#        reconstructions, default /tmp/a-data; subject sub-002)
+#        reconstructions, default demo-output/data as `realdeal demo` writes it; subject
+#        $SUBJECT, default sub-002, held out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.device-wheels
-data=${1:-/tmp/a-data}
+data=${1:-demo-output/data}
 subject=${SUBJECT:-sub-002}
 mkdir -p "$dest"
 rm -f "$dest"/*.whl
