@@ -238,8 +238,8 @@ def time_variants(
         if compiled != compiled_ones:
             continue
         name = f"{precision}{' + channels_last_3d' if cl else ''}{' + compile' if compiled else ''}"
-        # a compiled variant pays its compilation once: guess 90 s
-        estimate = (per_window or 1.0) * n * (sizes.variant_iters + 1) + (90 if compiled else 0)
+        # a compiled variant pays its compilation once: guess 120 s
+        estimate = (per_window or 1.0) * n * (sizes.variant_iters + 1) + (120 if compiled else 0)
         if not budget.allows(f"(a) variant {name}", estimate if per_window else 0.0):
             continue
         row: dict[str, Any] = {"variant": name, "precision": precision, "channels_last_3d": cl,
@@ -573,8 +573,18 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def save(res: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``res`` as JSON atomically (a temporary name, then renamed)."""
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the parts asked for and return the JSON-able result."""
+    """Run the parts asked for and return the JSON-able result. The JSON is rewritten after
+    every part, so a run stopped from outside (a compilation overrunning the budget) keeps
+    what it measured; ``complete`` says whether it got to the end."""
     sizes = tiny_sizes() if args.tiny else gpu_sizes()
     if args.compile_backend:
         sizes = dataclasses.replace(sizes, compile_backend=args.compile_backend)
@@ -590,7 +600,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "budget_s": args.budget_s, "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                  "cudnn": torch.backends.cudnn.allow_tf32},
-        "parts": {},
+        "parts": {}, "skipped": budget.skipped, "complete": False,
     }  # fmt: skip
     for part in args.parts:
         log.info("part (%s), %.0f s of the budget left", part, budget.left())
@@ -602,10 +612,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["parts"]["c"] = part_c(sizes, device, budget, args.quality_input)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        res["seconds"] = time.perf_counter() - budget.t0
+        save(res, args.out)
     if "a" in res["parts"]:
         part_a_compiled(sizes, device, budget, res["parts"]["a"])
-    res["skipped"] = budget.skipped
     res["seconds"] = time.perf_counter() - budget.t0
+    res["complete"] = True
     return res
 
 
@@ -616,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--tiny", action="store_true", help="small shapes on CPU (a code-path check)")
     p.add_argument("--out", default=str(Path(out_dir) / "gpu_check.json") if out_dir else "gpu_check.json")  # fmt: skip
-    p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget (default 420)")
+    p.add_argument("--budget-s", type=float, default=400.0, help="wall-clock budget (default 400)")
     p.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     p.add_argument("--quality-input", default=str(ROOT / ".device-wheels/quality_input.npz"))
     p.add_argument("--device", help="default: cuda if available, else cpu")
@@ -624,10 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     res = run(args)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
-    tmp.replace(args.out)
+    save(res, args.out)
     print(markdown(res))
     print(f"\nwrote {args.out}")
 

@@ -50,7 +50,7 @@ def _finite(*values) -> bool:
 def test_tiny_run_covers_every_part(tmp_path):
     res = _run(tmp_path, "--budget-s", "3000")
     assert res["mode"].startswith("tiny") and res["device"] == "cpu"
-    assert res["skipped"] == [] and _finite(res["seconds"])
+    assert res["skipped"] == [] and _finite(res["seconds"]) and res["complete"]
 
     a = res["parts"]["a"]
     names = [v["variant"] for v in a["variants"]]
@@ -90,6 +90,7 @@ def test_tiny_run_covers_every_part(tmp_path):
 
 def test_budget_guard_skips_and_says_why(tmp_path):
     res = _run(tmp_path, "--budget-s", "0")
+    assert res["complete"]
     items = [s["item"] for s in res["skipped"]]
     assert any(i.startswith("(a)") for i in items)
     assert any(i.startswith("(b)") for i in items)
