@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _quality import quality  # benchmarks/ is sys.path[0] when run as a script
+
 
 def _run_one(args: argparse.Namespace) -> None:
     """Child process: one refinement, prints a JSON line with results and peak RSS."""
@@ -84,21 +86,6 @@ def _child(argv: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _quality(y: np.ndarray, x: np.ndarray, plan) -> dict:
-    from scipy import ndimage
-
-    from realdeal.diffusion.seams import seam_score
-
-    brain = x > -0.95
-    lap = ndimage.laplace(ndimage.gaussian_filter(y, 0.5))
-    noise = y - ndimage.median_filter(y, 3)
-    return {
-        "sharpness": float(lap[brain].var()),
-        "noise_std": float(noise[brain].std()),
-        "seam_score": float(seam_score(y, plan, brain)),
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,6 +104,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/refine.json")
     p.add_argument("--memory-only", action="store_true")
+    p.add_argument(
+        "--previous",
+        help="an earlier refine.json: reuse its runs of ours and its memory section (their "
+        "outputs, counts and quality are deterministic; wall times stay as measured then) and "
+        "run only the reference",
+    )
     # child-only arguments
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--schedule", default="wavefront", help=argparse.SUPPRESS)
@@ -139,6 +132,7 @@ def main() -> None:
         str(args.threads),
     ]
     results: dict = {"settings": vars(args)}
+    previous = json.loads(Path(args.previous).read_text()) if args.previous else None
     rows = []
     if not args.memory_only:
         src = ["--input", args.input] + (["--crop", *map(str, args.crop)] if args.crop else [])
@@ -157,7 +151,11 @@ def main() -> None:
             ]
         )
         ours_runs = []
-        for steps in args.steps:
+        if previous is not None:
+            ours_runs = [dict(r, reused_from=args.previous) for r in previous["ours"]]
+            log_reuse = [r["steps"] for r in ours_runs]
+            print(f"reusing ours at {log_reuse} steps from {args.previous}", file=sys.stderr)
+        for steps in args.steps if previous is None else []:
             r = _child(
                 [
                     *common,
@@ -182,8 +180,8 @@ def main() -> None:
         pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
         plan_a = official_plan(x.shape, window=pipe.window)
         plan_b = make_plan(x.shape, PlanConfig(window=pipe.window), coarse=x)
-        a["quality"] = qa = _quality(ya, x, plan_a)
-        results["input_quality"] = _quality(x, x, plan_b)
+        a["quality"] = qa = quality(ya, x, plan_a)
+        results["input_quality"] = quality(x, x, plan_b)
         if args.original:
             from realdeal.data.io import load_volume
 
@@ -191,12 +189,14 @@ def main() -> None:
             if args.crop:
                 c = [(s - k) // 2 for s, k in zip(o.shape, args.crop, strict=True)]
                 o = o[tuple(slice(i, i + k) for i, k in zip(c, args.crop, strict=True))]
-            results["original_quality"] = _quality(o, x, plan_b)
+            results["original_quality"] = quality(o, x, plan_b)
         a["unet_evaluations_at_1000"] = a["unet_evaluations"] * 1000 // args.ref_steps
         a["wall_s_at_1000_extrapolated"] = a["wall_s"] * 1000 / args.ref_steps
         results["official"], results["ours"] = a, ours_runs
         for b in ours_runs:
-            b["quality"] = qb = _quality(np.load(b.pop("output")), x, plan_b)
+            if "output" in b:
+                b["quality"] = quality(np.load(b.pop("output")), x, plan_b)
+            qb = b["quality"]
             b["ratios"] = {
                 "evaluations_measured": a["unet_evaluations"] / b["unet_evaluations"],
                 "evaluations_vs_1000_step_reference": a["unet_evaluations_at_1000"]
@@ -220,8 +220,8 @@ def main() -> None:
                 rows.append(
                     f"| {name} | | | | | | | | | {q['sharpness']:.4g} | {q['noise_std']:.4g} | {q['seam_score']:.3f} |"
                 )
-    mem = []
-    for n in (64, 128):
+    mem = [] if previous is None else previous["memory"]
+    for n in (64, 128) if previous is None else ():
         m = _child(
             [*common, "--synthetic", str(n), "--run-steps", "1", "--save", f"/tmp/rd_m{n}.npy"]
         )

@@ -104,7 +104,11 @@ def test_pad_unpad_round_trip(plan):
 
 def test_windows_tile_the_padded_volume(plan):
     s = plan.stats
-    assert s.windows_total == int(np.prod(plan.grid_shape))
+    # our plan uses every lattice position; the authors' traversal a subset of it
+    if plan.kind == "wavefront":
+        assert s.windows_total == int(np.prod(plan.grid_shape))
+    else:
+        assert s.windows_total < int(np.prod(plan.grid_shape))
     assert s.windows_run + s.windows_skipped == s.windows_total
     assert s.voxels_computed == s.windows_run * plan.window**3
     assert math.isclose(s.redundancy, s.voxels_computed / s.voxels_written)
@@ -123,25 +127,21 @@ def test_plan_round_trips_through_dict(plan):
     assert "| waves" in plan.describe() and plan.to_markdown() == plan.describe()
 
 
-# -- our wavefront plan --------------------------------------------------------------------
-WAVEFRONT = [k for k, p in PLANS.items() if p.kind == "wavefront"]
-
-
-@pytest.mark.parametrize("name", WAVEFRONT)
-def test_wavefront_generates_exactly_what_it_writes(name):
-    plan = PLANS[name]
+def test_generates_exactly_what_it_writes(plan):
     for w in plan.running:
         np.testing.assert_array_equal(plan.generate_mask(w), plan.write_mask(w))
 
 
-@pytest.mark.parametrize("name", WAVEFRONT)
-def test_same_wave_generation_regions_are_disjoint(name):
-    plan = PLANS[name]
+def test_same_wave_generation_regions_are_disjoint(plan):
     for wave in plan.waves():
         count = np.zeros(plan.padded_shape, np.int32)
         for w in wave:
             count[w.slices] += plan.generate_mask(w)
         assert count.max() <= 1
+
+
+# -- our wavefront plan --------------------------------------------------------------------
+WAVEFRONT = [k for k, p in PLANS.items() if p.kind == "wavefront"]
 
 
 @pytest.mark.parametrize("name", ["brain-mask", "coarse", "half-overlap"])
@@ -251,24 +251,59 @@ def test_mask_shape_mismatch_is_an_error():
         make_plan(SHAPE, brain_mask=np.ones((3, 3, 3), bool))
 
 
-# -- the official schedule -----------------------------------------------------------------
+# -- the authors' traversal (--schedule official) -----------------------------------------
 def test_official_padding_reproduces_the_spec():
     assert official_padded_shape((224, 288, 224), 64) == (224, 320, 256)
+    # x to whole strides, y and z to whole windows, at least one window
+    assert official_padded_shape((96, 112, 96), 32) == (96, 128, 96)
+    assert official_padded_shape((5, 70, 33), 16) == (16, 80, 48)
 
 
-def test_official_counts_at_full_size():
+def _starts(batch):
+    return [w.start for w in batch]
+
+
+def test_official_traversal_on_the_hcp_grid():
+    """SPEC §5.4, coordinate by coordinate: 139 windows in 20 sequential steps."""
     plan = official_plan((224, 288, 224), window=64)
     s = plan.stats
-    assert s.padded_shape == (224, 320, 256) and s.grid_shape == (6, 9, 7)
-    assert s.windows_run == 378 and s.windows_skipped == 0
-    # centre + 8 column windows one by one + 6 z-steps (9 windows) + 5 x-slabs (63 windows)
-    assert s.waves == 1 + 8 + 6 + 5 == s.batches
-    assert [len(b) for b in plan.batches()] == [1] * 9 + [9] * 6 + [63] * 5
-    assert s.voxels_written == 224 * 320 * 256
-    assert s.redundancy == pytest.approx(378 * 64**3 / (224 * 320 * 256))
-    assert s.redundancy_volume == pytest.approx(378 * 64**3 / (224 * 288 * 224))
-    assert s.unet_evaluations(1000) == 378_000
-    assert official_plan((224, 288, 224), 64, max_batch=32).stats.batches == 9 + 6 + 5 * 2
+    assert s.padded_shape == (224, 320, 256) and s.stride == 32
+    batches = plan.batches()
+    assert _starts(batches[0]) == [(96, 128, 96)]
+    column = [(96, y, 96) for y in (96, 64, 32, 0, 160, 192, 224, 256)]
+    assert [_starts(b) for b in batches[1:9]] == [[c] for c in column]
+    ys = (0, 64, 128, 192, 256)
+    assert [_starts(b) for b in batches[9:15]] == [
+        [(96, y, z) for y in ys] for z in (64, 32, 0, 128, 160, 192)
+    ]
+    assert [_starts(b) for b in batches[15:]] == [
+        [(x, y, z) for y in ys for z in (0, 64, 128, 192)] for x in (64, 32, 0, 128, 160)
+    ]
+    assert len(batches) == s.batches == s.waves == 1 + 8 + 6 + 5 == 20
+    assert [len(b) for b in batches] == [1] * 9 + [5] * 6 + [20] * 5
+    assert s.windows_run == s.windows_total == 1 + 8 + 30 + 100 == 139
+    assert s.windows_skipped == 0
+    assert s.voxels_written == 224 * 320 * 256  # the union covers the padded grid
+    assert s.redundancy == pytest.approx(139 * 64**3 / (224 * 320 * 256))
+    assert s.unet_evaluations(1000) == 139_000
+    # max_batch splits the 20-window slabs into network calls; steps and masks stay
+    split = official_plan((224, 288, 224), 64, max_batch=8)
+    assert split.stats.batches == 9 + 6 + 5 * 3 and split.stats.waves == 20
+    np.testing.assert_array_equal(split.level, plan.level)
+    assert "positions, 139 used" in plan.describe()
+
+
+def test_official_traversal_on_a_small_grid():
+    """The same rules scaled to an 8³ window (stride 4), written out by hand."""
+    plan = official_plan((12, 20, 14), window=8)
+    assert plan.padded_shape == (12, 24, 16) and plan.grid_shape == (2, 5, 3)
+    assert [_starts(b) for b in plan.batches()] == [
+        [(4, 8, 4)],  # centre: lattice (1, 2, 1)
+        [(4, 4, 4)], [(4, 0, 4)], [(4, 12, 4)], [(4, 16, 4)],  # y column
+        [(4, 0, 0), (4, 8, 0), (4, 16, 0)], [(4, 0, 8), (4, 8, 8), (4, 16, 8)],  # z growth
+        [(0, y, z) for y in (0, 8, 16) for z in (0, 8)],  # the x slab
+    ]  # fmt: skip
+    assert plan.stats.voxels_written == 12 * 24 * 16
 
 
 def test_official_masks_are_full_or_halves():
@@ -284,3 +319,53 @@ def test_official_masks_are_full_or_halves():
             (~m).take(range(0, h), ax).all() or (~m).take(range(h, 2 * h), ax).all()
             for ax in range(3)
         )
+
+
+def test_official_bad_padding_is_refused():
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        official_plan((40, 46, 36), window=16, padded_shape=(40, 56, 48))
+    with pytest.raises(ConfigError, match="even window"):
+        official_plan((40, 46, 36), window=15)
+
+
+def test_refine_loop_writes_every_voxel_once_over_the_official_plan():
+    """The authors' traversal through the masked loop, with an exact denoiser that tags each
+    window's output: every voxel ends with the tag of the one window whose write mask holds
+    it, and a window's known region stays fixed while it runs. The volume is its own padded
+    grid, so every voxel the plan covers is checked."""
+    import torch
+
+    from realdeal.diffusion.denoiser import Denoiser
+    from realdeal.diffusion.refine import make_refine_sampler, refine_volume
+    from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+
+    schedule = NoiseSchedule(ScheduleConfig(prediction_type="epsilon"))
+    sampler = make_refine_sampler("ddim", schedule, 3)
+    steps = len(sampler.timesteps())
+    shape = (12, 24, 16)
+    coarse = (0.2 * np.sin(np.indices(shape).sum(0) / 3.0)).astype(np.float32)
+    plan = official_plan(shape, window=8)
+    assert plan.padded_shape == shape
+    batches = plan.batches()
+    first_of = np.cumsum([0] + [len(b) for b in batches])
+    tag = 0.01 * (1 + np.arange(len(plan.running)))
+    calls: list[torch.Tensor] = []
+
+    def model(inp, t):
+        b = len(calls) // steps  # every batch makes `steps` network calls
+        calls.append(inp[:, 0].clone())
+        tags = torch.tensor(tag[first_of[b] : first_of[b + 1]], dtype=inp.dtype)
+        ab = schedule.alpha_bar(t).to(inp.dtype).view(-1, 1, 1, 1, 1)
+        x0 = inp[:, 1:2] + tags.view(-1, 1, 1, 1, 1)
+        return (inp[:, :1] - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    res = refine_volume(coarse, Denoiser(model, schedule), sampler, plan, show_progress=False)
+    assert res.unet_evaluations == 17 * steps and res.network_calls == len(calls) == 8 * steps
+    pos = {w.index: k for k, w in enumerate(plan.running)}
+    expected = coarse + tag[np.vectorize(pos.get)(plan.owner)]
+    np.testing.assert_allclose(res.refined, expected, atol=1e-4)
+    for b, windows in enumerate(batches):
+        known = ~np.stack([plan.generate_mask(w) for w in windows])
+        x_ts = [c.numpy() for c in calls[b * steps : (b + 1) * steps]]
+        for x_t in x_ts[1:]:
+            np.testing.assert_array_equal(x_t[known], x_ts[0][known])

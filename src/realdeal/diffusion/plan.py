@@ -4,7 +4,7 @@ The refiner (SPEC §5, paper §2.2) restores a coarse volume window by window, g
 from the centre; every window is diffused with a mask ``M`` (True = generate, False = known)
 and conditioned on the voxels already refined around it. This module decides all of that up
 front, without any network, so that a plan can be printed (``refine --plan-only``), tested and
-compared with the official schedule before a single U-Net evaluation is spent.
+compared with the authors' traversal before a single U-Net evaluation is spent.
 
 Geometry. Arrays are ``(X, Y, Z)`` (axis 0 left→right, 1 posterior→anterior, 2
 inferior→superior). The volume is padded with background (−1) so that cubic windows of side
@@ -19,9 +19,9 @@ the padded grid:
 
 For a window ``w`` run in wave ``k``, ``generate_mask(w) = level[window] == k`` (voxels not yet
 refined when it runs) and ``write_mask(w) = owner[window] == w.index`` (voxels it writes back).
-The masked sampling loop diffuses with the first and writes the second; for our wavefront plan
-the two are identical, for the official schedule windows of one batch overlap and the write
-mask is the part each one keeps (the last window of a batch wins).
+The masked sampling loop diffuses with the first and writes the second; for both our wavefront
+plan and the authors' traversal the two are identical (windows of one wave or step never share
+an unrefined voxel).
 
 Our traversal (:func:`make_plan`). Windows are ordered by their L1 distance (in grid units)
 from the window nearest the brain's centre of mass, and each window *claims* every voxel of its
@@ -47,24 +47,26 @@ neighbours keep the same face-slab shapes; a running window never waits for them
 Default overlap: a quarter window. Measured with ``benchmarks/plan_counts.py`` (MNI152 brain
 mask for background skipping, ``max_batch`` 32). HCP grid, 224×288×224, 64³ windows:
 
-=====================  =======  =====  =========  ==================  =================
-schedule               windows  waves  batches    computed / written  computed / volume
-=====================  =======  =====  =========  ==================  =================
-official (half window)     378     20         25                5.40               6.86
-ours, overlap 32           286     10         15                5.21               5.19
-ours, overlap 24           173      8         11                3.00               3.14
-ours, overlap 16           141      7          9                1.96               2.56
-ours, overlap 8             78      7          7                1.35               1.41
-=====================  =======  =====  =========  ==================  =================
+=========================  =======  =====  =========  ==================  =================
+schedule                   windows  waves  batches    computed / written  computed / volume
+=========================  =======  =====  =========  ==================  =================
+authors (``official``)         139     20         20                1.99               2.52
+ours, overlap 32               286     10         15                5.21               5.19
+ours, overlap 24               173      8         11                3.00               3.14
+ours, overlap 16               141      7          9                1.96               2.56
+ours, overlap 8                 78      7          7                1.35               1.41
+=========================  =======  =====  =========  ==================  =================
 
-The cohort grid (96×112×96, 32³ windows) gives the same picture (official 175 windows, 4.86 /
-5.56; overlap 8: 70 windows, 6 waves, 1.85 / 2.22). A quarter window costs 37 % of the
-official U-Net evaluations and a third of its sequential steps while keeping a conditioning
-slab of 16 voxels (11 mm at 0.7 mm; still 4 voxels wide at the U-Net's coarsest level) on every
-face that borders refined tissue; an eighth is 45 % cheaper again but leaves a 2-voxel slab at
-the coarsest level, a risk for seams that the seam score (:mod:`realdeal.diffusion.seams`)
-should decide once a trained refiner exists. The training masks cover every overlap from an
-eighth to a half of the window.
+The cohort grid (96×112×96, 32³ windows) gives the same picture (authors 71 windows in 15
+steps, 1.97 / 2.25; overlap 8: 70 windows, 6 waves, 1.85 / 2.22). At equal sampler steps a
+quarter window costs as many U-Net evaluations as the authors' traversal (141 against 139:
+background skipping pays for the denser lattice) in about a third of its sequential steps
+(7 against 20), and conditions every window on all the faces that border refined tissue
+(one to three slabs of 16 voxels, 11 mm at 0.7 mm; still 4 voxels wide at the U-Net's
+coarsest level) where the authors' windows see one half window. An eighth is 45 % cheaper
+again but leaves a 2-voxel slab at the coarsest level, a risk for seams that the seam score
+(:mod:`realdeal.diffusion.seams`) should decide. The training masks cover every overlap from
+an eighth to a half of the window.
 """
 
 from __future__ import annotations
@@ -358,7 +360,7 @@ class Plan:
             ("volume", "×".join(map(str, s.shape))),
             ("padded", "×".join(map(str, s.padded_shape))),
             ("window / overlap / stride", f"{s.window}³ / {s.overlap} / {s.stride}"),
-            ("window grid", "×".join(map(str, s.grid_shape)) + f" = {s.windows_total}"),
+            ("window grid", _grid_row(s)),
             ("first window (grid)", str(tuple(self.centre))),
             ("windows diffused", str(s.windows_run)),
             ("windows skipped (background)", str(s.windows_skipped)),
@@ -412,6 +414,13 @@ class Plan:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _grid_row(s: PlanStats) -> str:
+    """``6×9×7 = 378`` for a plan using every lattice position, else ``… positions, N used``."""
+    n = int(np.prod(s.grid_shape))
+    text = "×".join(map(str, s.grid_shape)) + f" = {n}"
+    return text if n == s.windows_total else f"{text} positions, {s.windows_total} used"
+
+
 def _shape3(shape: Sequence[int]) -> Shape3:
     if len(shape) != 3 or any(int(s) < 1 for s in shape):
         raise ConfigError(f"expected a 3D shape (X, Y, Z) of positive sizes, got {tuple(shape)}")
@@ -571,26 +580,43 @@ def _wavefront(
     return plan
 
 
-# -- the official schedule -------------------------------------------------------------------
+# -- the authors' traversal (``--schedule official``) ---------------------------------------
 def official_padded_shape(shape: Sequence[int], window: int = 64) -> Shape3:
-    """Padding of the official code (SPEC §5.1), stride ``window/2``.
+    """Padding the authors' traversal needs (SPEC §5.1): x to whole strides, y and z to whole windows.
 
-    Each axis is padded to a multiple of the stride (at least one window); along y and z — the
-    axes of the first column and of the z-growth, which the official traversal grows
-    symmetrically from a centre window — one more stride is added when the number of windows
-    would be even. SPEC gives one example, 224×288×224 → 224×320×256 with 64³ windows, which
-    this rule reproduces (x: 224 is 7 strides, 6 windows, unchanged; y: 288 → 8 windows → 320;
-    z: 224 → 6 windows → 256); the rule itself is our reconstruction from that example.
+    The traversal (:func:`official_plan`) steps along x at stride ``s = window/2`` and batches
+    windows at stride ``window`` in y (z-growth, x slabs) and z (x slabs), so x is padded to a
+    multiple of ``s`` and y, z to multiples of ``window`` (each at least one window). This
+    reproduces the authors' 224×288×224 → 224×320×256 with 64³ windows.
     """
     shape = _shape3(shape)
     s = window // 2
-    out = []
-    for ax, n in enumerate(shape):
-        p = max(window, math.ceil(n / s) * s)
-        if ax > 0 and ((p - window) // s + 1) % 2 == 0:
-            p += s
-        out.append(p)
-    return tuple(out)  # type: ignore[return-value]
+    units = (s, window, window)
+    return tuple(max(window, math.ceil(n / u) * u) for n, u in zip(shape, units, strict=True))  # type: ignore[return-value]
+
+
+def official_steps(grid: Shape3) -> list[list[Shape3]]:
+    """The authors' traversal on a lattice of ``grid`` window positions at stride ``window/2``.
+
+    Returns the sequential steps, each a list of lattice positions ``(i, j, k)`` (window origin
+    = position × stride) run as one batch. Centre: position ``n // 2`` on each axis (the one
+    nearest the lattice centre; on a tie the far one, as the authors' x = 96 of 224). Then a y
+    column at stride 1 through the centre, one window per step, first toward ``j = 0`` and then
+    toward the far end; z growth at stride 1 (toward ``k = 0`` first), each step batching the
+    windows at every second ``j`` (stride one window: disjoint, and they tile y); x slabs at
+    stride 1 (toward ``i = 0`` first), each batching every second ``j`` and ``k``.
+    """
+    c = tuple(n // 2 for n in grid)
+
+    def outward(centre: int, n: int) -> list[int]:
+        return [*range(centre - 1, -1, -1), *range(centre + 1, n)]
+
+    ys, zs = range(0, grid[1], 2), range(0, grid[2], 2)
+    steps: list[list[Shape3]] = [[c]]  # type: ignore[list-item]
+    steps += [[(c[0], j, c[2])] for j in outward(c[1], grid[1])]
+    steps += [[(c[0], j, k) for j in ys] for k in outward(c[2], grid[2])]
+    steps += [[(i, j, k) for j in ys for k in zs] for i in outward(c[0], grid[0])]
+    return steps
 
 
 def official_plan(
@@ -599,16 +625,20 @@ def official_plan(
     max_batch: int | None = None,
     padded_shape: Sequence[int] | None = None,
 ) -> Plan:
-    """The official traversal of SPEC §5.4, as a :class:`Plan` the same loop can run.
+    """The authors' traversal (SPEC §5.4), as a :class:`Plan` the same masked loop runs.
 
-    Stride ``window/2``, padding by :func:`official_padded_shape` (or ``padded_shape``),
-    symmetric. Batches: the centre window (full mask); the column along y, one window per batch,
-    first towards +y then towards −y (SPEC does not say the column is batched); then z-growth
-    from the column: for ``d = 1, 2, …`` the windows at ``z = c + d`` (all y) form one batch, then
-    those at ``z = c − d``; then x-growth in slabs, ``x = c + d`` then ``x = c − d``, one batch
-    per slab. No background skipping. ``M`` = voxels not refined before the batch; windows of one
-    batch overlap (stride = half a window) and generate their shared voxels independently; the
-    last window of the batch in this order keeps them (``write_mask``), as a write-back loop does.
+    On the HCP grid (224×288×224 padded to 224×320×256, 64³ windows): the centre window at
+    (96, 128, 96); a y column through it at stride 32 (y = 96, 64, 32, 0, then 160 … 256), one
+    window per step; z growth at stride 32 (z = 64, 32, 0, then 128, 160, 192), each step the 5
+    windows at y = 0, 64, …, 256; x slabs at stride 32 (x = 64, 32, 0, then 128, 160), each the
+    5 × 4 windows at stride 64 in y and z: 1 + 8 + 30 + 100 = 139 windows in 20 steps. Other
+    grids follow the same rules scaled by ``window`` (:func:`official_steps`); padding by
+    :func:`official_padded_shape` (or ``padded_shape``), split evenly before and after.
+
+    ``M`` = voxels not written before the step: the full window for the centre, a half window
+    for every other one. Windows of one step are disjoint, so each voxel is generated by exactly
+    one window and ``write_mask == generate_mask``. No background skipping. ``max_batch`` splits
+    a step into several network calls (a memory bound; the masks do not change).
     """
     shape = _shape3(shape)
     if window < 2 or window % 2:
@@ -617,22 +647,15 @@ def official_plan(
     padded = (
         _shape3(padded_shape) if padded_shape is not None else official_padded_shape(shape, window)
     )
-    if any(p < n or (p - window) % s for p, n in zip(padded, shape, strict=True)):
-        raise ConfigError(f"padded shape {padded} must cover {shape} and hold whole strides of {s}")
+    units = (s, window, window)
+    if any(p < n or p < window or p % u for p, n, u in zip(padded, shape, units, strict=True)):
+        raise ConfigError(
+            f"padded shape {padded} must cover {shape} with x a multiple of {s} and y, z "
+            f"multiples of {window} (the authors' traversal tiles y and z with whole windows)"
+        )
     cp = _crop_pad(shape, padded)
     grid = tuple((p - window) // s + 1 for p in padded)
-    c = tuple((n - 1) // 2 for n in grid)
-
-    def outward(centre: int, n: int) -> list[int]:
-        return [i for d in range(1, n) for i in (centre + d, centre - d) if 0 <= i < n]
-
-    steps: list[list[Shape3]] = [[c]]  # type: ignore[list-item]
-    col = [j for j in range(c[1] + 1, grid[1])] + [j for j in range(c[1] - 1, -1, -1)]
-    steps += [[(c[0], j, c[2])] for j in col]
-    for k in outward(c[2], grid[2]):
-        steps.append([(c[0], j, k) for j in range(grid[1])])
-    for i in outward(c[0], grid[0]):
-        steps.append([(i, j, k) for j in range(grid[1]) for k in range(grid[2])])
+    steps = official_steps(grid)  # type: ignore[arg-type]
 
     owner = np.full(padded, -1, dtype=np.int32)
     level = np.full(padded, -1, dtype=np.int16)
@@ -643,8 +666,9 @@ def official_plan(
             sl = tuple(slice(a, a + window) for a in start)
             lv = level[sl]
             lv[lv == -1] = wave
-            owner[sl][lv == wave] = len(raw)  # last window of the batch keeps shared voxels
+            owner[sl][lv == wave] = len(raw)
             raw.append((g, start, wave, False))  # type: ignore[arg-type]
+    assert (owner >= 0).all(), "the authors' traversal must cover the padded grid"
     windows = _finish(raw, max_batch, window)
     return Plan(
         "official",
@@ -653,12 +677,12 @@ def official_plan(
         window - s,
         cp,
         grid,  # type: ignore[arg-type]
-        c,  # type: ignore[arg-type]
+        steps[0][0],
         windows,
         owner,
         level,
         max_batch,
-        {"window": window, "padded_shape": list(padded)},
+        {"window": window, "padded_shape": list(padded), "traversal": "authors"},
     )
 
 

@@ -1,0 +1,655 @@
+"""GPU benchmark that fits one device call (≤ 8 min on one H100, wheel install included).
+
+(a) The paper refiner (random weights, ``preset("refiner", "paper")``) on a full
+    224×288×224 volume (a synthetic brain-shaped coarse input): first a few windows per
+    numerical variant (fp32 / bf16 autocast, ``channels_last_3d``, ``torch.compile``) to find
+    the fastest; then, with the fastest variant that needs no compilation, our wavefront plan
+    end to end with DPM-Solver++ at 10 and 20 steps, and the authors' traversal (139 windows,
+    20 steps) timed over all its windows at a few DDPM steps and extrapolated to 1,000 steps
+    (labelled ``extrapolated``). Each: windows/s, U-Net evaluations/s, peak GPU memory. The
+    ``torch.compile`` variants are timed last, after (b) and (c): compiling is slow and the
+    least needed.
+(b) The paper autoencoder and LDM (random weights): time and peak memory of one training
+    step (forward, backward, AdamW) at batch 1 and 2 under bf16 autocast, and the time of
+    one LDM sample with DDIM 50 (decoding included).
+(c) Quality reference with the shipped demo refiner on a held-out demo reconstruction
+    (``--quality-input``, an ``.npz`` with ``coarse``, ``original`` and ``labels``, written by
+    ``benchmarks/gpu_wheels.sh``): the authors' traversal with the full 1,000 DDPM steps
+    against ours (DDIM η = 1) at 10, 20 and 50 steps, on sharpness, noise std, noise KL in
+    white matter and seam score (``benchmarks/_quality.py``).
+
+A time budget (``--budget-s``, counted from the start of this script) guards every item:
+an item whose estimated cost would overrun it is skipped and the reason recorded. Writes one
+JSON (``--out``; default ``$OUT/gpu_check.json`` when ``$OUT`` is set, else
+``gpu_check.json``) and prints Markdown tables. ``--tiny`` runs the same code paths on the CPU
+with small shapes, few steps and tiny networks (used by the tests).
+
+    bash benchmarks/gpu_check.sh              # on the GPU machine, wheels from .device-wheels
+    python benchmarks/gpu_check.py --tiny --out /tmp/gpu_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from realdeal.diffusion.denoiser import Denoiser
+from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
+from realdeal.diffusion.refine import make_refine_sampler, refine_volume
+from realdeal.diffusion.schedule import NoiseSchedule
+from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
+from realdeal.models.unet import UNetConfig, build_unet
+from realdeal.presets import preset
+from realdeal.training.refiner import RefinerRunConfig  # registers the refiner presets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quality import NoiseReference, quality
+
+log = logging.getLogger("gpu_check")
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_REFINER = ROOT / "src/realdeal/demo_checkpoints/refiner.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Everything that differs between the GPU run and ``--tiny``."""
+
+    volume: tuple[int, int, int]
+    refiner: RefinerRunConfig
+    variant_windows: int
+    variant_iters: int
+    e2e_steps: tuple[int, ...]
+    authors_probe_steps: int
+    max_batch: int
+    ae: AutoencoderConfig
+    ae_image: tuple[int, int, int]
+    ldm: UNetConfig
+    ldm_sample_steps: int
+    train_batches: tuple[int, ...]
+    ref_steps: int
+    ours_steps: tuple[int, ...]
+    quality_crop: tuple[int, int, int] | None
+    compile_backend: str
+    variants: tuple[tuple[str, bool, bool], ...]
+    """(precision, channels_last_3d, torch.compile) of each variant timed in (a)."""
+    train_precision: str
+
+
+def gpu_sizes() -> Sizes:
+    return Sizes(
+        volume=(224, 288, 224),
+        refiner=preset("refiner", "paper"),
+        variant_windows=4,
+        variant_iters=3,
+        e2e_steps=(10, 20),
+        authors_probe_steps=2,
+        max_batch=20,
+        ae=preset("autoencoder", "paper").model,
+        ae_image=(224, 288, 224),
+        ldm=preset("ldm", "paper").unet,
+        ldm_sample_steps=50,
+        train_batches=(1, 2),
+        ref_steps=1000,
+        ours_steps=(10, 20, 50),
+        quality_crop=None,
+        compile_backend="inductor",
+        variants=VARIANTS,
+        train_precision="bf16",
+    )
+
+
+def tiny_sizes() -> Sizes:
+    unet = UNetConfig(
+        in_channels=3, out_channels=1, channels=(4, 4), num_res_blocks=1,
+        attention_levels=(False, True), num_head_channels=(0, 4), norm_num_groups=2,
+    )  # fmt: skip
+    return Sizes(
+        volume=(16, 16, 16),
+        refiner=dataclasses.replace(preset("refiner", "paper"), window=8, unet=unet),
+        variant_windows=2,
+        variant_iters=1,
+        e2e_steps=(1, 2),
+        authors_probe_steps=1,
+        max_batch=8,
+        ae=AutoencoderConfig(channels=(2, 4, 4), bottleneck=2),
+        ae_image=(8, 8, 8),
+        ldm=dataclasses.replace(unet, in_channels=4, out_channels=4),
+        ldm_sample_steps=2,
+        train_batches=(1, 2),
+        ref_steps=2,
+        ours_steps=(1,),
+        quality_crop=(32, 48, 32),
+        compile_backend="eager",
+        # one variant of each kind keeps every code path and the test short
+        variants=(("fp32", False, False), ("bf16", True, False), ("fp32", True, True)),
+        train_precision="fp32",  # bf16 autocast backward is slow on many CPUs
+    )
+
+
+class Budget:
+    """Wall-clock budget from the start of the script; records what it skips and why."""
+
+    def __init__(self, seconds: float):
+        self.t0, self.seconds = time.perf_counter(), float(seconds)
+        self.skipped: list[dict[str, Any]] = []
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.t0)
+
+    def allows(self, item: str, estimate_s: float) -> bool:
+        """True if ``estimate_s`` fits in what is left (with a 10 % margin), else record a skip."""
+        if estimate_s * 1.1 <= self.left():
+            return True
+        reason = f"estimated {estimate_s:.0f} s, {max(self.left(), 0):.0f} s of the budget left"
+        log.warning("skip %s: %s", item, reason)
+        self.skipped.append({"item": item, "reason": reason, "estimate_s": estimate_s})
+        return False
+
+
+class Meter:
+    """Wall time (synchronised on CUDA) and peak memory of one measured block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> Meter:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.t
+        self.peak_gb = peak_memory_gb(self.device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset; on CPU the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def synthetic_coarse(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A brain-shaped coarse volume in [−1, 1]: an ellipsoid of smooth texture, background −1."""
+    idx = np.indices(shape, dtype=np.float32)
+    c = (np.array(shape, np.float32) - 1) / 2
+    d = sum(((idx[i] - c[i]) / (0.42 * shape[i])) ** 2 for i in range(3))
+    rng = np.random.default_rng(seed)
+    tex = 0.3 + 0.1 * np.sin(idx[0] / 5) * np.cos(idx[1] / 7) + 0.02 * rng.standard_normal(shape)
+    return np.where(d < 1, tex, -1.0).astype(np.float32)
+
+
+# -- (a) the paper refiner ---------------------------------------------------------------------
+VARIANTS = (
+    ("fp32", False, False),
+    ("fp32", True, False),
+    ("bf16", False, False),
+    ("bf16", True, False),
+    ("bf16", False, True),
+    ("bf16", True, True),
+)
+
+
+def _prepare(net: torch.nn.Module, channels_last: bool, compiled: bool, backend: str):
+    m = copy.deepcopy(net)
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last_3d)
+    return torch.compile(m, backend=backend) if compiled else m
+
+
+def time_variants(
+    net: torch.nn.Module,
+    sizes: Sizes,
+    device: torch.device,
+    budget: Budget,
+    compiled_ones: bool,
+    per_window: float | None = None,
+) -> list[dict[str, Any]]:
+    """Forward time of ``variant_windows`` windows per variant (after one warm-up call), for
+    the variants with (``compiled_ones``) or without ``torch.compile``."""
+    w, n = sizes.refiner.window, sizes.variant_windows
+    x = torch.randn(n, 3, w, w, w, device=device)
+    t = torch.full((n,), 500, device=device, dtype=torch.long)
+    rows: list[dict[str, Any]] = []
+    for precision, cl, compiled in sizes.variants:
+        if compiled != compiled_ones:
+            continue
+        name = f"{precision}{' + channels_last_3d' if cl else ''}{' + compile' if compiled else ''}"
+        # a compiled variant pays its compilation once: guess 120 s
+        estimate = (per_window or 1.0) * n * (sizes.variant_iters + 1) + (120 if compiled else 0)
+        if not budget.allows(f"(a) variant {name}", estimate if per_window else 0.0):
+            continue
+        row: dict[str, Any] = {"variant": name, "precision": precision, "channels_last_3d": cl,
+                               "compile": compiled, "windows": n}  # fmt: skip
+        try:
+            m = _prepare(net, cl, compiled, sizes.compile_backend)
+            xi = x.to(memory_format=torch.channels_last_3d) if cl else x
+            amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+            with torch.no_grad(), amp:
+                with Meter(device) as warm:
+                    m(xi, t)
+                with Meter(device) as me:
+                    for _ in range(sizes.variant_iters):
+                        m(xi, t)
+            s = me.seconds / (sizes.variant_iters * n)
+            row.update(first_call_s=warm.seconds, s_per_window=s, windows_per_s=1 / s,
+                       peak_memory_gb=max(warm.peak_gb, me.peak_gb))  # fmt: skip
+            per_window = s if per_window is None else min(per_window, s)
+        except Exception as e:  # an unsupported variant is a result, not a crash
+            if is_oom(e) and device.type == "cuda":
+                torch.cuda.empty_cache()
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            log.warning("(a) variant %s failed: %s", name, row["error"])
+        rows.append(row)
+    return rows
+
+
+def _refine_run(
+    label: str,
+    net: torch.nn.Module,
+    coarse: np.ndarray,
+    plan,
+    sampler: str,
+    steps: int,
+    target_steps: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    schedule: NoiseSchedule,
+    eta: float = 0.0,
+    target: str = "image",
+    residual_scale: float = 1.0,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One refinement over ``plan``; figures extrapolated ×``target_steps/steps`` if they differ."""
+    smp = make_refine_sampler(sampler, schedule, steps, eta=eta, clip_x0=target == "image")
+    with Meter(device) as me:
+        res = refine_volume(
+            coarse, Denoiser(net, schedule), smp, plan, seed=0, device=device,
+            autocast_dtype=amp, show_progress=False, target=target, residual_scale=residual_scale,
+        )  # fmt: skip
+    s = plan.stats
+    row: dict[str, Any] = {
+        "run": label, "plan": s.kind, "sampler": sampler, "steps": steps,
+        "windows": s.windows_run, "skipped": s.windows_skipped, "sequential_steps": s.waves,
+        "unet_evaluations": res.unet_evaluations, "network_calls": res.network_calls,
+        "wall_s": me.seconds, "windows_per_s": s.windows_run / me.seconds,
+        "unet_evaluations_per_s": res.unet_evaluations / me.seconds,
+        "peak_memory_gb": me.peak_gb, "extrapolated": target_steps != steps,
+    }  # fmt: skip
+    if target_steps != steps:
+        k = target_steps / steps
+        row.update(
+            extrapolated_to_steps=target_steps,
+            unet_evaluations_extrapolated=round(res.unet_evaluations * k),
+            wall_s_extrapolated=me.seconds * k,
+        )
+    return row, res.refined
+
+
+def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]:
+    cfg = sizes.refiner
+    torch.manual_seed(0)
+    net = build_unet(cfg.unet).to(device).eval()
+    schedule = NoiseSchedule(cfg.schedule)
+    out: dict[str, Any] = {"unet": dataclasses.asdict(cfg.unet), "window": cfg.window,
+                           "volume": list(sizes.volume), "weights": "random"}  # fmt: skip
+    out["variants"] = variants = time_variants(net, sizes, device, budget, compiled_ones=False)
+    ok = [v for v in variants if "s_per_window" in v]
+    if not ok:
+        out["note"] = "no variant ran"
+        return out
+    out["best_variant"] = (eager := min(ok, key=lambda v: v["s_per_window"]))["variant"]
+    out["end_to_end_variant"] = eager["variant"]
+    m = _prepare(net, eager["channels_last_3d"], False, sizes.compile_backend)
+    amp = torch.bfloat16 if eager["precision"] == "bf16" else None
+    coarse = synthetic_coarse(sizes.volume)
+    ours = make_plan(
+        coarse.shape, PlanConfig(window=cfg.window, max_batch=sizes.max_batch), coarse=coarse
+    )
+    authors = official_plan(coarse.shape, window=cfg.window)
+    runs = []
+    probe = sizes.authors_probe_steps
+    items: list[tuple[str, Any, str, int, int]] = [
+        (f"authors' traversal + DDPM ({probe} steps timed)", authors, "ddpm", probe, 1000)
+    ] + [(f"ours + DPM-Solver++ {n}", ours, "dpm++", n, n) for n in sizes.e2e_steps]
+    with torch.no_grad():
+        for label, plan, sampler, steps, target in items:
+            est = plan.stats.windows_run * steps * eager["s_per_window"]
+            if not budget.allows(f"(a) {label}", est):
+                continue
+            try:
+                row, _ = _refine_run(
+                    label, m, coarse, plan, sampler, steps, target, device, amp, schedule
+                )
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                row = {"run": label, "error": f"out of memory: {str(e).splitlines()[0][:200]}"}
+                torch.cuda.empty_cache()
+            runs.append(row)
+    out["runs"] = runs
+    return out
+
+
+def part_a_compiled(
+    sizes: Sizes, device: torch.device, budget: Budget, out: dict[str, Any]
+) -> None:
+    """The ``torch.compile`` variants of (a), run last (compilation is slow and expendable);
+    they join ``out["variants"]`` and may become ``best_variant``."""
+    if "note" in out:
+        return
+    torch.manual_seed(0)
+    net = build_unet(sizes.refiner.unet).to(device).eval()
+    hint = min(v["s_per_window"] for v in out["variants"] if "s_per_window" in v)
+    out["variants"] += time_variants(
+        net, sizes, device, budget, compiled_ones=True, per_window=hint
+    )
+    ok = [v for v in out["variants"] if "s_per_window" in v]
+    out["best_variant"] = min(ok, key=lambda v: v["s_per_window"])["variant"]
+
+
+# -- (b) autoencoder and LDM training steps, LDM sampling -------------------------------------
+def _train_step_times(
+    name: str,
+    model: torch.nn.Module,
+    make_batch: Callable[[int], dict[str, torch.Tensor]],
+    loss: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    sizes: Sizes,
+    device: torch.device,
+    budget: Budget,
+) -> list[dict[str, Any]]:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    rows = []
+    last = 0.0
+    for b in sizes.train_batches:
+        if not budget.allows(f"(b) {name} batch {b}", 3 * last * b):
+            continue
+        row: dict[str, Any] = {"model": name, "batch": b, "precision": sizes.train_precision}
+        amp = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=sizes.train_precision == "bf16"
+        )
+        try:
+            batch = make_batch(b)
+            times = []
+            for _ in range(3):  # the first step allocates optimiser state: reported apart
+                with Meter(device) as me:
+                    with amp:
+                        value = loss(model, batch)
+                    value.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                times.append(me.seconds)
+                row["peak_memory_gb"] = max(row.get("peak_memory_gb", 0.0), me.peak_gb)
+            row.update(first_step_s=times[0], step_s=float(np.mean(times[1:])),
+                       loss=float(value.detach()))  # fmt: skip
+            last = row["step_s"] / b
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            row["error"] = f"out of memory: {str(e).splitlines()[0][:200]}"
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+        rows.append(row)
+    opt.state.clear()
+    return rows
+
+
+def part_b(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]:
+    from realdeal.diffusion.pipeline import LatentDiffusionPipeline
+    from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
+    from realdeal.training.autoencoder import AutoencoderTask
+    from realdeal.training.ldm import LatentDiffusionTask
+
+    torch.manual_seed(0)
+    ae = Autoencoder(sizes.ae).to(device)
+    zshape = latent_shape(sizes.ae_image, sizes.ae)
+    ldm = build_unet(dataclasses.replace(sizes.ldm, in_channels=zshape[0], out_channels=zshape[0]))
+    ldm = ldm.to(device)
+    schedule = NoiseSchedule(preset("ldm", "paper").schedule)
+    ae_task, ldm_task = AutoencoderTask("mse"), LatentDiffusionTask(schedule)
+    out: dict[str, Any] = {"image": list(sizes.ae_image), "latent": list(zshape),
+                           "weights": "random"}  # fmt: skip
+
+    def ae_batch(b: int) -> dict[str, torch.Tensor]:
+        return {"x": torch.rand(b, 1, *sizes.ae_image, device=device) * 2 - 1}
+
+    def ldm_batch(b: int) -> dict[str, torch.Tensor]:
+        return {"z": torch.randn(b, *zshape, device=device), "seed": torch.arange(b)}
+
+    out["train"] = _train_step_times(
+        "autoencoder", ae, ae_batch, ae_task.loss, sizes, device, budget
+    ) + _train_step_times("ldm", ldm, ldm_batch, ldm_task.loss, sizes, device, budget)
+    ldm_rows = [r for r in out["train"] if r["model"] == "ldm" and "step_s" in r]
+    # a training step is ≈ 3 forward passes; sampling is steps forwards + one decode
+    est = sizes.ldm_sample_steps * (ldm_rows[0]["step_s"] / 3 if ldm_rows else 1.0)
+    if budget.allows("(b) LDM sampling", est):
+        scaler = LatentScaler(*zip(*OFFICIAL_RANGES, strict=True))
+        pipe = LatentDiffusionPipeline(ldm, schedule, scaler, ae, zshape, device)
+        with Meter(device) as me:
+            img = pipe(1, "ddim", sizes.ldm_sample_steps, precision=sizes.train_precision,
+                       show_progress=False)  # fmt: skip
+        out["sample"] = {"sampler": "ddim", "steps": sizes.ldm_sample_steps, "batch": 1,
+                         "precision": sizes.train_precision, "wall_s": me.seconds, "peak_memory_gb": me.peak_gb,
+                         "shape": list(img.shape[1:]), "finite": bool(torch.isfinite(img).all())}  # fmt: skip
+    return out
+
+
+# -- (c) quality reference with the shipped demo refiner --------------------------------------
+def load_quality_input(path: str, crop: tuple[int, int, int] | None) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        arrays = {k: np.asarray(f[k]) for k in ("coarse", "original", "labels")}
+    if crop is not None:
+        c = [(s - k) // 2 for s, k in zip(arrays["coarse"].shape, crop, strict=True)]
+        sl = tuple(slice(a, a + k) for a, k in zip(c, crop, strict=True))
+        arrays = {k: v[sl] for k, v in arrays.items()}
+    return arrays
+
+
+def part_c(
+    sizes: Sizes, device: torch.device, budget: Budget, input_path: str | None
+) -> dict[str, Any]:
+    from realdeal.diffusion.refiner_pipeline import RefinerPipeline
+
+    if not input_path or not Path(input_path).exists():
+        budget.skipped.append({"item": "(c)", "reason": f"no quality input ({input_path})"})
+        return {}
+    if not budget.allows("(c)", 0.0):
+        return {}
+    data = load_quality_input(input_path, sizes.quality_crop)
+    x, orig = data["coarse"].astype(np.float32), data["original"].astype(np.float32)
+    ref = NoiseReference.of(orig, np.isin(data["labels"], (2, 41)))
+    pipe, _ = RefinerPipeline.from_checkpoint(DEMO_REFINER, device=device)
+    amp = None  # the demo refiner is small: fp32 keeps the reference exact
+    kw = dict(device=device, amp=amp, schedule=pipe.schedule, target=pipe.target,
+              residual_scale=pipe.residual_scale)  # fmt: skip
+    ours = make_plan(x.shape, PlanConfig(window=pipe.window, max_batch=sizes.max_batch), coarse=x)
+    authors = official_plan(x.shape, window=pipe.window)
+    out: dict[str, Any] = {"checkpoint": str(DEMO_REFINER.relative_to(ROOT)),
+                           "shape": list(x.shape), "input_quality": quality(x, x, ours, ref),
+                           "original_quality": quality(orig, x, ours), "runs": []}  # fmt: skip
+    per_call = None
+    items = [(f"ours + DDIM η=1, {n} steps", ours, "ddim", n, 1.0) for n in sizes.ours_steps]
+    items.append((f"authors' traversal + DDPM {sizes.ref_steps}", authors, "ddpm",
+                  sizes.ref_steps, 0.0))  # fmt: skip
+    with torch.no_grad():
+        for label, plan, sampler, steps, eta in items:
+            calls = plan.stats.batches * steps
+            if not budget.allows(f"(c) {label}", calls * (per_call or 0.05)):
+                continue
+            row, y = _refine_run(label, pipe.unet, x, plan, sampler, steps, steps, eta=eta, **kw)
+            row["quality"] = quality(y, x, plan, ref)
+            per_call = max(per_call or 0.0, row["wall_s"] / row["network_calls"])
+            out["runs"].append(row)
+    ref = [r for r in out["runs"] if r["plan"] == "official"]
+    for r in out["runs"]:
+        if ref and r is not ref[0]:
+            q, qa = r["quality"], ref[0]["quality"]
+            r["quality_over_reference"] = {k: q[k] / qa[k] for k in q if qa.get(k)}
+            r["evaluations_reference_over_ours"] = (
+                ref[0]["unet_evaluations"] / r["unet_evaluations"]
+            )
+            r["wall_reference_over_ours"] = ref[0]["wall_s"] / r["wall_s"]
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------
+def _f(v: Any, fmt: str = ".3g") -> str:
+    return "" if v is None else (format(v, fmt) if isinstance(v, float) else str(v))
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table under a ``##`` title; an item's error message fills its row."""
+    out = [f"## {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return out + ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows] + [""]
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The human-readable summary printed after the JSON is written."""
+    lines = [f"# gpu_check on {res['device_name']} ({res['mode']})", ""]
+    a, b = res["parts"].get("a", {}), res["parts"].get("b", {})
+    if a.get("variants"):
+        rows = [
+            [v["variant"], v.get("error") or v["s_per_window"], v.get("windows_per_s"),
+             v.get("peak_memory_gb"), v.get("first_call_s")]
+            for v in a["variants"]
+        ]  # fmt: skip
+        header = ["variant", "s / window", "windows/s", "peak memory (GB)", "first call (s)"]
+        lines += _table("(a) paper refiner, forward per variant", header, rows)
+        lines += [f"best: {a.get('best_variant')}; end to end: {a.get('end_to_end_variant')}", ""]
+    rows = []
+    for r in a.get("runs", []) + res["parts"].get("c", {}).get("runs", []):
+        if "error" in r:
+            rows.append([r["run"], r["error"]])
+            continue
+        q = r.get("quality", {})
+        wall = format(r["wall_s"], ".1f")
+        if r["extrapolated"]:
+            wall += f" ({r['wall_s_extrapolated']:.0f} at {r['extrapolated_to_steps']} steps, extrapolated)"  # fmt: skip
+        rows.append(
+            [r["run"], r["windows"], r["steps"], f"{r['unet_evaluations']:,}", wall,
+             r["unet_evaluations_per_s"], r["windows_per_s"], r["peak_memory_gb"],
+             q.get("sharpness"), q.get("noise_kl_wm"), q.get("seam_score")]
+        )  # fmt: skip
+    if rows:
+        header = ["run", "windows", "steps", "U-Net evals", "wall (s)", "evals/s", "windows/s",
+                  "peak memory (GB)", "sharpness", "noise KL WM", "seam"]  # fmt: skip
+        lines += _table("refinement: (a) paper refiner, then (c) demo refiner", header, rows)
+    if b.get("train"):
+        rows = [
+            [r["model"], r["batch"], r["precision"], r.get("error") or r["step_s"],
+             r.get("peak_memory_gb")]
+            for r in b["train"]
+        ]  # fmt: skip
+        header = ["model", "batch", "precision", "step (s)", "peak memory (GB)"]
+        lines += _table("(b) training steps", header, rows)
+    if "sample" in b:
+        s = b["sample"]
+        lines.append(f"LDM DDIM-{s['steps']} sample: {s['wall_s']:.1f} s, peak {s['peak_memory_gb']:.1f} GB")  # fmt: skip
+    lines += [f"- skipped {s['item']}: {s['reason']}" for s in res["skipped"]]
+    lines.append(f"\ntotal {res['seconds']:.0f} s of a {res['budget_s']:.0f} s budget")
+    return "\n".join(lines)
+
+
+def save(res: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``res`` as JSON atomically (a temporary name, then renamed)."""
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the parts asked for and return the JSON-able result. The JSON is rewritten after
+    every part, so a run stopped from outside (a compilation overrunning the budget) keeps
+    what it measured; ``complete`` says whether it got to the end."""
+    sizes = tiny_sizes() if args.tiny else gpu_sizes()
+    if args.compile_backend:
+        sizes = dataclasses.replace(sizes, compile_backend=args.compile_backend)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per item: let cuDNN pick kernels
+    budget = Budget(args.budget_s)
+    res: dict[str, Any] = {
+        "mode": "tiny (CPU code-path check, not a benchmark)" if args.tiny else "full",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "budget_s": args.budget_s, "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                 "cudnn": torch.backends.cudnn.allow_tf32},
+        "parts": {}, "skipped": budget.skipped, "complete": False,
+    }  # fmt: skip
+    for part in args.parts:
+        log.info("part (%s), %.0f s of the budget left", part, budget.left())
+        if part == "a":
+            res["parts"]["a"] = part_a(sizes, device, budget)
+        elif part == "b":
+            res["parts"]["b"] = part_b(sizes, device, budget)
+        elif part == "c":
+            res["parts"]["c"] = part_c(sizes, device, budget, args.quality_input)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        res["seconds"] = time.perf_counter() - budget.t0
+        save(res, args.out)
+    if "a" in res["parts"]:
+        part_a_compiled(sizes, device, budget, res["parts"]["a"])
+    res["seconds"] = time.perf_counter() - budget.t0
+    res["complete"] = True
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    out_dir = os.environ.get("OUT")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--tiny", action="store_true", help="small shapes on CPU (a code-path check)")
+    p.add_argument("--out", default=str(Path(out_dir) / "gpu_check.json") if out_dir else "gpu_check.json")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=400.0, help="wall-clock budget (default 400)")
+    p.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    p.add_argument("--quality-input", default=str(ROOT / ".device-wheels/quality_input.npz"))
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --tiny eager)")  # fmt: skip
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    res = run(args)
+    save(res, args.out)
+    print(markdown(res))
+    print(f"\nwrote {args.out}")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""benchmarks/gpu_check.py: its ``--tiny`` mode runs every part on the CPU and writes a
+complete JSON of finite figures; the time budget skips what does not fit and says why."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+
+def _quality_input(path: Path) -> Path:
+    """A brain-like (coarse, original, labels) triple, like benchmarks/gpu_wheels.sh writes."""
+    rng = np.random.default_rng(0)
+    shape = (40, 56, 40)
+    idx = np.indices(shape, dtype=np.float32)
+    c = (np.array(shape, np.float32) - 1) / 2
+    d = np.sqrt(sum(((idx[i] - c[i]) / (0.4 * shape[i])) ** 2 for i in range(3)))
+    coarse = np.where(d < 1, 0.2 + 0.2 * np.cos(idx[0] / 4), -1.0).astype(np.float32)
+    original = np.where(d < 1, coarse + 0.05 * rng.standard_normal(shape), -1.0)
+    labels = np.where(d < 0.6, 2, np.where(d < 1, 3, 0)).astype(np.int16)
+    np.savez_compressed(path, coarse=coarse, original=original.astype(np.float32), labels=labels)
+    return path
+
+
+def _run(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "gpu_check.json"
+    q = _quality_input(tmp_path / "quality_input.npz")
+    cmd = [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--quality-input", str(q), *args], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def _finite(*values) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+@pytest.mark.slow
+def test_tiny_run_covers_every_part(tmp_path):
+    res = _run(tmp_path, "--budget-s", "3000")
+    assert res["mode"].startswith("tiny") and res["device"] == "cpu"
+    assert res["skipped"] == [] and _finite(res["seconds"]) and res["complete"]
+
+    a = res["parts"]["a"]
+    names = [v["variant"] for v in a["variants"]]
+    assert len(names) == 3 and any("compile" in n for n in names)
+    for v in a["variants"]:
+        assert _finite(v["s_per_window"], v["windows_per_s"], v["peak_memory_gb"]), v
+        assert v["windows_per_s"] == pytest.approx(1 / v["s_per_window"])
+    assert a["best_variant"] in names
+    authors, *ours = a["runs"]
+    assert authors["plan"] == "official" and authors["extrapolated"]
+    assert authors["unet_evaluations_extrapolated"] == authors["windows"] * 1000
+    assert authors["wall_s_extrapolated"] == pytest.approx(authors["wall_s"] * 1000)
+    assert [r["steps"] for r in ours] == [1, 2] and all(r["plan"] == "wavefront" for r in ours)
+    for r in a["runs"]:
+        assert _finite(r["wall_s"], r["windows_per_s"], r["unet_evaluations_per_s"])
+        assert _finite(r["peak_memory_gb"])
+        assert r["unet_evaluations"] == r["windows"] * r["steps"]
+
+    b = res["parts"]["b"]
+    assert [(r["model"], r["batch"]) for r in b["train"]] == [
+        ("autoencoder", 1), ("autoencoder", 2), ("ldm", 1), ("ldm", 2)
+    ]  # fmt: skip
+    for r in b["train"]:
+        assert _finite(r["step_s"], r["first_step_s"], r["peak_memory_gb"], r["loss"]), r
+    assert _finite(b["sample"]["wall_s"]) and b["sample"]["finite"]
+
+    c = res["parts"]["c"]
+    kinds = [r["plan"] for r in c["runs"]]
+    assert kinds == ["wavefront", "official"]
+    for r in c["runs"]:
+        q = r["quality"]
+        assert set(q) == {"sharpness", "noise_std", "seam_score", "noise_kl_wm"}
+        assert _finite(*q.values()) and q["noise_kl_wm"] >= 0
+    ratios = c["runs"][0]["quality_over_reference"]
+    assert _finite(*ratios.values()) and set(ratios) == set(c["runs"][1]["quality"])
+
+
+def test_budget_guard_skips_and_says_why(tmp_path):
+    res = _run(tmp_path, "--budget-s", "0")
+    assert res["complete"]
+    items = [s["item"] for s in res["skipped"]]
+    assert any(i.startswith("(a)") for i in items)
+    assert any(i.startswith("(b)") for i in items)
+    assert any(i.startswith("(c)") for i in items)
+    assert all("budget" in s["reason"] for s in res["skipped"])
+    assert res["parts"]["a"]["note"] == "no variant ran"
+    assert res["parts"]["b"]["train"] == [] and "sample" not in res["parts"]["b"]
