@@ -2,11 +2,11 @@
 
 **Paired** (originals vs candidate sets such as ``recon`` and ``refined``, with FreeSurfer
 label maps, or without them automatic labels of each original from
-:mod:`realdeal.data.segment`, written to ``out_dir/labels/``): per subject and candidate — LPIPS per axis (real AlexNet weights only), HOG
-texture distance per axis in the whole brain and the cerebellum, noise KL in white matter and
-lateral ventricles, sharpness (also of the original), PSNR/SSIM in the brain and, once the
-refiner registers it, the seam score. Per-subject values are summarised by mean and bootstrap
-CI over subjects.
+:mod:`realdeal.data.segment`, written to ``out_dir/labels/``): per subject and candidate —
+LPIPS per axis (real AlexNet weights only), HOG texture distance per axis in the whole brain
+and the cerebellum, noise KL in white matter and lateral ventricles, sharpness (also of the
+original), PSNR/SSIM in the brain and, once the refiner registers it, the seam score.
+Per-subject values are summarised by mean and bootstrap CI over subjects.
 
 **Unpaired** (real vs generated sets, no correspondence): 2D patches per axis from every
 image, features (FID's Inception, or the weight-free patch-stats space under its own names),
@@ -554,6 +554,14 @@ def _set_level(
     n_sets = min(n, config.n_bootstrap) if n > 1 else 0
     left_out = range(n) if n_sets == n else sorted(rng.choice(n, n_sets, replace=False))
     subsets = [[i for i in range(n) if i != j] for j in left_out] if n_sets else []
+    # a set without one subject needs more patches than the largest k (prdc's k-NN radii)
+    if any(sum(len(fake[i][a]) for i in b) <= max(config.ks) for b in subsets for a in AXES):
+        log.warning(
+            "%s: too few patches without one subject for k = %d; no intervals",
+            set_name,
+            max(config.ks),
+        )
+        subsets = []
     for a in AXES:
         radii = knn_radii(real[a], config.ks)  # shared by the point estimate and every draw
 
