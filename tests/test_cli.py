@@ -21,3 +21,32 @@ def test_cohort_command_error_is_one_line(tmp_path, capsys):
     assert main(["cohort", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("realdeal cohort: error:") and "\n" not in err
+
+
+def test_invalid_step_counts_exit_2(capsys):
+    import pytest
+
+    for argv in (
+        ["refine", "in.nii.gz", "-o", "out", "--checkpoint", "r.pt", "--steps", "0"],
+        ["sample", "--ldm", "l.pt", "-o", "out", "--steps", "-2"],
+        ["demo", "--refine-steps", "0"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_help_texts_follow_the_default_sampling_table():
+    from realdeal.cli import build_parser
+    from realdeal.diffusion.refiner_pipeline import DEFAULT_SAMPLING
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices
+    refine_help = " ".join(sub["refine"].format_help().split())
+    for sampler, steps, eta in DEFAULT_SAMPLING.values():
+        expected = f"{sampler}, eta {eta:g}, {steps} steps" if eta else f"{sampler}, {steps} steps"
+        assert expected in refine_help
+    assert "ddim 50" not in refine_help.split("--steps")[1].split("with --sampler")[0]
+    train_help = " ".join(sub["train"].format_help().split())
+    assert "refiner" in train_help and "refiner" in " ".join(parser.format_help().split())

@@ -32,6 +32,17 @@ COMMANDS = [
 ]
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type for counts that must be ≥ 1 (sampling steps): else a usage error, exit 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realdeal",

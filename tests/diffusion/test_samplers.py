@@ -150,3 +150,13 @@ def test_make_sampler_and_bad_step_counts():
 
     with pytest.raises(ConfigError):
         strided_timesteps(1000, 0)
+
+
+@pytest.mark.parametrize("steps", [0, -1])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
+def test_invalid_step_counts_are_refused_not_replaced_by_the_default(name, steps):
+    from realdeal.diffusion.refine import make_refine_sampler
+    from realdeal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sampling steps"):
+        make_refine_sampler(name, NoiseSchedule(ScheduleConfig()), steps)

@@ -103,6 +103,33 @@ def test_unpaired_patchstats_orders_sets(cohort):
         >= m[("blurred", "coverage_k5_patchstats", "dim0")]
     )
     assert "patch-stats" in res.markdown and "FID" not in res.markdown
+    # jackknife intervals (3 subjects, all left out in turn) contain their own estimate,
+    # recall included, and stay in the metric's range
+    rows = [r for r in res.summary if np.isfinite(r["ci_low"])]
+    assert {r["set"] for r in rows} == {"blurred", "renoised", "original"}
+    assert any(r["metric"].startswith("recall") for r in rows)
+    for r in rows:
+        assert r["ci_low"] <= r["mean"] <= r["ci_high"], r
+        assert r["ci_low"] >= 0 and (
+            r["ci_high"] <= 1 or r["metric"].split("_")[0] in ("fd", "density")
+        )
+    assert "jackknife" in res.markdown
+
+
+def test_jackknife_interval_of_a_mean_is_the_t_interval():
+    """Closed form: for the mean, the jackknife SE is s/√n, so the interval is the t interval."""
+    from scipy import stats
+
+    from realdeal.metrics.tables import jackknife_ci
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, 12)
+    n = len(x)
+    loo = [np.delete(x, i).mean() for i in range(n)]
+    lo, hi = jackknife_ci(float(x.mean()), loo, n, 0.9)
+    half = stats.t.ppf(0.95, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    assert np.allclose([lo, hi], [x.mean() - half, x.mean() + half])
+    assert jackknife_ci(0.02, [0.021, 0.019, 0.03], 3, 0.95, (0.0, 1.0))[0] == 0.0  # clipped
+    assert np.isnan(jackknife_ci(1.0, [1.0], 5, 0.95)[0])  # one value: no interval
 
 
 def test_unpaired_inception_runs_with_weight_file(cohort, weights_dir):

@@ -194,7 +194,9 @@ def test_report_files_and_images(report, run_dir):
         assert (out / name).is_file()
     text = report.read_text()
     imgs = _images(text)
-    assert len(imgs.srcs) == 2 + 1 + 2 + 1  # 2 subjects, 1 noise map, 2 samples, curves
+    assert (
+        len(imgs.srcs) == 2 + 1 + 1 + 2 + 1
+    )  # 2 subjects, noise map, sample gallery, 2 samples, curves
     for src in imgs.srcs:
         assert not src.startswith(("/", "http")), src
         f = out / src

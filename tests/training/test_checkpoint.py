@@ -59,3 +59,39 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path):
     with pytest.raises(ValueError):
         save_checkpoint(p, {"kind": "nonsense"})
     assert load_checkpoint(p)["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        (b"step: 3\nlr: 1e-3\n" * 20, "a text file"),
+        (b"", "an empty file"),
+        (b"\x00\x01\x02binary", "another format"),
+        (b"\x80\x02not really a pickle", "truncated or corrupt"),
+    ],
+)
+def test_non_checkpoint_files_are_one_clear_error(tmp_path, content, what):
+    p = tmp_path / "c.pt"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=what) as info:
+        load_checkpoint(p)
+    assert str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["refine", "{d}/in.nii.gz", "-o", "{d}/out", "--checkpoint", "{ck}"],
+        ["sample", "--ldm", "{ck}", "-o", "{d}/out"],
+        ["import-official", "{ck}", "-o", "{d}/x.pt"],
+    ],
+)
+def test_text_checkpoint_on_the_command_line_exits_2_in_one_line(tmp_path, capsys, argv):
+    from realdeal.cli import main
+
+    ck = tmp_path / "notes.txt"
+    ck.write_text("".join(f"line {i}\n" for i in range(32)))
+    argv = [a.format(d=tmp_path, ck=ck) for a in argv]
+    assert main(["-q", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(ck) in err and "not a PyTorch checkpoint" in err

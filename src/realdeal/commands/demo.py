@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.cli import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from realdeal.pipeline import DemoConfig
@@ -49,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.n_refined_samples,
         help="how many of the samples to refine (the first ones)",
     )
-    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps")
+    p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help="DDIM steps")
     p.add_argument("--refine-sampler", choices=["ddpm", "ddim", "dpm++"], default=d.refine_sampler)
-    p.add_argument("--refine-steps", type=int, default=d.refine_steps)
+    p.add_argument("--refine-steps", type=positive_int, default=d.refine_steps)
     p.add_argument(
         "--refine-eta",
         type=float,

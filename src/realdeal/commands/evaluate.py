@@ -1,7 +1,10 @@
 """``realdeal evaluate``: the paper's realism metrics over sets of NIfTI volumes.
 
 Paired mode: originals vs named candidate sets (``--candidate recon=DIR``), with FreeSurfer
-label maps (``--labels DIR``); unpaired mode: real vs generated sets. Files are matched by
+label maps (``--labels DIR``) or, without them, automatic labels of each original (brain =
+foreground; white matter and ventricles from dipy's HMRF tissue classes; cerebellum from the
+AAL atlas via affine registration of the MNI152 template; written to ``OUT/labels/``);
+unpaired mode: real vs generated sets. Files are matched by
 name (subject id = file name without ``.nii``/``.nii.gz``). Writes ``tables.md``,
 ``summary.csv``, ``per_subject.csv`` and ``results.json`` to ``--out`` and prints the tables.
 """
@@ -47,7 +50,11 @@ def register(subparsers) -> None:
         help="a candidate set (folder), e.g. recon=DIR; repeatable",
     )
     g.add_argument(
-        "--labels", nargs="+", metavar="PATH", help="FreeSurfer label maps matching the originals"
+        "--labels",
+        nargs="+",
+        metavar="PATH",
+        help="FreeSurfer label maps matching the originals (default: automatic labels from "
+        "the originals, written to OUT/labels/)",
     )
     g.add_argument(
         "--no-lpips", action="store_true", help="skip LPIPS (no pretrained networks needed)"
@@ -96,7 +103,11 @@ def register(subparsers) -> None:
     c.add_argument("--patch-size", type=int, default=64, help="2D patch side in voxels (paper: 64)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument(
-        "--bootstrap", type=int, default=None, help="bootstrap resamples for confidence intervals"
+        "--bootstrap",
+        type=int,
+        default=None,
+        help="interval resamples: paired, bootstrap resamples of subjects (default 1000); "
+        "unpaired, leave-one-subject-out sets of the jackknife (default 20); 0 = no intervals",
     )
     c.add_argument(
         "--workers", type=int, default=None, help="processes over subjects (default: min(2, CPUs))"
@@ -122,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap is not None:
         common["n_bootstrap"] = args.bootstrap
     if args.mode == "paired":
-        if not args.originals or not args.candidate or not args.labels:
+        if not args.originals or not args.candidate:
             raise ConfigError(
-                "paired mode needs --originals, --labels and at least one --candidate NAME=PATH"
+                "paired mode needs --originals and at least one --candidate NAME=PATH"
             )
         config = suite.PairedConfig(
             **common,
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         result = suite.evaluate_paired(
             find_set("originals", args.originals),
             [find_set(name, path) for name, path in args.candidate],
-            find_set("labels", args.labels),
+            find_set("labels", args.labels) if args.labels else None,
             config,
             network,
             args.workers,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.cli import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,10 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for an image (paper) refiner",
     )
     p.add_argument(
-        "--steps", type=int, help="reverse steps (default: ddpm 1000, ddim 50, dpm++ 20)"
+        "--steps",
+        type=positive_int,
+        help="reverse steps, at least 1 (default: without --sampler as said there; with "
+        "--sampler ddpm 1000, ddim 50, dpm++ 20)",
     )
     p.add_argument(
-        "--eta", type=float, help="DDIM η (0 deterministic, 1 DDPM-like; default 0, or as above)"
+        "--eta",
+        type=float,
+        help="DDIM η (0 deterministic, 1 DDPM-like; default: without --sampler as said there, "
+        "else 0)",
     )
     p.add_argument(
         "--strength",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.cli import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampler", choices=["ddim", "ddpm"], default="ddim", help="reverse process (default ddim)"
     )
-    p.add_argument("--steps", type=int, help="sampling steps (default: 50 for ddim, 1000 for ddpm)")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        help="sampling steps, at least 1 (default: 50 for ddim, 1000 for ddpm)",
+    )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η (0 = deterministic)")
     p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
     p.add_argument(

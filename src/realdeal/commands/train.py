@@ -1,4 +1,4 @@
-"""``realdeal train {autoencoder,ldm}``: train a stage of the model with the common engine.
+"""``realdeal train {autoencoder,ldm,refiner}``: train a model with the common engine.
 
 Run under ``torchrun --nproc_per_node=N -m realdeal train ...`` for multi-GPU (or
 multi-process CPU) training. Config resolution: ``--preset`` → ``--config`` (or, with
@@ -136,9 +136,10 @@ def _load(cls: type, path: str | Path):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train the autoencoder or the latent diffusion model",
-        description="Train one stage with the common engine (AdamW, mixed precision, EMA, "
-        "checkpoints, --resume; multi-GPU under torchrun).",
+        help="train the autoencoder, the latent diffusion model or the refiner",
+        description="Train one model with the common engine (AdamW, mixed precision, EMA, "
+        "checkpoints, --resume; multi-GPU under torchrun): the autoencoder (stage 1), the "
+        "latent diffusion model (stage 2) or the RealDeal refiner.",
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 

@@ -30,7 +30,7 @@ class DPMSolverPP2M:
 
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = 20, clip_x0: bool = True):
         self.schedule = schedule
-        self.num_steps = num_steps or 20
+        self.num_steps = 20 if num_steps is None else num_steps  # 0 must fail, not become 20
         self.clip_x0 = clip_x0
         self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
         self._last: tuple[float, torch.Tensor] | None = None  # (λ of the last step, its x̂_0)

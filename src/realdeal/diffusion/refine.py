@@ -54,7 +54,7 @@ def make_refine_sampler(
     if name in ("dpm++", "dpmpp", "dpm-solver++"):
         from realdeal.diffusion.dpm_solver import DPMSolverPP2M
 
-        return DPMSolverPP2M(schedule, steps or 20, clip_x0=clip_x0)
+        return DPMSolverPP2M(schedule, steps, clip_x0=clip_x0)
     if name in ("ddpm", "ddim"):
         return make_sampler(name, schedule, steps, eta=eta, clip_x0=clip_x0)  # type: ignore[arg-type]
     raise ConfigError(f"unknown sampler {name!r}; choose ddpm, ddim or dpm++")

@@ -61,7 +61,8 @@ def strided_timesteps(num_train: int, num_steps: int) -> list[int]:
 class _Base:
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = None, clip_x0: bool = True):
         self.schedule = schedule
-        self.num_steps = num_steps or schedule.num_train_timesteps
+        # ``None`` means the default; 0 or a negative count must fail, not become the default
+        self.num_steps = schedule.num_train_timesteps if num_steps is None else num_steps
         self.clip_x0 = clip_x0
         self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
 
@@ -125,7 +126,9 @@ def make_sampler(
     if name == "ddpm":
         return DDPMSampler(schedule, num_steps, clip_x0=clip_x0)
     if name == "ddim":
-        return DDIMSampler(schedule, num_steps or 50, eta=eta, clip_x0=clip_x0)
+        return DDIMSampler(
+            schedule, 50 if num_steps is None else num_steps, eta=eta, clip_x0=clip_x0
+        )
     raise ConfigError(f"unknown sampler {name!r}; choose ddpm or ddim")
 
 

@@ -1,18 +1,22 @@
 """The paired and unpaired metric suites over sets of subjects (paper §3.2, Tables 1–6).
 
 **Paired** (originals vs candidate sets such as ``recon`` and ``refined``, with FreeSurfer
-label maps): per subject and candidate — LPIPS per axis (real AlexNet weights only), HOG
-texture distance per axis in the whole brain and the cerebellum, noise KL in white matter and
-lateral ventricles, sharpness (also of the original), PSNR/SSIM in the brain and, once the
-refiner registers it, the seam score. Per-subject values are summarised by mean and bootstrap
-CI over subjects.
+label maps, or without them automatic labels of each original from
+:mod:`realdeal.data.segment`, written to ``out_dir/labels/``): per subject and candidate —
+LPIPS per axis (real AlexNet weights only), HOG texture distance per axis in the whole brain
+and the cerebellum, noise KL in white matter and lateral ventricles, sharpness (also of the
+original), PSNR/SSIM in the brain and, once the refiner registers it, the seam score.
+Per-subject values are summarised by mean and bootstrap CI over subjects.
 
 **Unpaired** (real vs generated sets, no correspondence): 2D patches per axis from every
 image, features (FID's Inception, or the weight-free patch-stats space under its own names),
 then per axis Fréchet distance and precision/recall/density/coverage for k = 5, 10, 20. The
 ``original`` row compares the real set with an independent second draw of patch positions
-from the same real images. CIs: bootstrap over the generated set's subjects (recall has none:
-duplicated subjects would shrink the fake k-NN radii).
+from the same real images. CIs: jackknife over the generated set's subjects
+(:func:`realdeal.metrics.tables.jackknife_ci`): each subject is left out in turn and the
+interval is the estimate ± t·SE. A bootstrap would resample subjects with replacement and so
+duplicate patches, which biases FD upward and PRDC (duplicates shrink k-NN radii); its
+intervals excluded their own estimate (original FD 0.00816 [0.0194, 0.158]).
 
 Randomness: each subject's patch positions come from ``SeedSequence([seed, crc32(id)])``, so
 results do not depend on worker count or order. Subjects run in a process pool
@@ -37,6 +41,7 @@ import numpy as np
 
 from realdeal.config import to_dict
 from realdeal.data.labels import region_mask
+from realdeal.data.segment import SegmentConfig, auto_labels, source_note
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.metrics import tables as T
 from realdeal.metrics.fid import frechet_distance_features
@@ -86,6 +91,8 @@ class PairedConfig:
     seam_window: int | None = None
     """Window side of the refiner whose seams the seam score looks for; ``None``: the score's
     own default (64 when every side is ≥ 192, else 32). Only for the built-in seam score."""
+    segment: SegmentConfig = SegmentConfig()
+    """Automatic labels, used when no label maps are given."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +107,14 @@ class UnpairedConfig:
     ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 0
     n_bootstrap: int = 20
+    """Leave-one-subject-out sets for the jackknife intervals: all subjects when the set has at
+    most this many, else this many chosen at random (seeded); 0 = no intervals. (The name is
+    kept from the earlier bootstrap, so configs stay valid.)"""
     ci: float = 0.95
+
+
+#: Range of each set-level metric (by prefix), to clip intervals to.
+_METRIC_BOUNDS = {"precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +201,8 @@ def paired_subject(
 ) -> list[dict]:
     """All paired metrics of one subject: ``original``/``candidates`` ``(X, Y, Z)`` in [-1, 1].
 
-    ``labels`` are FreeSurfer codes on the same grid. LPIPS is computed only when
+    ``labels`` are FreeSurfer codes on the same grid; a region without voxels (possible only
+    with automatic labels) leaves out the metrics that need it. LPIPS is computed only when
     ``config.lpips`` and a loaded ``lpips_model`` (:func:`realdeal.metrics.lpips.load_lpips`)
     are given. Returns records (see :mod:`realdeal.metrics.tables`); ``timings`` accumulates
     seconds per metric.
@@ -195,6 +210,8 @@ def paired_subject(
     rng2d, rng3d = subject_seeds(config.seed, subject_id)
     brain = region_mask(labels, "brain")
     masks = {r: region_mask(labels, r) for r in (*NOISE_REGIONS, "cerebellum")}
+    noise_regions = [r for r in NOISE_REGIONS if masks[r].any()]
+    hog_regions = [r for r in HOG_REGIONS if r == "brain" or masks[r].any()]
     seam = seam_function(config.seam_window)
     out: list[dict] = []
     ref: dict[str, Any] = {}
@@ -213,7 +230,7 @@ def paired_subject(
             brain, sc.patch_size, sc.n_patches, rng3d, config.min_brain_fraction
         )
     noise_mask = masks["white_matter"] | masks["lateral_ventricles"]
-    boxes = {"brain": region_box(brain), "cerebellum": region_box(masks["cerebellum"])}
+    boxes = {r: region_box(brain if r == "brain" else masks[r]) for r in hog_regions}
 
     def per_image(img: np.ndarray) -> dict[str, Any]:
         d: dict[str, Any] = {}
@@ -223,9 +240,9 @@ def paired_subject(
             )
         with _timed(timings, "noise_kl"):
             noise = noise_residual(img, noise_mask, config.noise, threads)
-            d["hist"] = {r: noise_histogram(noise, masks[r], config.noise) for r in NOISE_REGIONS}
+            d["hist"] = {r: noise_histogram(noise, masks[r], config.noise) for r in noise_regions}
         with _timed(timings, "hog"):
-            d["hog"] = {r: hog_descriptors(img, boxes[r], config.hog) for r in HOG_REGIONS}
+            d["hog"] = {r: hog_descriptors(img, boxes[r], config.hog) for r in hog_regions}
         if seam is not None:
             with _timed(timings, "seam"):
                 d["seam"] = float(seam(img, brain))
@@ -246,11 +263,11 @@ def paired_subject(
                         _rec(subject_id, name, "lpips", AXIS_NAMES[a], lpips_model(pa, pb).mean())
                     )
         with _timed(timings, "hog"):
-            for r in HOG_REGIONS:
+            for r in hog_regions:
                 for a in AXES:
                     dist = hog_distance_from_descriptors(ref["hog"][r][a], d["hog"][r][a])
                     out.append(_rec(subject_id, name, f"hog_{r}", AXIS_NAMES[a], dist))
-        for r in NOISE_REGIONS:
+        for r in noise_regions:
             out.append(
                 _rec(subject_id, name, f"kl_{r}", "", kl_divergence(ref["hist"][r], d["hist"][r]))
             )
@@ -286,14 +303,29 @@ def _init_worker(models: dict[str, bool], network: NetworkOptions, threads: int 
 
 
 def _paired_task(
-    subject_id: str, original: Path, labels: Path, cands: dict[str, Path], config: PairedConfig
+    subject_id: str,
+    original: Path,
+    labels: Path | None,
+    cands: dict[str, Path],
+    config: PairedConfig,
+    labels_out: Path | None = None,
 ):
+    """One subject's records, timings and skipped regions (``labels=None``: automatic labels,
+    saved as ``labels_out/<id>.nii.gz`` when given)."""
     try:
         timings: dict[str, float] = {}
+        skipped: dict[str, str] = {}
         with _timed(timings, "load"):
             orig = load_image_on_grid(original, None, "image")
-            lab = load_labels(labels, orig, ("brain", *NOISE_REGIONS, "cerebellum"))
+            if labels is not None:
+                lab = load_labels(labels, orig, ("brain", *NOISE_REGIONS, "cerebellum"))
             vols = {n: load_image_on_grid(p, orig, f"{n} image").data for n, p in cands.items()}
+        if labels is None:
+            with _timed(timings, "auto_labels"):
+                auto = auto_labels(orig, config.segment, original)
+                lab, skipped = auto.labels, auto.skipped
+                if labels_out is not None:
+                    orig.with_data(lab).save(labels_out / f"{subject_id}.nii.gz", np.int16)
         recs = paired_subject(
             subject_id,
             orig.data,
@@ -304,7 +336,7 @@ def _paired_task(
             timings,
             _WORKER.get("threads", 1),
         )
-        return recs, timings
+        return recs, timings, skipped
     except RealDealError as e:
         return _failure(e)
 
@@ -365,10 +397,30 @@ def default_workers() -> int:
 
 
 # ---------------------------------------------------------------- paired suite
+def labels_note(labels: SubjectSet | None, skipped: dict[str, dict[str, str]]) -> str:
+    """Where the regions came from: given label maps, or automatic (with regions skipped and
+    why; ``skipped`` = subject → region → reason)."""
+    if labels is not None:
+        where = labels.source if len(labels.source) <= 80 else f"{len(labels)} files"
+        return f"labels: FreeSurfer maps from --labels ({where})"
+    reasons: dict[str, dict[str, int]] = {}
+    for per_subject in skipped.values():
+        for region, why in per_subject.items():
+            reasons.setdefault(region, {}).setdefault(why, 0)
+            reasons[region][why] += 1
+    n = len(skipped)
+    return source_note(
+        {
+            region: "; ".join(f"{why} ({k}/{n} subjects)" for why, k in whys.items())
+            for region, whys in reasons.items()
+        }
+    )
+
+
 def evaluate_paired(
     originals: SubjectSet,
     candidates: Sequence[SubjectSet],
-    labels: SubjectSet,
+    labels: SubjectSet | None,
     config: PairedConfig = PairedConfig(),
     network: NetworkOptions = NetworkOptions(),
     workers: int | None = None,
@@ -376,14 +428,16 @@ def evaluate_paired(
 ) -> EvaluationResult:
     """Paired suite over subjects: every candidate set against the originals (see module doc).
 
-    With ``out_dir``, the tables, CSVs and JSON are written there (:meth:`EvaluationResult.write`).
+    ``labels=None`` derives each original's labels automatically (:mod:`realdeal.data.segment`).
+    With ``out_dir``, the tables, CSVs and JSON are written there (:meth:`EvaluationResult.write`),
+    and automatic labels to ``out_dir/labels/``.
     """
     if not candidates:
         raise ConfigError("paired evaluation needs at least one candidate set")
     names = [c.name for c in candidates]
     if len(set(names)) != len(names) or T.ORIGINAL in names:
         raise ConfigError(f"candidate set names must be distinct and not {T.ORIGINAL!r}: {names}")
-    for s in (*candidates, labels):
+    for s in (*candidates, *([labels] if labels is not None else [])):
         check_paired(originals, s)
     models = {}
     if config.lpips:  # load here first: fail fast if the weights cannot be had (or download them)
@@ -392,24 +446,31 @@ def evaluate_paired(
         models["lpips"] = load_lpips(network.weights_dir, network.allow_download, network.device)
     workers = workers or default_workers()
     threads = max(1, (os.cpu_count() or 1) // workers)
+    labels_out = None
+    if labels is None and out_dir is not None:
+        labels_out = Path(out_dir) / "labels"
+        labels_out.mkdir(parents=True, exist_ok=True)
     tasks = [
         (
             sid,
             originals.paths[sid],
-            labels.paths[sid],
+            None if labels is None else labels.paths[sid],
             {c.name: c.paths[sid] for c in candidates},
             config,
+            labels_out,
         )
         for sid in originals.ids
     ]
     t0 = time.perf_counter()
     init = ({"lpips": config.lpips}, network, threads)
     results = _run_tasks(_paired_task, tasks, workers, init, "paired metrics", models)
-    records = [r for recs, _ in results for r in recs]
+    records = [r for recs, _, _ in results for r in recs]
     timings: dict[str, float] = {}
-    for _, tm in results:
+    for _, tm, _ in results:
         for k, v in tm.items():
             timings[k] = timings.get(k, 0.0) + v
+    skipped = {sid: sk for sid, (_, _, sk) in zip(originals.ids, results, strict=True) if sk}
+    note = labels_note(labels, {sid: skipped.get(sid, {}) for sid in originals.ids})
     timings["wall"] = time.perf_counter() - t0
     summary = T.summarize(records, config.n_bootstrap, config.ci, config.seed)
     result = EvaluationResult(
@@ -418,12 +479,19 @@ def evaluate_paired(
             "paired": to_dict(config),
             "workers": workers,
             "subjects": originals.ids,
-            "sets": {s.name: s.source for s in (originals, labels, *candidates)},
+            "sets": {
+                s.name: s.source
+                for s in (originals, *([labels] if labels is not None else []), *candidates)
+            },
+            "labels": "given" if labels is not None else "automatic",
+            "labels_source": labels.source if labels is not None else str(labels_out or ""),
+            "labels_note": note,
+            "labels_skipped": skipped,
         },
         sets=names,
         records=records,
         summary=summary,
-        markdown=T.paired_markdown(summary, names),
+        markdown=T.paired_markdown(summary, names, note, config.n_bootstrap, config.ci),
         timings=timings,
     )
     if out_dir is not None:
@@ -478,12 +546,22 @@ def _set_level(
     rng: np.random.Generator,
     set_name: str,
 ) -> list[dict]:
-    """FD and PRDC per axis with bootstrap CIs over ``fake``'s subjects."""
+    """FD and PRDC per axis with jackknife CIs over ``fake``'s subjects (module doc)."""
     suffix = "" if config.features == "inception" else "_patchstats"
     fd_name = "fid" if config.features == "inception" else "fd_patchstats"
     rows = []
     n = len(fake)
-    boots = [rng.integers(0, n, n) for _ in range(config.n_bootstrap if n > 1 else 0)]
+    n_sets = min(n, config.n_bootstrap) if n > 1 else 0
+    left_out = range(n) if n_sets == n else sorted(rng.choice(n, n_sets, replace=False))
+    subsets = [[i for i in range(n) if i != j] for j in left_out] if n_sets else []
+    # a set without one subject needs more patches than the largest k (prdc's k-NN radii)
+    if any(sum(len(fake[i][a]) for i in b) <= max(config.ks) for b in subsets for a in AXES):
+        log.warning(
+            "%s: too few patches without one subject for k = %d; no intervals",
+            set_name,
+            max(config.ks),
+        )
+        subsets = []
     for a in AXES:
         radii = knn_radii(real[a], config.ks)  # shared by the point estimate and every draw
 
@@ -496,13 +574,10 @@ def _set_level(
             return vals
 
         point = metrics(range(n))
-        draws = [metrics(b) for b in boots]
-        lo_q, hi_q = (1 - config.ci) / 2, 1 - (1 - config.ci) / 2
+        draws = [metrics(b) for b in subsets]
         for m, v in point.items():
-            lo = hi = float("nan")
-            if draws and not m.startswith("recall"):
-                vals = np.array([d[m] for d in draws])
-                lo, hi = float(np.quantile(vals, lo_q)), float(np.quantile(vals, hi_q))
+            bounds = _METRIC_BOUNDS.get(m.split("_")[0], (0.0, np.inf))
+            lo, hi = T.jackknife_ci(v, [d[m] for d in draws], n, config.ci, bounds)
             rows.append(
                 {
                     "set": set_name,
@@ -580,7 +655,7 @@ def evaluate_unpaired(
         sets=names,
         records=[],
         summary=summary,
-        markdown=T.unpaired_markdown(summary, names, fd_name, suffix, config.ks),
+        markdown=T.unpaired_markdown(summary, names, fd_name, suffix, config.ks, config.ci),
         timings={"wall": time.perf_counter() - t0},
     )
     if out_dir is not None:

@@ -3,9 +3,12 @@
 Records are plain dicts ``{"subject", "set", "metric", "axis", "value"}`` (``axis`` is
 ``dim0``/``dim1``/``dim2`` or ``""``). Per-subject metrics are summarised per (set, metric,
 axis) by their mean over subjects and a percentile bootstrap confidence interval (subjects
-resampled with replacement, seeded). Set-level metrics (FID, coverage, ...) arrive already
-summarised, with their own bootstrap interval from :mod:`realdeal.metrics.suite`. Cells print
-``mean [low, high]``.
+resampled with replacement, seeded: a mean is not biased by repeated subjects). Set-level
+metrics (FID, coverage, ...) arrive already summarised by :mod:`realdeal.metrics.suite` with a
+jackknife interval (:func:`jackknife_ci`): resampling with replacement would duplicate patches,
+which biases Fréchet distances and PRDC (a draw's FD was above the full set's almost always,
+so intervals could exclude their own estimate). Cells print ``mean [low, high]``; each table
+ends with a footnote saying how its intervals (and, paired, its regions) were obtained.
 """
 
 from __future__ import annotations
@@ -51,6 +54,30 @@ def bootstrap_ci(
     means = v[idx].mean(axis=1)
     a = (1 - ci) / 2
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def jackknife_ci(
+    estimate: float,
+    leave_one_out: Sequence[float],
+    n: int,
+    ci: float,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
+    """Jackknife interval ``estimate ± t(n−1)·SE`` clipped to ``bounds``; it contains the estimate.
+
+    ``leave_one_out`` are the statistic on the set without one subject each, for all ``n``
+    subjects or a random subset of them: SE² = (n−1)²/n · s² with s² their sample variance
+    (ddof 1), which for all ``n`` values is the textbook (n−1)/n · Σ(θ₍ᵢ₎ − θ̄)² and otherwise
+    estimates it. No subset repeats a subject, so no patch is duplicated. ``nan`` bounds with
+    fewer than 2 values or a non-finite estimate.
+    """
+    v = np.asarray([x for x in leave_one_out if math.isfinite(x)], dtype=np.float64)
+    if n < 2 or len(v) < 2 or not math.isfinite(estimate):
+        return float("nan"), float("nan")
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + ci) / 2, n - 1)) * math.sqrt((n - 1) ** 2 / n * v.var(ddof=1))
+    return max(estimate - half, bounds[0]), min(estimate + half, bounds[1])
 
 
 def summarize(
@@ -137,8 +164,53 @@ def metric_table(
     return _markdown(title, header, rows) if rows else None
 
 
-def paired_markdown(summary: list[dict], candidate_sets: Sequence[str]) -> str:
-    """Tables 1, 4 and 2 of the paper (plus PSNR/SSIM/seam) for a paired evaluation."""
+def _with_footnote(table: str | None, footnote: str) -> str | None:
+    return None if table is None else f"{table}\n*{footnote}*\n"
+
+
+def _has_intervals(summary: Iterable[dict]) -> bool:
+    return any(math.isfinite(r.get("ci_low", math.nan)) for r in summary)
+
+
+def paired_footnote(
+    labels_note: str | None, n_bootstrap: int, ci: float, intervals: bool = True
+) -> str:
+    """Where a paired table's regions came from, and how its intervals were computed."""
+    intervals_text = (
+        f"intervals: {ci:.0%} percentile bootstrap of the mean over subjects "
+        f"({n_bootstrap} resamples)"
+        if intervals and n_bootstrap > 0
+        else "no intervals (fewer than 2 subjects or no resamples)"
+    )
+    return "; ".join(p for p in (labels_note, intervals_text) if p) + "."
+
+
+def unpaired_footnote(ci: float, intervals: bool = True) -> str:
+    """How the unpaired tables' intervals were computed."""
+    if not intervals:
+        return "No intervals (fewer than 2 generated subjects or no resamples)."
+    return (
+        f"Intervals: {ci:.0%} jackknife over the generated set's subjects (each subject left "
+        "out in turn; estimate ± t·SE, clipped to the metric's range). Unlike a bootstrap it "
+        "never duplicates a patch, which would bias FD and PRDC; the interval contains the "
+        "estimate by construction. Original row: the real set against a second draw of "
+        "patch positions from the same images."
+    )
+
+
+def paired_markdown(
+    summary: list[dict],
+    candidate_sets: Sequence[str],
+    labels_note: str | None = None,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+) -> str:
+    """Tables 1, 4 and 2 of the paper (plus PSNR/SSIM/seam) for a paired evaluation.
+
+    Each table ends with :func:`paired_footnote`: ``labels_note`` says where the regions came
+    from (given label maps or automatic ones), then how the intervals were computed.
+    """
+    foot = paired_footnote(labels_note, n_bootstrap, ci, _has_intervals(summary))
     parts = [
         metric_table(
             "Table 1 — distance to the original (LPIPS, HOG texture, noise KL; suppl. Table 4: ventricles)",
@@ -159,17 +231,24 @@ def paired_markdown(summary: list[dict], candidate_sets: Sequence[str]) -> str:
         ),
         metric_table("Seam score", summary, [ORIGINAL, *candidate_sets], [], ["seam"]),
     ]
-    return "\n".join(p for p in parts if p)
+    return "\n".join(t for t in (_with_footnote(p, foot) for p in parts) if t)
 
 
 def unpaired_markdown(
-    summary: list[dict], sets: Sequence[str], fd_metric: str, suffix: str, ks: Sequence[int]
+    summary: list[dict],
+    sets: Sequence[str],
+    fd_metric: str,
+    suffix: str,
+    ks: Sequence[int],
+    ci: float = 0.95,
 ) -> str:
     """Tables 3, 5, 6 of the paper (FD, coverage, density per k) plus precision/recall.
 
     ``fd_metric`` is ``fid`` (Inception) or ``fd_patchstats``; ``suffix`` marks the PRDC
-    feature space in metric names (``""`` for Inception, ``"_patchstats"`` otherwise).
+    feature space in metric names (``""`` for Inception, ``"_patchstats"`` otherwise). Each
+    table ends with :func:`unpaired_footnote`.
     """
+    foot = unpaired_footnote(ci, _has_intervals(summary))
     space = " (Inception features)" if not suffix else " (patch-stats features — not Inception)"
     rows = [*sets, ORIGINAL]
     parts = []
@@ -192,7 +271,7 @@ def unpaired_markdown(
             [],
         )
     )
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in parts if p) + f"\n*{foot}*\n"
 
 
 def to_csv(rows: Iterable[dict], columns: Sequence[str]) -> str:

@@ -30,8 +30,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +41,7 @@ from torch.nn import functional as F
 from realdeal.config import from_dict, to_dict
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
+from realdeal.training.checkpoint import read_torch_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -383,22 +382,7 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises :class:`InputError` for a missing, unreadable or non-weights file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such checkpoint file")
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as e:
-        raise InputError(
-            path, "holds objects other than tensors and plain values (refused: weights_only=True)"
-        ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise InputError(path, f"not a readable torch checkpoint ({str(e).splitlines()[0]})") from e
+    ckpt = read_torch_file(path, mmap=True)
     if not isinstance(ckpt, dict):
         raise InputError(path, f"holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
