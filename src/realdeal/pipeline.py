@@ -749,7 +749,7 @@ def _evaluate(
         workers=cfg.workers,
         out_dir=out / "eval" / "paired",
     )
-    # 250 patches per axis and volume (the paper: 1,000) and 10 bootstrap draws keep the
+    # 250 patches per axis and volume (the paper: 1,000) and 10 leave-one-subject-out sets keep the
     # k-NN of 16 real volumes' patches to about a minute on 2 cores.
     unpaired_cfg = suite.UnpairedConfig(
         features="patchstats", seed=cfg.seed, n_bootstrap=0 if cfg.quick else 10,

@@ -704,7 +704,7 @@ def _extra_tables(ev: dict, shown: set[str]) -> list[Block]:
     return out
 
 
-def _eval_intro(ctx: _Context, ev: dict, what: str) -> list[Block]:
+def _eval_intro(ctx: _Context, ev: dict, what: str, mode: str) -> list[Block]:
     counts = {}
     for r in ev["summary"]:
         if str(r.get("n") or "").isdigit():
@@ -717,12 +717,18 @@ def _eval_intro(ctx: _Context, ev: dict, what: str) -> list[Block]:
                 if counts
                 else ""
             )
-            + ". Our cells: mean over subjects [95 % bootstrap interval]. Paper values: "
+            + ". Our cells: mean over subjects "
+            + (
+                "[95 % bootstrap interval over subjects]"
+                if mode == "paired"
+                else "[95 % leave-one-subject-out jackknife interval]"
+            )
+            + ". Paper values: "
             + P.SETTING
             + ". Scales differ from this run's data and models: compare orderings "
             "(refined vs coarse), not absolute numbers."
         )
-    ]
+    ] + ([Para(str(note))] if (note := (ev.get("config") or {}).get("labels_note")) else [])
 
 
 def _paired_metrics_section(ctx: _Context) -> list[Block]:
@@ -742,7 +748,7 @@ def _paired_metrics_section(ctx: _Context) -> list[Block]:
         _Group("Noise KL divergence ↓", ("kl_white_matter", "kl_lateral_ventricles"), False),
         _Group("Sharpness ↑", ("sharpness",), False, original="first"),
     ]
-    blocks = _eval_intro(ctx, ev, "Originals vs candidate sets")
+    blocks = _eval_intro(ctx, ev, "Originals vs candidate sets", "paired")
     blocks += [_comparison_table(ctx, g, ev, "paired") for g in groups]
     blocks += _extra_tables(ev, {m for g in groups for m in g.metrics})
     return blocks
@@ -774,7 +780,9 @@ def _unpaired_metrics_section(ctx: _Context) -> list[Block]:
                     paper_metrics=(f"{base}_k{k}",),
                 )
             )
-    blocks = _eval_intro(ctx, ev, "Generated sets vs the real set (original row: real vs real)")
+    blocks = _eval_intro(
+        ctx, ev, "Generated sets vs the real set (original row: real vs real)", "unpaired"
+    )
     if patchstats:
         blocks.append(
             Note(
