@@ -451,7 +451,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert m, f"no probe output; stderr: {dom.stderr[-2000:]}"
     loaded = [line.split() for line in m.group(1).splitlines()]
     assert [src for src, *_ in loaded] == _images(out.read_text()).srcs
-    assert len(loaded) == 6
+    assert len(loaded) == 7  # 2 subjects, noise map, sample gallery, 2 samples, curves
     for src, width, complete in loaded:
         assert int(width) > 0 and complete == "true", (src, width)
     shot = tmp_path / "shot.png"

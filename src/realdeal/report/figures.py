@@ -274,12 +274,12 @@ def gallery_png(
 ) -> Path:
     """Many volumes at a glance: one tile per volume and plane, through each volume's centre.
 
-    ``volumes`` are ``(X, Y, Z)`` arrays of one shape (e.g. all LDM samples); every tile uses
-    the first volume's grey-level window so that contrast differences stay visible. One block
-    of rows per plane, ``ncols`` volumes per row.
+    ``volumes`` are ``(X, Y, Z)`` arrays of one shape (e.g. all LDM samples); each volume gets
+    its own grey-level window (anatomy, not contrast, is what a gallery compares). One block of
+    rows per plane, ``ncols`` volumes per row.
     """
     shape = _check_volumes(volumes, titles, "gallery_png")
-    window = _auto_window(np.asarray(volumes[0], np.float32))
+    windows = [_auto_window(np.asarray(v, np.float32)) for v in volumes]
     idx = [PLANES.index(p) for p in planes]
     sx, sy, sz = spacing
     aspects, sizes = (
@@ -306,7 +306,8 @@ def gallery_png(
             v = np.asarray(vol, np.float32)
             img = _slices(v, centre_point(v))[plane]
             ax = axes[block * nrows_per + k // ncols][k % ncols]
-            ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspects[plane])
+            lo, hi = windows[k]
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=aspects[plane])
             if titles is not None and block == 0:
                 ax.set_title(titles[k], fontsize=7)
             if k % ncols == 0:
