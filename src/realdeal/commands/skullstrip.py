@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "skullstrip",
         help="extract the brain from T1w scans with skull (MNI152 affine registration)",
-        description="Register nilearn's MNI152 template to each scan (dipy, affine, 2 mm) and "
+        description="Register nilearn's MNI152 template to each scan (dipy, affine, on a 4 mm grid) and "
         "carry its brain mask back. Good enough for adult T1w scans near MNI shape; for "
         "anything else use a dedicated tool and pass its mask with --brain-mask. Writes "
         "OUT/<name>.nii.gz (brain, same units and header) and OUT/masks/<name>.nii.gz.",

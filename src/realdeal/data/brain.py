@@ -4,7 +4,7 @@ realdeal's models are trained on skull-stripped brains (background −1 around t
 scan with skull and scalp is out of distribution for every model and for the intensity mapping.
 
 **Head test** (:func:`detect_head`): the scan's foreground (voxels above 5 % of the way from
-the background level to the 99th percentile, largest connected component, holes filled) is
+the background level to the 99th percentile, holes filled, largest connected component) is
 measured in millilitres from the affine. A skull-stripped adult brain (cerebrum, cerebellum
 and brain stem, with the CSF a stripping tool keeps) is 1.1–2.3 L (MNI152's brain mask 1.88 L,
 Colin27's ``ch2bet`` 1.74 L, the built-in cohort's 16 deformed brains 1.6–2.27 L); the skull
@@ -16,10 +16,10 @@ be smaller than the threshold).
 **Brain extraction** (:func:`extract_brain`): the MNI152 2009 template that nilearn ships
 (skull-stripped, 2 mm) is registered to the scan with dipy (centre of mass → translation →
 rigid → 12-parameter affine, mutual information, metric restricted to the template's dilated
-brain mask so that scalp and neck do not pull it) on a 2 mm copy of the scan, and nilearn's
+brain mask so that scalp and neck do not pull it) on a 4 mm copy of the scan, and nilearn's
 MNI152 brain mask is carried back onto the scan's own grid. An affine cannot follow
 individual anatomy, so the mask is good for T1w scans of adult brains near MNI shape (Dice
-0.95 against Colin27's own ``ch2bet`` mask), not for unusual anatomy, lesions or
+0.956 against Colin27's own ``ch2bet`` mask), not for unusual anatomy, lesions or
 children; use a dedicated tool (HD-BET, SynthStrip, FSL BET) and ``--brain-mask`` there.
 """
 
@@ -52,15 +52,17 @@ def foreground(x: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     """Boolean foreground of an ``(X, Y, Z)`` image in any units.
 
     Voxels above ``fraction`` of the way from the background level (the minimum) to the 99th
-    percentile; the largest connected component, holes filled.
+    percentile, holes filled, then the largest connected component. Filling first matters: a
+    scalp separated from the brain by a dark skull is a closed shell whose filling is the
+    whole head.
     """
     lo, ref = float(x.min()), float(np.percentile(x, 99.0))
-    mask = x > lo + fraction * (ref - lo)
+    mask = ndimage.binary_fill_holes(x > lo + fraction * (ref - lo))
     comp, n = ndimage.label(mask)
     if n > 1:
         sizes = ndimage.sum(mask, comp, index=np.arange(1, n + 1))
         mask = comp == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
+    return mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +128,13 @@ def _mni_template():
     return np.asarray(t.get_fdata(), np.float32), np.asarray(m.get_fdata()) > 0, t.affine
 
 
-def register_mni(vol: Volume, spacing: float = 2.0) -> np.ndarray:
+REGISTRATION_SPACING = 4.0
+"""Working voxel size (mm) of the registration. On Colin27 with skull (1 mm), process time on
+one loaded core: 4 mm 6 s (Dice 0.956 against ``ch2bet``), 3 mm 14 s (0.956), 2 mm 25 s
+(0.952): an affine needs no finer grid."""
+
+
+def register_mni(vol: Volume, spacing: float = REGISTRATION_SPACING) -> np.ndarray:
     """4×4 map from ``vol``'s world coordinates to MNI152 world coordinates (mm).
 
     Affine registration of nilearn's MNI152 template to the scan (see the module docstring);
