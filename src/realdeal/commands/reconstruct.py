@@ -51,21 +51,23 @@ def run_files(args: argparse.Namespace) -> int:
 
     from realdeal.data.brain import check_inputs
     from realdeal.data.dataset import find_inputs
+    from realdeal.errors import ConfigError, InputError
+
+    if not args.out:
+        raise ConfigError("reconstructing files needs -o OUT")
+    files = find_inputs(args.inputs)
+    check_inputs(files, args.brain_mask)  # bad input: fail before torch and the checkpoint load
+
     from realdeal.data.intensity import (
         ScanOptions,
         load_intensity_mapping,
         mapping_from_checkpoint,
     )
-    from realdeal.errors import ConfigError, InputError
     from realdeal.models.codec import output_paths, reconstruct_files
     from realdeal.models.loading import load_autoencoder
     from realdeal.training.distributed import resolve_device
     from realdeal.utils.fs import write_json_atomic
 
-    if not args.out:
-        raise ConfigError("reconstructing files needs -o OUT")
-    files = find_inputs(args.inputs)
-    check_inputs(files, args.brain_mask)  # before the checkpoint loads
     outs = output_paths(files, args.out)
     mapping = load_intensity_mapping(args.intensity_from) if args.intensity_from else None
     device = resolve_device(args.device)

@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from realdeal.data.brain import check_inputs
+    from realdeal.data.dataset import find_inputs
+
+    check_inputs(find_inputs(args.inputs), args.brain_mask)  # bad input: fail before torch loads
+
     from realdeal.config import replace
     from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
 
