@@ -31,12 +31,14 @@ def scan():
     return img, lab > 0
 
 
-def test_looks_scaled_needs_range_and_background_at_minus_one():
+def test_looks_scaled_is_the_model_range(caplog):
     x = np.full((8, 8, 8), -1.0, np.float32)
     x[2:6, 2:6, 2:6] = 0.4
-    assert looks_scaled(x)
-    assert not looks_scaled((x + 1) / 2)  # a [0, 1] scan: background 0 is not −1
-    assert not looks_scaled(x * 1.5)
+    assert looks_scaled(x) and not looks_scaled(x * 1.5)
+    assert looks_scaled(x * 0.4 - 0.1)  # an undertrained model's output never reaches −1
+    with caplog.at_level(logging.WARNING):  # a [0, 1] scan is in range, but auto says so
+        assert resolve_intensity((x + 1) / 2, x > 0, "auto").mode == "scaled"
+    assert "--intensity percentile" in caplog.text
 
 
 def test_auto_uses_the_stored_pair_when_it_fits(scan):

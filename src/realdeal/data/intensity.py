@@ -6,8 +6,7 @@ three states, and :func:`resolve_intensity` picks the mapping (``mode``):
 
 ``scaled``
     Already in model space (everything realdeal writes on a prepared grid): values in
-    [−1, 1] (± :data:`SCALED_TOLERANCE`) with the background at −1. Data outside that range
-    is refused.
+    [−1, 1] (± :data:`SCALED_TOLERANCE`). Data outside that range is refused.
 ``raw``
     Raw intensities in the training data's units: the stored training pair maps them. Refused
     when the brain would land outside [−1, 1] (other units), with the fix.
@@ -56,13 +55,15 @@ has most of its brain outside."""
 
 
 def looks_scaled(x: np.ndarray) -> bool:
-    """True if ``x`` is in model space: within [−1, 1] (± tolerance) with background at −1."""
+    """True if ``x`` lies in model space: within [−1, 1] (± :data:`SCALED_TOLERANCE`).
+
+    The background is not required to sit at −1: an undertrained model's samples and
+    reconstructions do not reach it (the ``--quick`` demo's span −0.45…−0.08) and are still
+    in model space. A raw scan normalised to [0, 1] needs ``--intensity percentile``; ``auto``
+    warns about it (see :func:`resolve_intensity`).
+    """
     lo, hi = float(x.min()), float(x.max())
-    return (
-        lo >= -1.0 - SCALED_TOLERANCE
-        and hi <= 1.0 + SCALED_TOLERANCE
-        and lo <= -1.0 + SCALED_TOLERANCE
-    )
+    return lo >= -1.0 - SCALED_TOLERANCE and hi <= 1.0 + SCALED_TOLERANCE
 
 
 def mapped_range(scaler: IntensityScaler, x: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
@@ -142,6 +143,12 @@ def resolve_intensity(
                 f"--intensity scaled needs values in [−1, 1], but they span {lo:.4g}…{hi:.4g}; "
                 "use --intensity auto (or percentile) for raw scans",
             )
+        if mode == "auto" and lo >= 0.0:
+            log.warning(
+                "%s: values %.3g…%.3g are taken as model space [−1, 1]; if this is a scan "
+                "normalised to [0, 1], pass --intensity percentile",
+                path, lo, hi,
+            )  # fmt: skip
         return ModelSpace("scaled", None, "values already in [−1, 1]")
     if not brain.any():
         raise InputError(path, "no brain voxels found to measure intensities on")
@@ -273,9 +280,16 @@ def scan_to_model_space(
 ) -> ScanInModelSpace:
     """Find the brain of ``vol`` (:func:`realdeal.data.brain.brain_for`), choose the intensity
     mapping (:func:`resolve_intensity`) and apply both."""
-    from realdeal.data.brain import brain_for
+    from realdeal.data.brain import brain_for, foreground
 
-    brain, masked = brain_for(vol, options.brain_mask, options.skull_strip, options.allow_head)
+    scaled = options.intensity == "scaled" or (
+        options.intensity == "auto" and looks_scaled(vol.data)
+    )
+    if scaled and options.brain_mask is None and not options.skull_strip:
+        # model space: realdeal's own reconstructions and samples, brains by construction
+        brain, masked = foreground(vol.data), False
+    else:
+        brain, masked = brain_for(vol, options.brain_mask, options.skull_strip, options.allow_head)
     space = resolve_intensity(vol.data, brain, options.intensity, stored, percentiles, vol.path)
     y = space.forward(vol.data)
     if masked:
