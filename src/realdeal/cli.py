@@ -19,6 +19,7 @@ from realdeal.errors import RealDealError
 COMMANDS = [
     "realdeal.commands.cohort",
     "realdeal.commands.prepare",
+    "realdeal.commands.skullstrip",
     "realdeal.commands.train",
     "realdeal.commands.reconstruct",
     "realdeal.commands.encode",

@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 
-def add_autoencoder_flags(p: argparse.ArgumentParser, what: str) -> None:
+def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool = True) -> None:
     """``--autoencoder``, ``--data``, ``--split``, ``--device`` and ``--precision``."""
     p.add_argument("--autoencoder", required=True, help="autoencoder checkpoint.pt")
-    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--data", required=need_data, help="prepared dataset folder")
     p.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],

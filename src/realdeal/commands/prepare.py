@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", help="CSV with columns subject,split (train/val/test) instead of a random split"
     )
+    p.add_argument(
+        "--intensity-from",
+        metavar="DATASET_OR_CHECKPOINT",
+        help="reuse the (low, high) intensity mapping saved in a prepared dataset or checkpoint "
+        "instead of fitting one (new data in an existing model's intensity space)",
+    )
     p.add_argument("--config", help="YAML/JSON PrepareConfig; flags override it")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing prepared dataset at --out"
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     )
     inputs = args.inputs if len(args.inputs) > 1 else args.inputs[0]
     ds = prepare_dataset(
-        inputs, args.out, cfg, labels=args.labels, split_csv=args.split, overwrite=args.overwrite
-    )
+        inputs, args.out, cfg, labels=args.labels, split_csv=args.split,
+        overwrite=args.overwrite, intensity_from=args.intensity_from,
+    )  # fmt: skip
     logging.getLogger("realdeal.prepare").info("%r", ds)
     return 0

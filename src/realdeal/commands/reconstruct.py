@@ -1,7 +1,10 @@
-"""``realdeal reconstruct``: write each subject's autoencoder reconstruction D(E(x)).
+"""``realdeal reconstruct``: write autoencoder reconstructions D(E(x)).
 
-The reconstructions go into the prepared dataset (``<data>/reconstructions/<id>.nii.gz``)
-on its grid and geometry; they are the refiner's training input.
+Two forms. ``realdeal reconstruct --data PREP --autoencoder AE.pt`` writes every subject's
+reconstruction into the prepared dataset (``<data>/reconstructions/<id>.nii.gz``, on its grid
+and geometry; the refiner's training input). ``realdeal reconstruct FILES… -o OUT
+--autoencoder AE.pt`` reconstructs your own scans (files, folders, quoted globs) and writes
+each in its own units, orientation, affine and header.
 """
 
 from __future__ import annotations
@@ -9,23 +12,88 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
+from realdeal.commands._scan import add_input_flags, add_scan_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reconstruct",
-        help="write autoencoder reconstructions D(E(x)) into a prepared dataset",
-        description="Encode and decode every subject (or one split) with the autoencoder's EMA "
-        "weights and store the result as the dataset's 'reconstructions'.",
+        help="write autoencoder reconstructions D(E(x)) of a prepared dataset or of NIfTI files",
+        description="Encode and decode with the autoencoder's EMA weights: every subject (or "
+        "one split) of --data, stored as the dataset's 'reconstructions'; or the NIfTI files "
+        "given, written to -o in their own geometry and intensity units.",
     )
-    add_autoencoder_flags(p, "reconstruct")
+    add_input_flags(p, optional=True)
+    add_autoencoder_flags(p, "reconstruct", need_data=False)
     p.add_argument(
         "--skip-existing", action="store_true", help="keep reconstructions that already exist"
     )
+    p.add_argument(
+        "--intensity-from",
+        metavar="DATASET_OR_CHECKPOINT",
+        help="the training set's intensity mapping (prepared dataset or checkpoint); default: "
+        "the autoencoder's training dataset if it still exists",
+    )
+    add_scan_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from realdeal.errors import ConfigError
+
+    if bool(args.inputs) == bool(args.data):
+        raise ConfigError("give either input files (with -o) or --data PREPARED, not both")
+    return run_files(args) if args.inputs else run_dataset(args)
+
+
+def run_files(args: argparse.Namespace) -> int:
+    import logging
+
+    from realdeal.data.brain import check_inputs
+    from realdeal.data.dataset import find_inputs
+    from realdeal.errors import ConfigError, InputError
+
+    if not args.out:
+        raise ConfigError("reconstructing files needs -o OUT")
+    files = find_inputs(args.inputs)
+    check_inputs(files, args.brain_mask)  # bad input: fail before torch and the checkpoint load
+
+    from realdeal.data.intensity import (
+        ScanOptions,
+        load_intensity_mapping,
+        mapping_from_checkpoint,
+    )
+    from realdeal.models.codec import output_paths, reconstruct_files
+    from realdeal.models.loading import load_autoencoder
+    from realdeal.training.distributed import resolve_device
+    from realdeal.utils.fs import write_json_atomic
+
+    outs = output_paths(files, args.out)
+    mapping = load_intensity_mapping(args.intensity_from) if args.intensity_from else None
+    device = resolve_device(args.device)
+    ae, ckpt = load_autoencoder(args.autoencoder, device)
+    if mapping is None:
+        try:
+            mapping = mapping_from_checkpoint(ckpt, args.autoencoder)
+        except InputError:  # no stored mapping: auto maps each scan's own brain percentiles
+            mapping = (None, (0.5, 99.5))
+    stored, percentiles = mapping
+    options = ScanOptions(
+        args.intensity or "auto", args.brain_mask, args.skull_strip, args.allow_head
+    )
+    records = reconstruct_files(
+        ae, files, args.out, options, stored, percentiles, device, args.precision
+    )
+    write_json_atomic(
+        outs[0].parent / "reconstruct.json",
+        {"autoencoder": str(args.autoencoder), "step": int(ckpt["step"]),
+         "precision": args.precision, "volumes": records},
+    )  # fmt: skip
+    logging.getLogger("realdeal.reconstruct").info("%d reconstructions written", len(records))
+    return 0
+
+
+def run_dataset(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.config import to_dict

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.cli import positive_int
+from realdeal.commands._scan import add_input_flags, add_scan_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "brain's centre, with a trained refiner checkpoint. Outputs keep each input's "
         "orientation, affine and header; refine.json beside them records plan, timings and seam scores.",
     )
-    p.add_argument("inputs", nargs="+", help="NIfTI files, folders or quoted glob patterns")
-    p.add_argument(
-        "-o", "--out", required=True, help="output folder (or a .nii.gz file for one input)"
-    )
+    add_input_flags(p)
     p.add_argument(
         "--checkpoint", required=True, help="refiner checkpoint (realdeal train refiner)"
     )
@@ -64,11 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["fp32", "bf16", "fp16", "auto"],
         help="network precision (default fp32)",
     )
-    p.add_argument(
-        "--intensity",
-        choices=["auto", "scaled", "raw"],
-        help="input intensity space (default auto)",
-    )
+    add_scan_flags(p)
     p.add_argument(
         "--resample",
         action="store_true",
@@ -84,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from realdeal.data.brain import check_inputs
+    from realdeal.data.dataset import find_inputs
+
+    check_inputs(find_inputs(args.inputs), args.brain_mask)  # bad input: fail before torch loads
+
     from realdeal.config import replace
     from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
 
@@ -101,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         intensity=args.intensity,
         resample=True if args.resample else None,
+        brain_mask=args.brain_mask,
+        skull_strip=args.skull_strip or None,
+        allow_head=args.allow_head or None,
     )
     records = refine_paths(
         args.checkpoint, args.inputs, args.out, settings, args.device, args.plan_only

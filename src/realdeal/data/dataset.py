@@ -428,6 +428,7 @@ def prepare_dataset(
     labels: str | None = None,
     split_csv: str | os.PathLike | None = None,
     overwrite: bool = False,
+    intensity_from: str | os.PathLike | None = None,
 ) -> PreparedDataset:
     """Prepare T1w NIfTI files (and optional label maps) into a dataset folder.
 
@@ -435,6 +436,10 @@ def prepare_dataset(
     foreground intensities for the global (low, high) pair; the second writes the
     preprocessed volumes. Everything is built in a temporary folder that replaces
     ``out_dir`` only when complete. Same inputs and config → same output.
+
+    ``intensity_from`` (a prepared dataset or checkpoint) reuses its saved (low, high) pair
+    instead of fitting one, so new data lands in an existing model's intensity space; a
+    subject whose brain that pair would put outside [−1, 1] (other units) is refused.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -475,6 +480,12 @@ def prepare_dataset(
             "the split has no training subjects; intensity thresholds need at least one"
         )
 
+    reused = None
+    if intensity_from is not None:
+        from realdeal.data.intensity import load_intensity_mapping
+
+        reused, _ = load_intensity_mapping(intensity_from)
+
     # Pass 1: validate every input, pool training foreground intensities.
     samples = []
     for i, (sid, f, lp) in enumerate(
@@ -483,16 +494,26 @@ def prepare_dataset(
         )
     ):
         sub = _load_subject(sid, f, lp, cfg)
-        if split[sid] == "train":
+        if reused is not None:
+            _check_reused_mapping(reused, sub, f, intensity_from)
+        elif split[sid] == "train":
             rng = np.random.default_rng([cfg.seed, i])
             samples.append(foreground_sample(sub.data, sub.mask, cfg.voxels_per_subject, rng))
-    scaler = IntensityScaler.fit(samples, cfg.low_percentile, cfg.high_percentile)
-    log.info(
-        "global intensity window from %d training subjects: low=%.4g high=%.4g",
-        len(samples),
-        scaler.low,
-        scaler.high,
-    )
+    if reused is not None:
+        scaler = reused
+        log.info(
+            "intensity window reused from %s: low=%.4g high=%.4g",
+            intensity_from,
+            *scaler.to_dict().values(),
+        )
+    else:
+        scaler = IntensityScaler.fit(samples, cfg.low_percentile, cfg.high_percentile)
+        log.info(
+            "global intensity window from %d training subjects: low=%.4g high=%.4g",
+            len(samples),
+            scaler.low,
+            scaler.high,
+        )
 
     records: list[SubjectRecord] = []
     spacing: tuple[float, float, float] | None = None
@@ -549,6 +570,9 @@ def prepare_dataset(
             "spacing": list(spacing or (1.0, 1.0, 1.0)),
             "window": cfg.window,
             "scaler": scaler.to_dict(),
+            "scaler_source": str(intensity_from)
+            if intensity_from
+            else "fitted on the training split",
             "split_source": str(split_csv)
             if split_csv
             else f"seed {cfg.seed}, test fraction {cfg.test_fraction}",
@@ -572,6 +596,22 @@ def prepare_dataset(
             )
         write_text_atomic(tmp / "subjects.csv", "\n".join(lines) + "\n")
     return PreparedDataset(out_dir)
+
+
+def _check_reused_mapping(
+    scaler: IntensityScaler, sub: _Loaded, path: Path, source: str | os.PathLike | None
+) -> None:
+    """Refuse a subject whose brain a reused (low, high) pair puts outside [−1, 1]."""
+    from realdeal.data.intensity import mapped_range, stored_mapping_fits
+
+    if not stored_mapping_fits(scaler, sub.data, sub.mask):
+        lo, hi = mapped_range(scaler, sub.data, sub.mask)
+        raise InputError(
+            path,
+            f"intensities are in other units than {source}: its mapping (low {scaler.low:.4g}, "
+            f"high {scaler.high:.4g}) puts the brain at {lo:.2f}…{hi:.2f}, outside [−1, 1]; "
+            "prepare without --intensity-from (a mapping fitted on these scans)",
+        )
 
 
 def _csv(s: str) -> str:

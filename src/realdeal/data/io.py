@@ -121,16 +121,10 @@ def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
 
 
-def load_volume(
-    path: str | os.PathLike,
-    kind: Literal["image", "label"] = "image",
-) -> Volume:
-    """Load a 3D NIfTI file into canonical RAS order.
-
-    ``kind="image"`` gives float32 and rejects non-finite and constant images;
-    ``kind="label"`` gives int32 and rejects non-integer values. Every problem raises
-    :class:`InputError` naming the file. A 4D file with a single volume is accepted.
-    """
+def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Open a 3D NIfTI file lazily (header only), raising :class:`InputError` if it is missing,
+    unreadable or not a single 3D volume. Cheap: commands check every input with it before
+    loading a model."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
@@ -156,9 +150,25 @@ def load_volume(
             path,
             f"image of shape {tuple(shape)} is not a 3D volume (an axis has size {min(shape)})",
         )
-    source_affine = img.affine.copy()
-    if not np.all(np.isfinite(source_affine)) or abs(np.linalg.det(source_affine[:3, :3])) < 1e-12:
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(path, "affine is not invertible or not finite")
+    return img
+
+
+def load_volume(
+    path: str | os.PathLike,
+    kind: Literal["image", "label"] = "image",
+) -> Volume:
+    """Load a 3D NIfTI file into canonical RAS order.
+
+    ``kind="image"`` gives float32 and rejects non-finite and constant images;
+    ``kind="label"`` gives int32 and rejects non-integer values. Every problem raises
+    :class:`InputError` naming the file. A 4D file with a single volume is accepted.
+    """
+    img = open_nifti(path)
+    path = Path(path)
+    source_affine = img.affine.copy()
     try:
         raw = np.asanyarray(img.dataobj)
     except Exception as e:

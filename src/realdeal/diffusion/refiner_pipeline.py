@@ -2,10 +2,10 @@
 
 :class:`RefinerPipeline` loads a refiner checkpoint and refines any coarse volume:
 an autoencoder reconstruction, an LDM sample, or another generator's output, of any shape.
-Intensities: inputs already in the model's [−1, 1] space (everything realdeal writes on a
-prepared grid) are used as they are; raw-intensity inputs (``intensity="raw"``, or detected
-by ``"auto"`` when the values leave [−1.05, 1.05]) are mapped with the training set's global
-scaler stored in the checkpoint, and mapped back on output. Geometry: the plan pads the
+Intensities and brain: :func:`realdeal.data.intensity.scan_to_model_space` (inputs already in
+[−1, 1] are used as they are; raw scans are mapped with the training set's stored pair when it
+fits, else with their own brain percentiles, and mapped back on output; heads with skull are
+refused unless a brain mask is given or extracted). Geometry: the plan pads the
 volume and the padding is undone; the output keeps the input file's orientation, affine and
 header. A voxel size different from the training data's is refused unless ``resample`` is
 set, in which case the volume is resampled to the training spacing and back.
@@ -40,7 +40,7 @@ from realdeal.utils.fs import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-Intensity = Literal["auto", "scaled", "raw"]
+Intensity = Literal["auto", "scaled", "raw", "percentile"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,14 @@ class RefineSettings:
     seed: int = 0
     precision: str = "fp32"
     intensity: Intensity = "auto"
+    """See :mod:`realdeal.data.intensity`."""
     resample: bool = False
+    brain_mask: str | None = None
+    """Brain mask file, or folder of ``<input stem>.nii.gz`` masks (see ``data.brain``)."""
+    skull_strip: bool = False
+    """Extract the brain by MNI152 registration (:func:`realdeal.data.brain.extract_brain`)."""
+    allow_head: bool = False
+    """Refine scans that look like heads with skull anyway (warns)."""
 
 
 #: (sampler, steps, η) used when none is asked for, by the refiner's target. ``residual`` (the
@@ -164,14 +171,9 @@ class RefinerPipeline:
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):
         """(array in [−1, 1] on the model's spacing, function mapping a result back)."""
-        x = vol.data
+        from realdeal.data.intensity import ScanOptions, scan_to_model_space
+
         path = vol.path
-        raw = settings.intensity == "raw" or (
-            settings.intensity == "auto" and (x.min() < -1.05 or x.max() > 1.05)
-        )
-        if raw and self.scaler is None:
-            raise InputError(path, "raw intensities but the checkpoint holds no intensity scaler")
-        scaler = self.scaler if raw else None
         rs = None
         if self.spacing is not None and not np.allclose(vol.spacing, self.spacing, atol=1e-3):
             msg = f"voxel size {tuple(round(v, 3) for v in vol.spacing)} mm differs from the refiner's training data {self.spacing}"
@@ -179,16 +181,25 @@ class RefinerPipeline:
                 raise InputError(path, msg + "; pass --resample to resample it (and back)")
             log.warning("%s: %s; resampling", path, msg)
             rs = Resample(vol.shape, vol.spacing, self.spacing)
-        y = scaler.forward(x) if scaler is not None else np.clip(x, -1.0, 1.0)
+        options = ScanOptions(
+            settings.intensity, settings.brain_mask, settings.skull_strip, settings.allow_head
+        )
+        scan = scan_to_model_space(vol, options, self.scaler)
+        log.info("%s: intensity %s (%s)", path, scan.space.mode, scan.space.reason)
+        y = scan.data
         if rs is not None:
             y = rs.forward(y, order=1, fill=-1.0)
         if not (y > -1.0 + 0.05).any():
-            raise InputError(path, "the volume is all background; nothing to refine")
+            raise InputError(
+                path,
+                "the volume is all background in model space; nothing to refine (if it is a "
+                "raw scan, check its intensities: --intensity percentile maps its own brain)",
+            )
 
         def back(r: np.ndarray) -> np.ndarray:
             if rs is not None:
                 r = rs.inverse(r, order=1, fill=-1.0)
-            return scaler.inverse(r) if scaler is not None else r
+            return scan.restore(r)
 
         return y, back
 
@@ -233,10 +244,12 @@ def refine_paths(
     Writes ``refine.json`` (settings, per-volume plan statistics, timings, seam scores) beside
     the outputs. With ``plan_only`` prints nothing to disk and returns the plans' descriptions.
     """
+    from realdeal.data.brain import check_inputs
     from realdeal.data.dataset import find_inputs
     from realdeal.data.io import is_nifti_path, nifti_stem
 
     files = find_inputs(inputs if len(inputs) > 1 else inputs[0])
+    check_inputs(files, settings.brain_mask)  # before the (slow) checkpoint load
     pipe, _ = RefinerPipeline.from_checkpoint(checkpoint, device=device)
     out = Path(out)
     single = len(files) == 1 and is_nifti_path(out)

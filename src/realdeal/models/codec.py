@@ -85,6 +85,65 @@ def reconstruct_dataset(
     return written
 
 
+def output_paths(files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
+    """Where each input's result goes: ``out/<stem>.nii.gz``, or ``out`` itself when there is
+    one input and ``out`` ends in ``.nii[.gz]``. Refuses to overwrite an input."""
+    from realdeal.data.io import is_nifti_path, nifti_stem
+    from realdeal.errors import InputError
+
+    out = Path(out)
+    if len(files) == 1 and is_nifti_path(out):
+        dsts = [out]
+    elif out.exists() and not out.is_dir():
+        raise InputError(out, "output exists and is not a folder")
+    else:
+        dsts = [out / f"{nifti_stem(f)}.nii.gz" for f in files]
+    for f, d in zip(files, dsts, strict=True):
+        if d.resolve() == Path(f).resolve():
+            raise InputError(d, "output would overwrite its input")
+    return dsts
+
+
+def reconstruct_files(
+    ae: Autoencoder,
+    files: Sequence[Path],
+    out: str | os.PathLike,
+    options: Any = None,
+    stored: Any = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> list[dict[str, Any]]:
+    """D(E(x)) of NIfTI files (your own scans) into ``out`` (a folder, or a file for one input).
+
+    Each scan is put into model space by :func:`realdeal.data.intensity.scan_to_model_space`
+    (``options``: a :class:`~realdeal.data.intensity.ScanOptions`; ``stored``: the training
+    set's :class:`~realdeal.data.transforms.IntensityScaler` if known) and the reconstruction
+    is written back in the scan's units, orientation, affine and header. Returns one record per
+    scan (input, output, intensity mapping, seconds).
+    """
+    import time
+
+    from realdeal.data.intensity import ScanOptions, scan_to_model_space
+    from realdeal.data.io import load_volume
+
+    options = options or ScanOptions()
+    records = []
+    for src, dst in progress(
+        list(zip(files, output_paths(files, out), strict=True)), desc="reconstruct", unit="scan"
+    ):
+        t0 = time.perf_counter()
+        vol = load_volume(src)
+        scan = scan_to_model_space(vol, options, stored, percentiles)
+        recon = reconstruct_volume(ae, scan.data, device, precision)
+        vol.with_data(scan.restore(recon)).save(dst)
+        records.append({
+            "input": str(src), "output": str(dst), "intensity": scan.space.to_dict(),
+            "seconds": time.perf_counter() - t0,
+        })  # fmt: skip
+    return records
+
+
 def save_latent(
     path: str | os.PathLike, z: torch.Tensor, metadata: dict[str, str] | None = None
 ) -> Path:
