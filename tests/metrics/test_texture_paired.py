@@ -56,3 +56,19 @@ def test_ssim_in_mask_orders_degradations(phantom):
     s1 = ssim_in_mask(img, ndimage.gaussian_filter(img, 0.7), m)
     s2 = ssim_in_mask(img, ndimage.gaussian_filter(img, 2.0), m)
     assert 1 > s1 > s2
+
+
+def test_psnr_and_ssim_do_not_depend_on_the_intensity_unit(phantom):
+    """Scans kept in scanner units (own scans) get the same PSNR/SSIM as in [-1, 1]."""
+    img, clean, lab = phantom
+    m = lab > 0
+    img = np.clip(img, -1, 1)
+    img.flat[0], img.flat[1] = -1.0, 1.0  # spans exactly [-1, 1]: data range 2
+
+    def units(a):  # [-1, 1] → 0…1000, a scanner-like range
+        return (a + 1) * 500
+
+    assert psnr_in_mask(units(img), units(clean), m) == pytest.approx(psnr_in_mask(img, clean, m))
+    assert ssim_in_mask(units(img), units(clean), m) == pytest.approx(
+        ssim_in_mask(img, clean, m), abs=1e-3
+    )

@@ -13,18 +13,25 @@ import numpy as np
 DATA_RANGE = 2.0
 
 
+def data_range(original: np.ndarray) -> float:
+    """The peak-to-peak range PSNR and SSIM use: 2 for images in [-1, 1] (prepared data, as
+    in the paper), else the original's own range (scans kept in their scanner units)."""
+    lo, hi = float(np.min(original)), float(np.max(original))
+    return DATA_RANGE if lo >= -1.05 and hi <= 1.05 else max(hi - lo, 1e-12)
+
+
 def psnr_in_mask(original: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> float:
-    """Peak signal-to-noise ratio (dB) inside ``mask`` for [-1, 1] images."""
+    """Peak signal-to-noise ratio (dB) inside ``mask``; peak = :func:`data_range`."""
     m = np.asarray(mask, dtype=bool)
     diff = np.asarray(original, dtype=np.float64)[m] - np.asarray(candidate, dtype=np.float64)[m]
     mse = float(np.mean(diff * diff))
-    return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range(original) ** 2 / mse))
 
 
 def ssim_in_mask(
     original: np.ndarray, candidate: np.ndarray, mask: np.ndarray, margin: int = 3
 ) -> float:
-    """Mean 3D SSIM inside ``mask`` (window 7³, data range 2)."""
+    """Mean 3D SSIM inside ``mask`` (window 7³, data range :func:`data_range`)."""
     from skimage.metrics import structural_similarity
 
     m = np.asarray(mask, dtype=bool)
@@ -36,7 +43,7 @@ def ssim_in_mask(
     _, smap = structural_similarity(
         np.asarray(original, dtype=np.float32)[box],
         np.asarray(candidate, dtype=np.float32)[box],
-        data_range=DATA_RANGE,
+        data_range=data_range(original),
         full=True,
     )
     return float(smap[m[box]].mean())
