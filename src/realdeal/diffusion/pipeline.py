@@ -19,6 +19,7 @@ from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.samplers import SamplerName, make_sampler, sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import InputError
+from realdeal.inference.distributed import DistInfo, gather_objects, shard
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import autoencoder_from_state, unet_from_checkpoint
@@ -114,29 +115,36 @@ def save_samples(
     reference: Any,
     settings: dict[str, Any],
     prefix: str = "sample",
+    dist: DistInfo | None = None,
     **sample_kw: Any,
 ) -> list[str]:
     """Generate ``n`` volumes and write ``<prefix>_NNN.nii.gz`` with ``reference``'s geometry.
 
     ``reference`` is a :class:`~realdeal.data.io.Volume` on the prepared grid (its affine
-    and header are reused); ``settings`` are written to ``<out_dir>/sample_config.json``.
+    and header are reused). Volume ``i`` depends only on ``seed + i``; under torchrun
+    (``dist``) the ranks split the indices (rank ``r`` of ``N`` writes ``r, r + N, …``), so
+    the files equal a one-process run's. Rank 0 then writes ``<out_dir>/sample_config.json``
+    (``settings`` plus the file names). Returns every volume's path, in index order.
     """
     from pathlib import Path
 
     from realdeal.utils.fs import write_json_atomic
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "sample_config.json", settings)
     if tuple(reference.shape) != tuple(
         s * pipeline.autoencoder.config.downsampling for s in pipeline.latent_shape[1:]
     ):
         raise InputError(
             None, f"reference grid {tuple(reference.shape)} does not match the model's image size"
         )
-    paths = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(sample_kw.pop("seed", 0))
-    for i in range(n):
+    sample_kw.setdefault("show_progress", dist is None or dist.is_main)
+    names = [f"{prefix}_{i:03d}.nii.gz" for i in range(n)]
+    for i in shard(range(n), dist):
         img = pipeline(1, seed=seed + i, **sample_kw)[0].numpy()
-        paths.append(str(reference.with_data(img).save(out_dir / f"{prefix}_{i:03d}.nii.gz")))
-    return paths
+        reference.with_data(img).save(out_dir / names[i])
+    gather_objects(None, dist)  # every rank has written its volumes
+    if dist is None or dist.is_main:
+        write_json_atomic(out_dir / "sample_config.json", {**settings, "files": names})
+    return [str(out_dir / name) for name in names]
