@@ -22,7 +22,7 @@ and device give the same output.
 :func:`refine_volumes` refines several volumes at once: a network call takes the next batch
 of several volumes (bounded by ``max_batch`` windows), while each volume keeps its own plan,
 generator and sampler state — so each result is the one :func:`refine_volume` gives that
-volume alone, however volumes are grouped (or split between torchrun ranks).
+volume alone (up to the float rounding of batched kernels), however volumes are grouped.
 """
 
 from __future__ import annotations
@@ -213,7 +213,11 @@ def refine_volumes(
     Each volume runs its own plan's batches in order with its own generator (seeded with
     ``job.seed``) and sampler state; a network call takes the next batch of as many volumes
     in flight as fit in ``max_batch`` windows (``None``: no bound), so every result equals
-    :func:`refine_volume` of that volume alone. ``jobs`` is read lazily: at most
+    :func:`refine_volume` of that volume alone — bit for bit when the network's output for
+    a window does not depend on the rest of its batch; real convolution kernels change with
+    the batch size in the last float bits. The grouping is deterministic (first fit in
+    arrival order), so the same jobs in the same order always give the same bits on the same
+    device and thread count. ``jobs`` is read lazily: at most
     ``max_volumes`` (default ``max_batch``, else 8) volumes are held at once, and a finished
     one makes room for the next. The other arguments are those of :func:`refine_volume`.
     """
