@@ -47,3 +47,12 @@ def test_two_inputs_with_one_output_name_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(Exception, match="batch_volumes"):
         refine_paths(ckpt, [str(a)], tmp_path / "o.nii.gz", RefineSettings(batch_volumes=0))
+
+
+def test_shards_cover_every_item_once_in_turn():
+    from realdeal.inference.distributed import DistInfo, shard
+
+    items = list(range(7))
+    parts = [shard(items, DistInfo(rank=r, world_size=3)) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert shard(items, None) == items == shard(items, DistInfo())

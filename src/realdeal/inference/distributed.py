@@ -101,18 +101,11 @@ def shard(items: Sequence[T], info: DistInfo | None) -> list[T]:
     """This rank's share of ``items``: every ``world_size``-th item starting at ``rank``.
 
     Interleaving (rather than contiguous blocks) keeps ranks balanced when neighbouring
-    inputs are alike in size. :func:`unshard` puts per-item results back in input order.
+    inputs are alike in size.
     """
     if info is None or not info.distributed:
         return list(items)
     return list(items[info.rank :: info.world_size])
-
-
-def unshard(parts: Sequence[Sequence[T]]) -> list[T]:
-    """Per-rank lists of per-item results (as :func:`shard` split them) in input order."""
-    world = len(parts)
-    n = sum(len(p) for p in parts)
-    return [parts[i % world][i // world] for i in range(n)]
 
 
 def gather_objects(obj: Any, info: DistInfo | None) -> list[Any]:
