@@ -219,9 +219,10 @@ class RefinerPipeline:
     ) -> list[dict[str, Any]]:
         """Refine ``(source, destination)`` NIfTI pairs together (see :func:`refine_volumes`):
         the next batch of every volume shares a network call, up to ``settings.max_batch``
-        windows; each output is written as soon as its volume is done. Returns one record
-        per pair, in order (plan statistics, U-Net evaluations, seconds in flight, seam
-        scores)."""
+        windows; each output is written as soon as its volume is done. All pairs are in
+        flight at once (:func:`refine_paths` passes groups of ``settings.batch_volumes``).
+        Returns one record per pair, in order (plan statistics, U-Net evaluations, seconds
+        in flight, seam scores)."""
         from realdeal.diffusion.seams import seam_score
 
         resolved = resolve_sampling(settings, self.target)
