@@ -118,17 +118,21 @@ def register(subparsers) -> None:
         help="folder with pretrained weights (default: torch.hub cache)",
     )
     c.add_argument("--no-download", action="store_true", help="never download pretrained weights")
-    c.add_argument("--device", default="cpu", help="torch device for LPIPS/Inception")
+    c.add_argument(
+        "--device", default="auto", help="torch device for LPIPS/Inception (auto: GPU if any)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from realdeal.errors import ConfigError
+    from realdeal.inference.distributed import resolve_device
     from realdeal.metrics import suite
     from realdeal.metrics.noise import NoiseConfig
     from realdeal.metrics.subjects import find_set
 
-    network = suite.NetworkOptions(args.weights_dir, not args.no_download, args.device)
+    device = str(resolve_device(args.device))
+    network = suite.NetworkOptions(args.weights_dir, not args.no_download, device)
     common = {"n_patches_2d": args.patches, "patch_size_2d": args.patch_size, "seed": args.seed}
     if args.bootstrap is not None:
         common["n_bootstrap"] = args.bootstrap

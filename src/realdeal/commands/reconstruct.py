@@ -97,13 +97,18 @@ def run_dataset(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.config import to_dict
+    from realdeal.inference.distributed import gather_objects, inference_group, shard
     from realdeal.models.codec import reconstruct_dataset
     from realdeal.utils.fs import write_json_atomic
 
-    device, ds, ae, ckpt, ids = load_autoencoder_and_data(args)
-    paths = reconstruct_dataset(
-        ae, ds, ids, device, args.precision, overwrite=not args.skip_existing
-    )
+    with inference_group(args.device) as dist:  # under torchrun the ranks split the subjects
+        device, ds, ae, ckpt, ids = load_autoencoder_and_data(args)
+        paths = reconstruct_dataset(
+            ae, ds, shard(ids, dist), device, args.precision, overwrite=not args.skip_existing
+        )
+        paths = [p for part in gather_objects(paths, dist) for p in part]
+    if not dist.is_main:
+        return 0
     write_json_atomic(
         ds.root / "reconstructions" / "reconstruct_config.json",
         {

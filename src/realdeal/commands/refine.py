@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refine coarse volumes (reconstructions, LDM samples, any generator's output)",
         description="Restore detail in coarse volumes window by window, growing out from the "
         "brain's centre, with a trained refiner checkpoint. Outputs keep each input's "
-        "orientation, affine and header; refine.json beside them records plan, timings and seam scores.",
+        "orientation, affine and header; refine.json beside them records plan, timings and seam scores. "
+        "Runs under torchrun (one process per GPU; the ranks split the inputs).",
     )
     add_input_flags(p)
     p.add_argument(
@@ -68,7 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="resample inputs whose voxel size differs from training",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default cpu)")
+    p.add_argument(
+        "--batch-volumes",
+        type=int,
+        help="refine this many consecutive inputs together: their windows share network calls "
+        "(up to --max-batch); under torchrun ranks take such groups in turn (default 4)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (this rank's GPU if any, else CPU), cpu, cuda, cuda:1 … (default auto)",
+    )
     p.add_argument(
         "--plan-only",
         action="store_true",
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from realdeal.config import replace
     from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
+    from realdeal.inference.distributed import inference_group
 
     settings = replace(
         RefineSettings(),
@@ -94,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         strength=args.strength,
         overlap=args.overlap,
         max_batch=args.max_batch,
+        batch_volumes=args.batch_volumes,
         schedule=args.schedule,
         skip_background=False if args.no_skip_background else None,
         seed=args.seed,
@@ -104,9 +117,12 @@ def run(args: argparse.Namespace) -> int:
         skull_strip=args.skull_strip or None,
         allow_head=args.allow_head or None,
     )
-    records = refine_paths(
-        args.checkpoint, args.inputs, args.out, settings, args.device, args.plan_only
-    )
+    with inference_group(args.device) as dist:
+        records = refine_paths(
+            args.checkpoint, args.inputs, args.out, settings, args.device, args.plan_only, dist
+        )
+    if not dist.is_main:  # rank 0 reports for every rank
+        return 0
     if args.plan_only:
         for r in records:
             print(f"## {r['input']}\n\n{r['plan']}\n")

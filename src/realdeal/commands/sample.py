@@ -1,7 +1,8 @@
 """``realdeal sample``: generate brain volumes with the latent diffusion model.
 
 Writes ``<out>/sample_NNN.nii.gz`` on the prepared dataset's grid and geometry, plus
-``sample_config.json`` with everything needed to repeat the run.
+``sample_config.json`` with everything needed to repeat the run. Under torchrun the ranks
+split the sample indices (volume ``i`` always uses seed + i).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         help="prepared dataset giving the output geometry (default: the one the LDM was trained on)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument(
+        "--device", default="auto", help="auto (this rank's GPU if any, else CPU), cpu or cuda[:N]"
+    )
     p.add_argument(
         "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
     )
@@ -51,38 +54,43 @@ def run(args: argparse.Namespace) -> int:
     from realdeal.data.dataset import PreparedDataset
     from realdeal.diffusion.pipeline import LatentDiffusionPipeline, save_samples
     from realdeal.errors import ConfigError
-    from realdeal.training.distributed import resolve_device
+    from realdeal.inference.distributed import inference_group
 
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
-    device = resolve_device(args.device)
-    pipe, ckpt = LatentDiffusionPipeline.from_checkpoint(args.ldm, device, ema=not args.raw_weights)
-    ds = PreparedDataset(args.data or ckpt["extra"]["dataset"])
-    reference = ds.load_image(ds.ids()[0])
-    settings = {
-        "ldm": str(args.ldm),
-        "step": int(ckpt["step"]),
-        "preset": ckpt.get("preset"),
-        "n": args.n,
-        "sampler": args.sampler,
-        "steps": args.steps,
-        "eta": args.eta,
-        "seed": args.seed,
-        "precision": args.precision,
-        "ema": not args.raw_weights,
-        "geometry_from": str(ds.root),
-    }
-    paths = save_samples(
-        pipe,
-        args.n,
-        args.out,
-        reference,
-        settings,
-        sampler=args.sampler,
-        num_steps=args.steps,
-        eta=args.eta,
-        seed=args.seed,
-        precision=args.precision,
-    )
-    logging.getLogger("realdeal.sample").info("%d volumes written to %s", len(paths), args.out)
+    # Under torchrun every rank loads the model on its own device and writes its share.
+    with inference_group(args.device) as dist:
+        pipe, ckpt = LatentDiffusionPipeline.from_checkpoint(
+            args.ldm, dist.device, ema=not args.raw_weights
+        )
+        ds = PreparedDataset(args.data or ckpt["extra"]["dataset"])
+        reference = ds.load_image(ds.ids()[0])
+        settings = {
+            "ldm": str(args.ldm),
+            "step": int(ckpt["step"]),
+            "preset": ckpt.get("preset"),
+            "n": args.n,
+            "sampler": args.sampler,
+            "steps": args.steps,
+            "eta": args.eta,
+            "seed": args.seed,
+            "precision": args.precision,
+            "ema": not args.raw_weights,
+            "geometry_from": str(ds.root),
+        }
+        paths = save_samples(
+            pipe,
+            args.n,
+            args.out,
+            reference,
+            settings,
+            sampler=args.sampler,
+            num_steps=args.steps,
+            eta=args.eta,
+            seed=args.seed,
+            precision=args.precision,
+            dist=dist,
+        )
+    if dist.is_main:
+        logging.getLogger("realdeal.sample").info("%d volumes written to %s", len(paths), args.out)
     return 0

@@ -19,6 +19,7 @@ from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.samplers import SamplerName, make_sampler, sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import InputError
+from realdeal.inference.distributed import DistInfo, gather_objects, shard
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import autoencoder_from_state, unet_from_checkpoint
@@ -114,32 +115,42 @@ def save_samples(
     reference: Any,
     settings: dict[str, Any],
     prefix: str = "sample",
+    dist: DistInfo | None = None,
     **sample_kw: Any,
 ) -> list[str]:
     """Generate ``n`` volumes and write ``<prefix>_NNN.nii.gz`` with ``reference``'s geometry.
 
     ``reference`` is a :class:`~realdeal.data.io.Volume` on the prepared grid (its affine
-    and header are reused); ``settings`` are written to ``<out_dir>/sample_config.json``.
+    and header are reused). Volume ``i`` depends only on ``seed + i``; under torchrun
+    (``dist``) the ranks split the batches (rank ``r`` of ``N`` writes batches ``r, r + N, …``), so
+    the files equal a one-process run's. ``batch_size`` volumes share each network call
+    (ranks take whole batches). Rank 0 then writes ``<out_dir>/sample_config.json``
+    (``settings`` plus the file names). Returns every volume's path, in index order.
     """
     from pathlib import Path
 
     from realdeal.utils.fs import write_json_atomic
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "sample_config.json", settings)
     if tuple(reference.shape) != tuple(
         s * pipeline.autoencoder.config.downsampling for s in pipeline.latent_shape[1:]
     ):
         raise InputError(
             None, f"reference grid {tuple(reference.shape)} does not match the model's image size"
         )
-    paths = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(sample_kw.pop("seed", 0))
     batch = max(1, int(sample_kw.pop("batch_size", 1)))
-    for start in range(0, n, batch):  # volume i always starts from seed + i
-        imgs = pipeline(min(batch, n - start), seed=seed + start, batch_size=batch, **sample_kw)
-        for i, img in enumerate(imgs, start):
-            dst = out_dir / f"{prefix}_{i:03d}.nii.gz"
-            paths.append(str(reference.with_data(img.numpy()).save(dst)))
-    return paths
+    sample_kw.setdefault("show_progress", dist is None or dist.is_main)
+    names = [f"{prefix}_{i:03d}.nii.gz" for i in range(n)]
+    # Batches of consecutive indices (volume i starts from seed + i in every batch); ranks take
+    # whole batches, so the files equal a one-process run's with the same batch size.
+    batches = [range(s, min(n, s + batch)) for s in range(0, n, batch)]
+    for b in shard(batches, dist):
+        imgs = pipeline(len(b), seed=seed + b.start, batch_size=batch, **sample_kw)
+        for i, img in zip(b, imgs, strict=True):
+            reference.with_data(img.numpy()).save(out_dir / names[i])
+    gather_objects(None, dist)  # every rank has written its volumes
+    if dist is None or dist.is_main:
+        write_json_atomic(out_dir / "sample_config.json", {**settings, "files": names})
+    return [str(out_dir / name) for name in names]

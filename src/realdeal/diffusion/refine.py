@@ -18,22 +18,29 @@ With ``target="residual"`` (a refiner trained on ``(x − x̂)/s``, see
 zero; the result is ``x̂ + s·r``. Skipped background windows keep the coarse value. Randomness comes from one
 ``torch.Generator`` seeded with ``seed``, consumed in plan order: the same input, plan, seed
 and device give the same output.
+
+:func:`refine_volumes` refines several volumes at once: a network call takes the next batch
+of several volumes (bounded by ``max_batch`` windows), while each volume keeps its own plan,
+generator and sampler state — so each result is the one :func:`refine_volume` gives that
+volume alone (up to the float rounding of batched kernels), however volumes are grouped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser, Prediction
-from realdeal.diffusion.plan import Plan
-from realdeal.diffusion.samplers import Sampler, make_sampler, sample
+from realdeal.diffusion.plan import Plan, Window
+from realdeal.diffusion.samplers import Group, Sampler, make_sampler, sample_groups
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
 from realdeal.utils.progress import progress
@@ -106,6 +113,200 @@ class RefineResult:
     peak_batch: int
 
 
+@dataclasses.dataclass
+class RefineJob:
+    """One volume for :func:`refine_volumes`: the coarse ``(X, Y, Z)`` array in [−1, 1], its
+    plan and its seed; ``key`` is the caller's handle (e.g. the file it came from)."""
+
+    coarse: np.ndarray
+    plan: Plan
+    seed: int = 0
+    key: Any = None
+
+
+class _Volume:
+    """One volume in flight: its padded state, generator, sampler state and next batch."""
+
+    def __init__(self, job: RefineJob, sampler: Sampler, device: torch.device, residual: bool):
+        coarse = np.asarray(job.coarse, dtype=np.float32)
+        if coarse.ndim != 3:
+            raise ConfigError(f"refine_volume expects a 3D volume, got shape {coarse.shape}")
+        expected = job.plan.crop_pad.in_shape
+        if tuple(coarse.shape) != tuple(expected):
+            raise ConfigError(
+                f"the plan was made for shape {expected}, the volume is {coarse.shape}"
+            )
+        self.job, self.plan = job, job.plan
+        self.xp = torch.from_numpy(job.plan.pad(coarse)).to(device)
+        # The state being generated: the refined volume (skipped background keeps the coarse
+        # value) or the residual volume (zero = the coarse value).
+        self.yp = torch.zeros_like(self.xp) if residual else self.xp.clone()
+        self.gen = torch.Generator(device=device).manual_seed(int(job.seed))
+        # Samplers may keep state between steps (DPM-Solver++ keeps the last x̂₀): one each.
+        self.sampler = copy.deepcopy(sampler)
+        self.batches = job.plan.batches()
+        self.next = self.evals = self.calls = self.peak = 0
+        self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.batches)
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        return self.batches[self.next]
+
+    def inputs(self, schedule: NoiseSchedule, t_start: int | None):
+        """(M, known, x̂, x_T, y_prev) of the next batch, drawing noise from this volume's
+        generator in the order a volume refined alone draws it."""
+        device = self.xp.device
+        sls = [w.slices for w in self.windows]
+        m = torch.stack([torch.from_numpy(self.plan.generate_mask(w)) for w in self.windows])
+        m = m[:, None].to(device=device, dtype=torch.float32)
+        known = torch.stack([self.yp[s] for s in sls])[:, None]
+        xhat = torch.stack([self.xp[s] for s in sls])[:, None]
+        y_prev = known * (1 - m) + torch.randn(known.shape, generator=self.gen, device=device) * m
+        noise = torch.randn(known.shape, generator=self.gen, device=device)
+        if t_start is None:
+            x_T = noise * m + known * (1 - m)
+        else:
+            ab = float(schedule.alpha_bar(t_start))
+            x_T = (ab**0.5 * known + (1 - ab) ** 0.5 * noise) * m + known * (1 - m)
+        return m, known, xhat, x_T, y_prev
+
+    def write(self, out: torch.Tensor, steps: int) -> None:
+        """Copy each window's write mask of ``out`` ``(B, 1, w, w, w)`` into the state."""
+        for k, w in enumerate(self.windows):
+            wm = torch.from_numpy(self.plan.write_mask(w)).to(self.xp.device)
+            region = self.yp[w.slices]
+            region[wm] = out[k, 0][wm]
+        self.evals += len(self.windows) * steps
+        self.calls += steps
+        self.peak = max(self.peak, len(self.windows))
+        self.next += 1
+
+    def result(self, residual_scale: float | None) -> RefineResult:
+        yp = self.yp
+        if residual_scale is not None:
+            yp = (self.xp + float(residual_scale) * yp).clamp(-1.0, 1.0)
+        refined = self.plan.unpad(yp.cpu().numpy())
+        seconds = time.perf_counter() - self.t0
+        return RefineResult(refined, self.plan, self.evals, self.calls, seconds, self.peak)
+
+
+def refine_volumes(
+    jobs: Iterable[RefineJob],
+    denoiser: Denoiser,
+    sampler: Sampler,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    max_batch: int | None = None,
+    max_volumes: int | None = None,
+    show_progress: bool = True,
+    target: str = "image",
+    residual_scale: float = 1.0,
+    strength: float = 1.0,
+) -> Iterator[tuple[RefineJob, RefineResult]]:
+    """Refine several volumes, sharing network calls between them; yields ``(job, result)``
+    as each volume finishes.
+
+    Each volume runs its own plan's batches in order with its own generator (seeded with
+    ``job.seed``) and sampler state; a network call takes the next batch of as many volumes
+    in flight as fit in ``max_batch`` windows (``None``: no bound), so every result equals
+    :func:`refine_volume` of that volume alone — bit for bit when the network's output for
+    a window does not depend on the rest of its batch; real convolution kernels change with
+    the batch size in the last float bits. The grouping is deterministic (first fit in
+    arrival order), so the same jobs in the same order always give the same bits on the same
+    device and thread count. ``jobs`` is read lazily: at most
+    ``max_volumes`` (default ``max_batch``, else 8) volumes are held at once, and a finished
+    one makes room for the next. The other arguments are those of :func:`refine_volume`.
+    """
+    if not 0 < strength <= 1:
+        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
+    if target not in ("image", "residual"):
+        raise ConfigError(f"refine target must be image or residual, got {target!r}")
+    if max_batch is not None and max_batch < 1:
+        raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+    device = torch.device(device)
+    residual = target == "residual"
+    t_start = None
+    if strength < 1:
+        t_start = round(strength * (denoiser.schedule.num_train_timesteps - 1))
+        sampler = _Truncated(sampler, t_start)  # type: ignore[assignment]
+        t_start = sampler.timesteps()[0]
+    steps = len(sampler.timesteps())
+    capacity = max_volumes or max_batch or 8
+    amp = (
+        torch.autocast(device_type=device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    pending = iter(jobs)
+    active: list[_Volume] = []
+    exhausted = False
+    bar = progress(total=0, desc="refine", unit="batch") if show_progress else None
+    while True:
+        while not exhausted and len(active) < capacity:
+            job = next(pending, None)
+            if job is None:
+                exhausted = True
+            else:
+                active.append(_Volume(job, sampler, device, residual))
+                if bar is not None:
+                    bar.total += len(active[-1].batches)
+                    bar.refresh()
+        for v in [v for v in active if v.done]:  # nothing to diffuse (all background)
+            active.remove(v)
+            yield v.job, v.result(residual_scale if residual else None)
+        if not active:
+            break
+        # First fit in arrival order: the oldest volume always runs, later ones join while
+        # their next batch fits.
+        group, size = [], 0
+        for v in active:
+            n = len(v.windows)
+            if group and max_batch is not None and size + n > max_batch:
+                continue
+            if group and v.plan.window_shape != group[0].plan.window_shape:
+                raise ConfigError("volumes refined together must use the same window size")
+            group.append(v)
+            size += n
+        _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps)
+        for v in group:
+            if bar is not None:
+                bar.set_postfix(volumes=len(group), windows=size)
+                bar.update(1)
+            if v.done:
+                active.remove(v)
+                yield v.job, v.result(residual_scale if residual else None)
+    if bar is not None:
+        bar.close()
+
+
+def _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps) -> None:
+    """One reverse chain over the next batch of every volume in ``group``, in one batch."""
+    parts = [v.inputs(denoiser.schedule, t_start) for v in group]
+    m, known, xhat, x_T, y_prev = (torch.cat(t) for t in zip(*parts, strict=True))
+    cond = torch.cat([xhat, y_prev], dim=1)
+    den = denoiser
+    if residual:
+        s = float(residual_scale)
+        den = _BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
+    groups, start = [], 0
+    for v in group:
+        n = len(v.windows)
+        groups.append(Group(slice(start, start + n), v.sampler, v.gen))
+        start += n
+
+    def reset_known(i: int, t_prev: int, x: torch.Tensor) -> torch.Tensor:
+        return x * m + known * (1 - m)
+
+    with amp:
+        out = sample_groups(den, groups, x_T, cond, reset_known, show_progress=False).float()
+    for v, g in zip(group, groups, strict=True):
+        v.write(out[g.rows], steps)
+
+
 def refine_volume(
     coarse: np.ndarray,
     denoiser: Denoiser,
@@ -114,7 +315,6 @@ def refine_volume(
     seed: int = 0,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
     show_progress: bool = True,
     target: str = "image",
     residual_scale: float = 1.0,
@@ -123,91 +323,15 @@ def refine_volume(
     """Refine a coarse volume ``(X, Y, Z)`` in [−1, 1] (background −1) over ``plan``.
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast; the
-    sampler arithmetic stays float32. ``on_batch(i, n)`` is called after each batch.
+    sampler arithmetic stays float32.
     ``target``/``residual_scale``: what the network was trained to generate (``image`` or
     the residual ``(x − x̂)/residual_scale``). ``strength`` < 1 starts the chain at
     ``t₀ = strength·(T − 1)`` from the current value (coarse image, or zero residual) noised
     to ``t₀`` instead of from pure noise at T (SDEdit; the paper uses 1).
     """
-    if not 0 < strength <= 1:
-        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
-    if target not in ("image", "residual"):
-        raise ConfigError(f"refine target must be image or residual, got {target!r}")
-    coarse = np.asarray(coarse, dtype=np.float32)
-    if coarse.ndim != 3:
-        raise ConfigError(f"refine_volume expects a 3D volume, got shape {coarse.shape}")
-    expected = plan.crop_pad.in_shape
-    if tuple(coarse.shape) != tuple(expected):
-        raise ConfigError(f"the plan was made for shape {expected}, the volume is {coarse.shape}")
-    device = torch.device(device)
-    xp = torch.from_numpy(plan.pad(coarse)).to(device)
-    residual = target == "residual"
-    # The state being generated: the refined volume (skipped background keeps the coarse
-    # value) or the residual volume (zero = the coarse value).
-    yp = torch.zeros_like(xp) if residual else xp.clone()
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    batches = plan.batches()
-    t_start = None
-    if strength < 1:
-        t_start = round(strength * (denoiser.schedule.num_train_timesteps - 1))
-        sampler = _Truncated(sampler, t_start)  # type: ignore[assignment]
-        t_start = sampler.timesteps()[0]
-    steps = len(sampler.timesteps())
-    evals = calls = peak = 0
-    t0 = time.perf_counter()
-    amp = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    bar = progress(total=len(batches), desc="refine", unit="batch") if show_progress else None
-    for b, windows in enumerate(batches):
-        sls = [w.slices for w in windows]
-        m = torch.stack([torch.from_numpy(plan.generate_mask(w)) for w in windows])[:, None]
-        m = m.to(device=device, dtype=torch.float32)
-        known = torch.stack([yp[s] for s in sls])[:, None]
-        xhat = torch.stack([xp[s] for s in sls])[:, None]
-        y_prev = known * (1 - m) + torch.randn(known.shape, generator=gen, device=device) * m
-        noise = torch.randn(known.shape, generator=gen, device=device)
-        if t_start is None:
-            x_T = noise * m + known * (1 - m)
-        else:
-            ab = float(denoiser.schedule.alpha_bar(t_start))
-            x_T = (ab**0.5 * known + (1 - ab) ** 0.5 * noise) * m + known * (1 - m)
-        cond = torch.cat([xhat, y_prev], dim=1)
-        den = denoiser
-        if residual:
-            s = float(residual_scale)
-            den = _BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
-
-        def reset_known(i: int, t_prev: int, x: torch.Tensor, m=m, known=known) -> torch.Tensor:
-            return x * m + known * (1 - m)
-
-        with amp:
-            out = sample(
-                den,
-                sampler,
-                x_T,
-                cond=cond,
-                generator=gen,
-                callback=reset_known,
-                show_progress=False,
-            ).float()
-        for k, (w, s) in enumerate(zip(windows, sls, strict=True)):
-            wm = torch.from_numpy(plan.write_mask(w)).to(device)
-            region = yp[s]
-            region[wm] = out[k, 0][wm]
-        evals += len(windows) * steps
-        calls += steps
-        peak = max(peak, len(windows))
-        if on_batch is not None:
-            on_batch(b, len(batches))
-        if bar is not None:
-            bar.set_postfix(wave=windows[0].wave, windows=len(windows))
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if residual:
-        yp = (xp + float(residual_scale) * yp).clamp(-1.0, 1.0)
-    refined = plan.unpad(yp.cpu().numpy())
-    return RefineResult(refined, plan, evals, calls, time.perf_counter() - t0, peak)
+    ((_, result),) = refine_volumes(
+        [RefineJob(coarse, plan, seed)], denoiser, sampler, device, autocast_dtype,
+        show_progress=show_progress, target=target, residual_scale=residual_scale,
+        strength=strength,
+    )  # fmt: skip
+    return result

@@ -9,6 +9,9 @@ refused unless a brain mask is given or extracted). Geometry: the plan pads the
 volume and the padding is undone; the output keeps the input file's orientation, affine and
 header. A voxel size different from the training data's is refused unless ``resample`` is
 set, in which case the volume is resampled to the training spacing and back.
+Many inputs: :meth:`RefinerPipeline.refine_files` refines several volumes together (their
+windows share network calls), and :func:`refine_paths` splits the inputs between torchrun
+ranks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,9 +32,16 @@ from realdeal.data.io import Volume, load_volume
 from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import Plan, PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import RefineResult, make_refine_sampler, refine_volume
+from realdeal.diffusion.refine import (
+    RefineJob,
+    RefineResult,
+    make_refine_sampler,
+    refine_volume,
+    refine_volumes,
+)
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
+from realdeal.inference.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.models.loading import unet_from_checkpoint
 from realdeal.training.checkpoint import load_checkpoint
 from realdeal.training.engine import resolve_precision
@@ -60,6 +69,11 @@ class RefineSettings:
     overlap: int | None = None
     """Window overlap in voxels; ``None`` = a quarter window (see ``diffusion.plan``)."""
     max_batch: int | None = 8
+    batch_volumes: int = 4
+    """Volumes refined together (consecutive inputs): the next batch of each shares a network
+    call, up to ``max_batch`` windows. Part of the computation: with a real network a
+    window's output can change in the last float bits with the batch it shares, so runs
+    with the same value (one process or any number of torchrun ranks) agree bit for bit."""
     schedule: Literal["wavefront", "official"] = "wavefront"
     skip_background: bool = True
     seed: int = 0
@@ -151,23 +165,22 @@ class RefinerPipeline:
     def refine_array(self, coarse: np.ndarray, settings: RefineSettings) -> RefineResult:
         """Refine a volume ``(X, Y, Z)`` in [−1, 1]."""
         plan = self.plan(coarse, settings)
+        with torch.no_grad():
+            return refine_volume(coarse, plan=plan, seed=settings.seed, **self._loop(settings))
+
+    def _loop(self, settings: RefineSettings, show_progress: bool = True) -> dict[str, Any]:
+        """Keyword arguments of :func:`refine_volumes` (network, sampler, numerics) for ``settings``."""
         settings = resolve_sampling(settings, self.target)
         sampler = make_refine_sampler(
             settings.sampler, self.schedule, settings.steps, settings.eta,
             clip_x0=self.target == "image",
         )  # fmt: skip
         amp, _ = resolve_precision(settings.precision, self.device)  # type: ignore[arg-type]
-        log.info(
-            "refine: %d windows in %d waves (%d batches), %d skipped, %d steps each",
-            plan.stats.windows_run, plan.stats.waves, plan.stats.batches,
-            plan.stats.windows_skipped, len(sampler.timesteps()),
+        return dict(
+            denoiser=Denoiser(self.unet, self.schedule), sampler=sampler, device=self.device,
+            autocast_dtype=amp, target=self.target, residual_scale=self.residual_scale,
+            strength=settings.strength, show_progress=show_progress,
         )  # fmt: skip
-        with torch.no_grad():
-            return refine_volume(
-                coarse, Denoiser(self.unet, self.schedule), sampler, plan, seed=settings.seed,
-                device=self.device, autocast_dtype=amp, target=self.target,
-                residual_scale=self.residual_scale, strength=settings.strength,
-            )  # fmt: skip
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):
         """(array in [−1, 1] on the model's spacing, function mapping a result back)."""
@@ -207,28 +220,60 @@ class RefinerPipeline:
         self, src: str | os.PathLike, dst: str | os.PathLike, settings: RefineSettings
     ) -> dict[str, Any]:
         """Refine one NIfTI file into ``dst`` (same orientation, affine and header)."""
-        vol = load_volume(src)
-        x, back = self._to_model_space(vol, settings)
-        t0 = time.perf_counter()
-        settings = resolve_sampling(settings, self.target)
-        res = self.refine_array(x, settings)
-        vol.with_data(back(res.refined).astype(np.float32)).save(dst)
+        return self.refine_files([(src, dst)], settings)[0]
+
+    def refine_files(
+        self,
+        pairs: list[tuple[str | os.PathLike, str | os.PathLike]],
+        settings: RefineSettings,
+        show_progress: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Refine ``(source, destination)`` NIfTI pairs together (see :func:`refine_volumes`):
+        the next batch of every volume shares a network call, up to ``settings.max_batch``
+        windows; each output is written as soon as its volume is done. All pairs are in
+        flight at once (:func:`refine_paths` passes groups of ``settings.batch_volumes``).
+        Returns one record per pair, in order (plan statistics, U-Net evaluations, seconds
+        in flight, seam scores)."""
         from realdeal.diffusion.seams import seam_score
 
-        brain = x > -1.0 + 0.05
-        seams_in = float(seam_score(x, res.plan, brain))
-        seams_out = float(seam_score(res.refined, res.plan, brain))
-        return {
-            "input": str(src),
-            "output": str(dst),
-            "seconds": time.perf_counter() - t0,
-            "sampler": {"name": settings.sampler, "steps": settings.steps, "eta": settings.eta},
-            "unet_evaluations": res.unet_evaluations,
-            "network_calls": res.network_calls,
-            "plan": res.plan.stats.to_dict(),
-            "seam_score_input": seams_in,
-            "seam_score_output": seams_out,
-        }
+        resolved = resolve_sampling(settings, self.target)
+
+        def jobs():  # read lazily, as refine_volumes makes room
+            for i, (src, _) in enumerate(pairs):
+                vol = load_volume(src)
+                x, back = self._to_model_space(vol, settings)
+                plan = self.plan(x, settings)
+                log.info(
+                    "%s: %d windows in %d waves (%d batches), %d skipped",
+                    src, plan.stats.windows_run, plan.stats.waves, plan.stats.batches,
+                    plan.stats.windows_skipped,
+                )  # fmt: skip
+                yield RefineJob(x, plan, settings.seed, key=(i, vol, back))
+
+        records: dict[int, dict[str, Any]] = {}
+        with torch.no_grad():
+            for job, res in refine_volumes(
+                jobs(), max_batch=settings.max_batch, max_volumes=len(pairs),
+                **self._loop(settings, show_progress),
+            ):  # fmt: skip
+                i, vol, back = job.key
+                src, dst = pairs[i]
+                vol.with_data(back(res.refined).astype(np.float32)).save(dst)
+                brain = job.coarse > -1.0 + 0.05
+                records[i] = {
+                    "input": str(src),
+                    "output": str(dst),
+                    "seconds": res.seconds,
+                    "sampler": {
+                        "name": resolved.sampler, "steps": resolved.steps, "eta": resolved.eta
+                    },
+                    "unet_evaluations": res.unet_evaluations,
+                    "network_calls": res.network_calls,
+                    "plan": res.plan.stats.to_dict(),
+                    "seam_score_input": float(seam_score(job.coarse, res.plan, brain)),
+                    "seam_score_output": float(seam_score(res.refined, res.plan, brain)),
+                }  # fmt: skip
+        return [records[i] for i in range(len(pairs))]
 
 
 def refine_paths(
@@ -236,50 +281,75 @@ def refine_paths(
     inputs: list[str],
     out: str | os.PathLike,
     settings: RefineSettings = RefineSettings(),
-    device: str = "cpu",
+    device: str = "auto",
     plan_only: bool = False,
+    dist: DistInfo | None = None,
 ) -> list[dict[str, Any]]:
     """Refine NIfTI files (or folders of them) into ``out`` (a folder, or a file for one input).
 
-    Writes ``refine.json`` (settings, per-volume plan statistics, timings, seam scores) beside
-    the outputs. With ``plan_only`` prints nothing to disk and returns the plans' descriptions.
+    Consecutive inputs are refined ``settings.batch_volumes`` at a time; under torchrun
+    (``dist``, see :func:`~realdeal.inference.distributed.inference_group`) the ranks take
+    these groups in turn, each on its own device, so every output equals a one-process run's.
+    Rank 0 writes ``refine.json`` (settings, per-volume plan statistics, timings, seam
+    scores) beside the outputs once every rank is done. With ``plan_only`` nothing is
+    written and the records hold the plans' descriptions. Returns every input's record, in
+    input order (on every rank).
     """
     from realdeal.data.brain import check_inputs
     from realdeal.data.dataset import find_inputs
     from realdeal.data.io import is_nifti_path, nifti_stem
 
+    if settings.batch_volumes < 1:
+        raise ConfigError(f"batch_volumes must be at least 1, got {settings.batch_volumes}")
     files = find_inputs(inputs if len(inputs) > 1 else inputs[0])
     check_inputs(files, settings.brain_mask)  # before the (slow) checkpoint load
-    pipe, _ = RefinerPipeline.from_checkpoint(checkpoint, device=device)
     out = Path(out)
     single = len(files) == 1 and is_nifti_path(out)
     if not single and out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder")
-    records = []
-    for f in files:
-        if plan_only:
-            vol = load_volume(f)
-            x, _ = pipe._to_model_space(vol, settings)
-            plan = pipe.plan(x, settings)
-            records.append({"input": str(f), "plan": plan.describe()})
-            continue
-        dst = out if single else out / f"{nifti_stem(f)}.nii.gz"
+    dsts = [out if single else out / f"{nifti_stem(f)}.nii.gz" for f in files]
+    seen: dict[Path, Path] = {}
+    for f, dst in zip(files, dsts, strict=True):
         if Path(dst).resolve() == Path(f).resolve():
             raise InputError(dst, "output would overwrite its input")
-        rec = pipe.refine_file(f, dst, settings)
-        log.info(
-            "%s → %s: %.1f s, %d U-Net evaluations, seam score %.3f (input %.3f)",
-            f, dst, rec["seconds"], rec["unet_evaluations"], rec["seam_score_output"],
-            rec["seam_score_input"],
+        if dst in seen and not plan_only:
+            raise InputError(f, f"has the same output name as {seen[dst]} ({dst.name})")
+        seen[dst] = f
+    n = settings.batch_volumes
+    groups = [list(range(i, min(i + n, len(files)))) for i in range(0, len(files), n)]
+    mine = shard(groups, dist)
+    if dist is not None and dist.distributed and dist.is_main and len(groups) < dist.world_size:
+        log.warning(
+            "%d input(s) in %d group(s) of %d: %d of %d ranks have nothing to do "
+            "(a smaller --batch-volumes spreads them)",
+            len(files), len(groups), n, dist.world_size - len(groups), dist.world_size,
         )  # fmt: skip
-        records.append(rec)
-    if not plan_only:
+    pipe, _ = RefinerPipeline.from_checkpoint(checkpoint, device=resolve_device(device))
+    show = dist is None or dist.is_main
+    records: dict[int, dict[str, Any]] = {}
+    for g in mine:
+        if plan_only:
+            for i in g:
+                x, _ = pipe._to_model_space(load_volume(files[i]), settings)
+                records[i] = {"input": str(files[i]), "plan": pipe.plan(x, settings).describe()}
+            continue
+        recs = pipe.refine_files([(files[i], dsts[i]) for i in g], settings, show)
+        for i, rec in zip(g, recs, strict=True):
+            log.info(
+                "%s → %s: %.1f s, %d U-Net evaluations, seam score %.3f (input %.3f)",
+                rec["input"], rec["output"], rec["seconds"], rec["unet_evaluations"],
+                rec["seam_score_output"], rec["seam_score_input"],
+            )  # fmt: skip
+            records[i] = rec
+    for part in gather_objects(records, dist):
+        records.update(part)
+    ordered = [records[i] for i in range(len(files))]
+    if not plan_only and show:
         report = {
             "checkpoint": str(checkpoint),
             "settings": dataclasses.asdict(settings),
-            "volumes": records,
+            "processes": dist.world_size if dist is not None else 1,
+            "volumes": ordered,
         }
         write_json_atomic((out.parent if single else out) / "refine.json", report)
-    if not files:
-        raise ConfigError("no inputs")
-    return records
+    return ordered

@@ -9,6 +9,7 @@ Strided DDPM uses the effective β between visited steps, β' = 1 − ᾱ_t / �
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -132,6 +133,15 @@ def make_sampler(
     raise ConfigError(f"unknown sampler {name!r}; choose ddpm or ddim")
 
 
+@dataclasses.dataclass
+class Group:
+    """Rows ``rows`` of a batch that step with their own sampler (and its state) and generator."""
+
+    rows: slice
+    sampler: Sampler
+    generator: torch.Generator | None = None
+
+
 @torch.no_grad()
 def sample(
     denoiser: Denoiser,
@@ -148,16 +158,54 @@ def sample(
     ``callback(i, t_prev, x)`` is called after step ``i`` (x is now at ``t_prev``); if it
     returns a tensor, that replaces x.
     """
+    group = Group(slice(0, x_T.shape[0]), sampler, generator)
+    return sample_groups(denoiser, [group], x_T, cond, callback, show_progress, desc)
+
+
+@torch.no_grad()
+def sample_groups(
+    denoiser: Denoiser,
+    groups: list[Group],
+    x_T: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    callback: StepCallback | None = None,
+    show_progress: bool = True,
+    desc: str = "sampling",
+) -> torch.Tensor:
+    """:func:`sample` for a batch made of independent groups of rows (e.g. several volumes).
+
+    One network call per step covers the whole batch; each group then steps with its own
+    sampler and draws its noise from its own generator, so a group's result is the one it
+    would get sampled alone (given a network whose output for a row does not depend on the
+    other rows). ``groups`` split the rows into consecutive slices, in order; all their
+    samplers must visit the same timesteps.
+    """
     from realdeal.utils.progress import progress
 
-    ts = sampler.timesteps()
+    ts = groups[0].sampler.timesteps()
+    if any(g.sampler.timesteps() != ts for g in groups):
+        raise ConfigError("groups sampled together must visit the same timesteps")
     x = x_T
     bar = progress(total=len(ts), desc=desc, unit="step") if show_progress else None
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long)
         pred = denoiser(x, tt, cond)
-        x = sampler.step(x, t, t_prev, pred, generator)
+        if len(groups) == 1 and groups[0].rows == slice(0, x.shape[0]):
+            x = groups[0].sampler.step(x, t, t_prev, pred, groups[0].generator)
+        else:
+            x = torch.cat(
+                [
+                    g.sampler.step(
+                        x[g.rows],
+                        t,
+                        t_prev,
+                        Prediction(pred.x0[g.rows], pred.eps[g.rows]),
+                        g.generator,
+                    )  # fmt: skip
+                    for g in groups
+                ]
+            )
         if callback is not None:
             out = callback(i, t_prev, x)
             if out is not None:

@@ -1,0 +1,1 @@
+"""Running trained models over many inputs: splitting the work between torchrun ranks."""

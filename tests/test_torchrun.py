@@ -1,0 +1,127 @@
+"""Inference under torchrun: two CPU processes (gloo) split the inputs and write exactly what
+one process writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realdeal.data.io import load_volume
+from tiny_refiner import coarse_volumes, tiny_refiner_checkpoint
+
+HERE = Path(__file__).parent
+FLAGS = ["--sampler", "ddim", "--steps", "2", "--eta", "1", "--seed", "3", "--max-batch", "4",
+         "--batch-volumes", "2", "--device", "cpu"]  # fmt: skip
+
+
+def run_realdeal(args: list[str], nproc: int | None = None) -> subprocess.CompletedProcess:
+    """``realdeal ARGS`` in a fresh process, under torchrun with ``nproc`` processes if given.
+
+    Both with one CPU thread per process (torchrun's default): on CPU, how many threads split
+    a convolution changes its result in the last bits, so only equal settings compare exactly.
+    """
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "REALDEAL_NO_PROGRESS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, *(launch if nproc else []), "-m", "realdeal", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_refine_under_torchrun_equals_one_process(tmp_path):
+    ckpt = tiny_refiner_checkpoint(tmp_path / "refiner.pt")
+    files = coarse_volumes(tmp_path / "in", 3)
+    proc = run_realdeal(["refine", str(tmp_path / "in"), "-o", str(tmp_path / "two"),
+                         "--checkpoint", str(ckpt), *FLAGS], nproc=2)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = run_realdeal(["refine", str(tmp_path / "in"), "-o", str(tmp_path / "one"),
+                        "--checkpoint", str(ckpt), *FLAGS])  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    for f in files:
+        two = load_volume(tmp_path / "two" / f.name).data
+        one = load_volume(tmp_path / "one" / f.name).data
+        np.testing.assert_array_equal(two, one)
+        assert not np.array_equal(one, load_volume(f).data)
+    # one refine.json, written by rank 0 with every rank's volumes, in input order
+    report = json.loads((tmp_path / "two" / "refine.json").read_text())
+    assert report["processes"] == 2
+    assert [v["input"] for v in report["volumes"]] == [str(f) for f in files]
+    # printed once (by rank 0), one line per volume
+    assert sum(line.endswith(")") and ".nii.gz:" in line for line in proc.stdout.splitlines()) == 3
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        [f.name for f in files] + ["refine.json"]
+    )  # no temporary files left behind
+
+
+def tiny_ldm_checkpoint(tmp_path: Path) -> Path:
+    """An LDM checkpoint with random weights (tiny U-Net and autoencoder) whose geometry comes
+    from a prepared dataset of two phantoms on a 24×32×24 grid."""
+    import torch
+
+    from realdeal.config import to_dict
+    from realdeal.data.dataset import PrepareConfig, prepare_dataset
+    from realdeal.diffusion.schedule import ScheduleConfig
+    from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
+    from realdeal.models.unet import UNetConfig, build_unet
+    from realdeal.training.checkpoint import save_checkpoint
+
+    from synthetic import phantom, save_nifti
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        save_nifti(raw / f"s{i}_T1w.nii.gz", phantom(seed=i)[0])
+    root = tmp_path / "prepared"
+    prepare_dataset(str(raw / "*_T1w.nii.gz"), root, PrepareConfig(shape=(24, 32, 24), window=8))
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(channels=(4, 8, 8), bottleneck=4)).eval()
+    unet = UNetConfig(in_channels=4, out_channels=4, channels=(8, 8), num_res_blocks=1,
+                      attention_levels=(False, False), num_head_channels=(0, 8),
+                      norm_num_groups=4)  # fmt: skip
+    net = build_unet(unet)
+    with torch.no_grad():
+        for p in net.parameters():  # MONAI zero-initialises the output layer
+            p.add_(0.05 * torch.randn_like(p))
+    state = net.state_dict()
+    return save_checkpoint(tmp_path / "ldm.pt", {
+        "kind": "ldm", "preset": "cpu-small", "step": 0,
+        "config": json.dumps({"schedule": to_dict(ScheduleConfig())}),
+        "model_config": json.dumps(to_dict(unet)), "model": state, "ema": state,
+        "extra": {
+            "autoencoder": {"model_config": json.dumps(to_dict(ae.config)),
+                            "ema": ae.state_dict()},
+            "latent_scaling": {"lo": [0.0] * 4, "hi": [1.0] * 4},
+            "latent_shape": [4, 6, 8, 6], "dataset": str(root),
+        },
+    })  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sample_under_torchrun_equals_one_process(tmp_path):
+    ldm = tiny_ldm_checkpoint(tmp_path)
+    flags = ["--ldm", str(ldm), "-n", "3", "--sampler", "ddpm", "--steps", "3", "--seed", "4",
+             "--device", "cpu"]  # fmt: skip
+    proc = run_realdeal(["sample", "-o", str(tmp_path / "two"), *flags], nproc=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = run_realdeal(["sample", "-o", str(tmp_path / "one"), *flags])
+    assert one.returncode == 0, one.stderr[-3000:]
+    names = [f"sample_{i:03d}.nii.gz" for i in range(3)]
+    arrays = [load_volume(tmp_path / "one" / n).data for n in names]
+    for n, a in zip(names, arrays, strict=True):
+        np.testing.assert_array_equal(load_volume(tmp_path / "two" / n).data, a)
+    assert not np.array_equal(arrays[0], arrays[1])  # volume i uses seed + i
+    config = json.loads((tmp_path / "two" / "sample_config.json").read_text())
+    assert config["files"] == names and config["seed"] == 4
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        [*names, "sample_config.json"]
+    )
