@@ -87,10 +87,17 @@ def test_non_checkpoint_files_are_one_clear_error(tmp_path, content, what):
     ],
 )
 def test_text_checkpoint_on_the_command_line_exits_2_in_one_line(tmp_path, capsys, argv):
+    import nibabel as nib
+    import numpy as np
+
     from realdeal.cli import main
 
     ck = tmp_path / "notes.txt"
     ck.write_text("".join(f"line {i}\n" for i in range(32)))
+    # A readable input, so that refine's input checks (made before loading) pass.
+    nib.save(
+        nib.Nifti1Image(np.full((8, 8, 8), -1.0, np.float32), np.eye(4)), tmp_path / "in.nii.gz"
+    )
     argv = [a.format(d=tmp_path, ck=ck) for a in argv]
     assert main(["-q", *argv]) == 2
     err = capsys.readouterr().err.strip()
