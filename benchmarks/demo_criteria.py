@@ -192,16 +192,17 @@ def plot(rows: list[dict], path: Path) -> None:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (model, key, title, target, sense) in zip(axes, panels, strict=True):
-        pts = sorted(
-            (r["step"], r[key]) for r in rows if r["model"] == model and r.get(key) is not None
-        )
-        if pts:
-            xs = [p[0] for p in pts]
+        runs: dict[str, list] = {}  # one line per training run (checkpoint folder or file)
+        for r in rows:
+            if r["model"] == model and r.get(key) is not None:
+                runs.setdefault(str(Path(r["checkpoint"]).parent), []).append((r["step"], r[key]))
+        for run, pts in runs.items():
+            pts.sort()
             ys = [
                 (max(v) if key == "hog_ratio" else float(np.mean(v))) if isinstance(v, list) else v
                 for _, v in pts
             ]
-            ax.plot(xs, ys, "o-")
+            ax.plot([p[0] for p in pts], ys, "o-" if len(pts) > 1 else "*", ms=8, label=run)
         ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"required {sense} {target}")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training steps (batch 4)")
