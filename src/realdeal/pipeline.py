@@ -172,20 +172,6 @@ class _Stages:
         log.info("[%d/%d] %s: %.1f s", self.n, self.total, name, self.timings[name])
 
 
-def _json_or_none(path: Path, key: str) -> Any:
-    """``key`` of the last JSON line of ``path`` that has it, or None."""
-    if not path.is_file():
-        return None
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            value = json.loads(line).get(key)
-        except (ValueError, AttributeError):
-            continue
-        if value is not None:
-            return value
-    return None
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -517,7 +503,7 @@ def run_demo(
                     "source": "trained in this run" + (" (resumed)" if have is not None else ""),
                     "steps": train_cfg.steps,
                     "batch_size": train_cfg.batch_size,
-                    "device": _json_or_none(models[kind] / "metrics.jsonl", "device"),
+                    "device": _logged_training(models[kind] / "metrics.jsonl", {})["device"],
                     "train_seconds": round(time.perf_counter() - t0, 1),
                     "made_by": command or "realdeal demo",
                 },
