@@ -47,9 +47,9 @@ def _step(path: Path) -> int:
 
 def ldm_row(ckpt: Path, data: Path, n: int, seed: int) -> dict:
     from realdeal.data.dataset import PreparedDataset
-    from realdeal.diffusion.pipeline import LatentDiffusionPipeline
     from realdeal.metrics import suite
     from realdeal.metrics.subjects import find_set
+    from realdeal.pipelines.ldm import LatentDiffusionPipeline
 
     ds = PreparedDataset(data)
     pipe, _ = LatentDiffusionPipeline.from_checkpoint(ckpt)
@@ -92,10 +92,10 @@ def _background(imgs: np.ndarray, ds) -> float:
 
 def refiner_row(ckpt: Path, data: Path, seed: int, subjects: int | None) -> dict:
     from realdeal.data.dataset import PreparedDataset
-    from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
     from realdeal.metrics import suite
     from realdeal.metrics.sharpness import SharpnessConfig
     from realdeal.metrics.subjects import find_set
+    from realdeal.pipelines.refiner import RefineSettings, refine_paths
 
     ds = PreparedDataset(data)
     test = ds.ids("test")[:subjects] if subjects else ds.ids("test")

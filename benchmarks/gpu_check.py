@@ -418,8 +418,8 @@ def _train_step_times(
 
 
 def part_b(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]:
-    from realdeal.diffusion.pipeline import LatentDiffusionPipeline
     from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
+    from realdeal.pipelines.ldm import LatentDiffusionPipeline
     from realdeal.training.autoencoder import AutoencoderTask
     from realdeal.training.ldm import LatentDiffusionTask
 
@@ -471,7 +471,7 @@ def load_quality_input(path: str, crop: tuple[int, int, int] | None) -> dict[str
 def part_c(
     sizes: Sizes, device: torch.device, budget: Budget, input_path: str | None
 ) -> dict[str, Any]:
-    from realdeal.diffusion.refiner_pipeline import RefinerPipeline
+    from realdeal.pipelines.refiner import RefinerPipeline
 
     if not input_path or not Path(input_path).exists():
         budget.skipped.append({"item": "(c)", "reason": f"no quality input ({input_path})"})

@@ -43,7 +43,7 @@ def _run_one(args: argparse.Namespace) -> None:
     import torch
 
     from realdeal.data.io import load_volume
-    from realdeal.diffusion.refiner_pipeline import RefinerPipeline, RefineSettings
+    from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings
 
     torch.set_num_threads(args.threads)
     if args.synthetic:
@@ -175,7 +175,7 @@ def main() -> None:
             r["output"] = f"/tmp/rd_b{steps}.npy"
             ours_runs.append(r)
         ya, x = np.load("/tmp/rd_a.npy"), np.load("/tmp/rd_a_input.npy")
-        from realdeal.diffusion.refiner_pipeline import RefinerPipeline
+        from realdeal.pipelines.refiner import RefinerPipeline
 
         pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
         plan_a = official_plan(x.shape, window=pipe.window)

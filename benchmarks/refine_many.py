@@ -33,7 +33,7 @@ def coarse(shape: tuple[int, int, int], shift: float) -> np.ndarray:
 
 def main() -> None:
     from realdeal.diffusion.refine import RefineJob, refine_volume, refine_volumes
-    from realdeal.diffusion.refiner_pipeline import RefinerPipeline, RefineSettings
+    from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(

@@ -74,7 +74,7 @@ def _plain_step_fn(model_kind, model, cfg, device, amp):
     from monai.networks.schedulers import DDPMScheduler
     from torch.nn import functional as F
 
-    from realdeal.training.engine import autocast_context
+    from realdeal.runtime.device import autocast_context
 
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
@@ -116,8 +116,9 @@ def measure(
     """Run in a fresh process: ``mode`` is ``ours`` (engine) or ``plain`` or ``onebatch``."""
     import dataclasses
 
-    from realdeal.training.distributed import DistInfo, resolve_device
-    from realdeal.training.engine import TrainConfig, resolve_precision, train
+    from realdeal.runtime.device import resolve_precision
+    from realdeal.runtime.distributed import DistInfo, resolve_device
+    from realdeal.training.engine import TrainConfig, train
 
     device = resolve_device("auto")
     model, task, data, cfg, key = _setup(model_kind, preset_name, crop)

@@ -39,7 +39,7 @@ def test_invalid_step_counts_exit_2(capsys):
 
 def test_help_texts_follow_the_default_sampling_table():
     from realdeal.cli import build_parser
-    from realdeal.diffusion.refiner_pipeline import DEFAULT_SAMPLING
+    from realdeal.pipelines.refiner import DEFAULT_SAMPLING
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices

@@ -11,8 +11,7 @@ import torch
 from realdeal.cli import main
 from realdeal.data.dataset import PreparedDataset
 from realdeal.data.io import load_volume
-from realdeal.errors import InputError
-from realdeal.pipeline import (
+from realdeal.demo import (
     MODEL_KINDS,
     DemoConfig,
     _install_checkpoint,
@@ -21,6 +20,7 @@ from realdeal.pipeline import (
     export_models,
     model_records,
 )
+from realdeal.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_r
     # Another cohort (seed) → not usable: the demo trains instead.
     assert _usable_checkpoints(DemoConfig(quick=True, seed=1).effective(), dest) is None
     # Installed into a run folder they load like trained ones (refiner pipeline).
-    from realdeal.diffusion.refiner_pipeline import RefinerPipeline
+    from realdeal.pipelines.refiner import RefinerPipeline
 
     _install_checkpoint(files["refiner"], tmp_path / "run" / "refiner", dest)
     RefinerPipeline.from_checkpoint(tmp_path / "run" / "refiner" / "checkpoint.pt")

@@ -73,7 +73,7 @@ def tiny_ldm_checkpoint(tmp_path: Path) -> Path:
     from realdeal.diffusion.schedule import ScheduleConfig
     from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
     from realdeal.models.unet import UNetConfig, build_unet
-    from realdeal.training.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import save_checkpoint
 
     from synthetic import phantom, save_nifti
 

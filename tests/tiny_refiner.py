@@ -19,7 +19,7 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
     from realdeal.config import to_dict
     from realdeal.diffusion.schedule import ScheduleConfig
     from realdeal.models.unet import UNetConfig, build_unet
-    from realdeal.training.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import save_checkpoint
     from realdeal.training.refiner import RefinerRunConfig
 
     unet = UNetConfig(in_channels=3, out_channels=1, channels=(8, 8), num_res_blocks=1,

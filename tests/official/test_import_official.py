@@ -22,11 +22,11 @@ from torch.nn import functional as F
 from realdeal import cli
 from realdeal.config import to_dict
 from realdeal.errors import ConfigError, InputError
-from realdeal.models import official
+from realdeal import official
 from realdeal.models.latent_scaling import OFFICIAL_RANGES
 from realdeal.models.loading import unet_from_checkpoint
 from realdeal.models.unet import UNetConfig, build_unet
-from realdeal.training.checkpoint import load_checkpoint
+from realdeal.runtime.checkpoint import load_checkpoint
 
 MINE = ["realdeal.commands.import_official"]
 SLOPE = 0.01

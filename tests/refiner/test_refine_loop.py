@@ -196,7 +196,7 @@ def test_partial_chain_starts_from_the_noised_coarse_and_runs_fewer_steps():
 def test_default_sampling_follows_the_refiner_target():
     from importlib.resources import files
 
-    from realdeal.diffusion.refiner_pipeline import (
+    from realdeal.pipelines.refiner import (
         RefinerPipeline,
         RefineSettings,
         resolve_sampling,
@@ -216,8 +216,8 @@ def test_default_sampling_follows_the_refiner_target():
     pipe, _ = RefinerPipeline.from_checkpoint(str(shipped))
     assert pipe.target == "residual"
     # and the demo refines with the same settings
-    from realdeal.diffusion.refiner_pipeline import DEFAULT_SAMPLING
-    from realdeal.pipeline import DemoConfig
+    from realdeal.demo import DemoConfig
+    from realdeal.pipelines.refiner import DEFAULT_SAMPLING
 
     d = DemoConfig()
     assert (d.refine_sampler, d.refine_steps, d.refine_eta) == DEFAULT_SAMPLING["residual"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from realdeal.data.io import load_volume
-from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
+from realdeal.pipelines.refiner import RefineSettings, refine_paths
 from tiny_refiner import coarse_volumes, tiny_refiner_checkpoint
 
 SETTINGS = RefineSettings(sampler="ddim", steps=2, eta=1.0, max_batch=4, seed=5)
@@ -50,7 +50,7 @@ def test_two_inputs_with_one_output_name_are_refused_before_any_work(tmp_path):
 
 
 def test_shards_cover_every_item_once_in_turn():
-    from realdeal.inference.distributed import DistInfo, shard
+    from realdeal.runtime.distributed import DistInfo, shard
 
     items = list(range(7))
     parts = [shard(items, DistInfo(rank=r, world_size=3)) for r in range(3)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from realdeal.training.engine import TrainConfig, per_sample_randn
+from realdeal.runtime.rng import per_sample_randn
+from realdeal.training.engine import TrainConfig
 
 
 class ToyData(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from realdeal.errors import InputError
-from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
+from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _save(path, kind="autoencoder"):

@@ -12,7 +12,7 @@ import torch
 from realdeal import cli
 from realdeal.data.dataset import PrepareConfig, PreparedDataset, prepare_dataset
 from realdeal.errors import InputError
-from realdeal.models.codec import load_latent, require_reconstructions
+from realdeal.pipelines.autoencoder import load_latent, require_reconstructions
 
 MINE = [
     "realdeal.commands.train",

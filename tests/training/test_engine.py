@@ -7,7 +7,7 @@ import torch
 from _toy_training import MODEL_CONFIG, ToyData, ToyTask, toy_config, toy_model
 
 from realdeal.errors import ConfigError, InputError
-from realdeal.training.checkpoint import load_checkpoint
+from realdeal.runtime.checkpoint import load_checkpoint
 from realdeal.training.engine import TrainConfig, read_metrics, train
 
 

@@ -26,7 +26,7 @@ def load_autoencoder_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any, 
     """(device, prepared dataset, autoencoder, its checkpoint, subject ids of ``--split``)."""
     from realdeal.data.dataset import PreparedDataset
     from realdeal.models.loading import load_autoencoder
-    from realdeal.training.distributed import resolve_device
+    from realdeal.runtime.device import resolve_device
 
     device = resolve_device(args.device)
     ds = PreparedDataset(args.data)

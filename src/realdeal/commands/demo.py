@@ -1,4 +1,4 @@
-"""``realdeal demo``: the whole method on the built-in cohort, end to end (see realdeal.pipeline)."""
+"""``realdeal demo``: the whole method on the built-in cohort, end to end (see realdeal.demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from realdeal.cli import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from realdeal.pipeline import DemoConfig
+    from realdeal.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realdeal.pipeline import DemoConfig, export_checkpoints, run_demo
+    from realdeal.demo import DemoConfig, export_checkpoints, run_demo
 
     cfg = DemoConfig(
         quick=args.quick,

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from realdeal.models.codec import checkpoint_fingerprint, encode_dataset
+    from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
 
     device, ds, ae, _, ids = load_autoencoder_and_data(args)
     lat = encode_dataset(

@@ -126,10 +126,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from realdeal.errors import ConfigError
-    from realdeal.inference.distributed import resolve_device
     from realdeal.metrics import suite
     from realdeal.metrics.noise import NoiseConfig
     from realdeal.metrics.subjects import find_set
+    from realdeal.runtime.distributed import resolve_device
 
     device = str(resolve_device(args.device))
     network = suite.NetworkOptions(args.weights_dir, not args.no_download, device)

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from realdeal.data.dataset import PreparedDataset
+    from realdeal.demo import export_models
     from realdeal.errors import InputError
-    from realdeal.pipeline import export_models
 
     ds = PreparedDataset(args.data)
     cohort_file = Path(args.cohort or Path(args.data).resolve().parent / "cohort") / "cohort.json"

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from realdeal.models.official import import_official
+    from realdeal.official import import_official
 
     options = {"data": args.data, "norm_num_groups": args.norm_groups}
     if args.image_shape:

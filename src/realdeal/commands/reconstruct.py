@@ -63,9 +63,10 @@ def run_files(args: argparse.Namespace) -> int:
         load_intensity_mapping,
         mapping_from_checkpoint,
     )
-    from realdeal.models.codec import output_paths, reconstruct_files
+    from realdeal.data.io import output_paths
     from realdeal.models.loading import load_autoencoder
-    from realdeal.training.distributed import resolve_device
+    from realdeal.pipelines.autoencoder import reconstruct_files
+    from realdeal.runtime.device import resolve_device
     from realdeal.utils.fs import write_json_atomic
 
     outs = output_paths(files, args.out)
@@ -97,8 +98,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.config import to_dict
-    from realdeal.inference.distributed import gather_objects, inference_group, shard
-    from realdeal.models.codec import reconstruct_dataset
+    from realdeal.pipelines.autoencoder import reconstruct_dataset
+    from realdeal.runtime.distributed import gather_objects, inference_group, shard
     from realdeal.utils.fs import write_json_atomic
 
     with inference_group(args.device) as dist:  # under torchrun the ranks split the subjects

@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(find_inputs(args.inputs), args.brain_mask)  # bad input: fail before torch loads
 
     from realdeal.config import replace
-    from realdeal.diffusion.refiner_pipeline import RefineSettings, refine_paths
-    from realdeal.inference.distributed import inference_group
+    from realdeal.pipelines.refiner import RefineSettings, refine_paths
+    from realdeal.runtime.distributed import inference_group
 
     settings = replace(
         RefineSettings(),

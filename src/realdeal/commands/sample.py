@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.data.dataset import PreparedDataset
-    from realdeal.diffusion.pipeline import LatentDiffusionPipeline, save_samples
     from realdeal.errors import ConfigError
-    from realdeal.inference.distributed import inference_group
+    from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
+    from realdeal.runtime.distributed import inference_group
 
     if args.n < 1:
         raise ConfigError("--n must be at least 1")

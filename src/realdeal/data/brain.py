@@ -274,9 +274,8 @@ def skullstrip_files(
     ``out/labels/`` (``<name>_labels.nii.gz`` for a file). Returns one record per scan
     (input, output, mask, labels, brain volume, seconds).
     """
-    from realdeal.data.io import is_nifti_path
+    from realdeal.data.io import is_nifti_path, output_paths
     from realdeal.data.transforms import Resample
-    from realdeal.models.codec import output_paths
 
     dsts = output_paths(files, out)
     records = []

@@ -213,7 +213,7 @@ def load_intensity_mapping(
             float(cfg.get("low_percentile", 0.5)),
             float(cfg.get("high_percentile", 99.5)),
         )
-    from realdeal.training.checkpoint import load_checkpoint
+    from realdeal.runtime.checkpoint import load_checkpoint
 
     return mapping_from_checkpoint(load_checkpoint(source), source)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -211,3 +212,19 @@ def check_same_grid(image: Volume, other: Volume, what: str = "label map") -> No
             other.path,
             f"{what} affine does not match image {image.path} (max difference {np.abs(image.affine - other.affine).max():.3g} mm)",
         )
+
+
+def output_paths(files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
+    """Where each input's result goes: ``out/<stem>.nii.gz``, or ``out`` itself when there is
+    one input and ``out`` ends in ``.nii[.gz]``. Refuses to overwrite an input."""
+    out = Path(out)
+    if len(files) == 1 and is_nifti_path(out):
+        dsts = [out]
+    elif out.exists() and not out.is_dir():
+        raise InputError(out, "output exists and is not a folder")
+    else:
+        dsts = [out / f"{nifti_stem(f)}.nii.gz" for f in files]
+    for f, d in zip(files, dsts, strict=True):
+        if d.resolve() == Path(f).resolve():
+            raise InputError(d, "output would overwrite its input")
+    return dsts

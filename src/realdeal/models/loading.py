@@ -11,7 +11,7 @@ import torch
 from realdeal.config import from_dict
 from realdeal.errors import InputError
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
-from realdeal.training.checkpoint import load_checkpoint
+from realdeal.runtime.checkpoint import load_checkpoint
 
 
 def autoencoder_from_state(
@@ -20,10 +20,10 @@ def autoencoder_from_state(
     """An :class:`Autoencoder` in eval mode from its config dict and state dict.
 
     Configs marked ``layout: "official"`` (imports of the authors' released autoencoder)
-    build :class:`realdeal.models.official.OfficialAutoencoder` instead.
+    build :class:`realdeal.official.OfficialAutoencoder` instead.
     """
     if config.get("layout") == "official":
-        from realdeal.models.official import official_autoencoder_from_state
+        from realdeal.official import official_autoencoder_from_state
 
         return official_autoencoder_from_state(config, state, where)  # type: ignore[return-value]
     model = Autoencoder(from_dict(AutoencoderConfig, config))

@@ -15,8 +15,9 @@ from realdeal.config import save_config, to_dict
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.presets import AutoencoderRunConfig
+from realdeal.runtime.rng import generator_for, seed_everything
 from realdeal.training.distributed import init_distributed
-from realdeal.training.engine import TrainResult, generator_for, seed_everything, train
+from realdeal.training.engine import TrainResult, train
 
 log = logging.getLogger(__name__)
 

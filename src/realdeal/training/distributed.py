@@ -1,7 +1,7 @@
 """torch.distributed helpers for training runs launched by ``torchrun`` (DDP).
 
 Joining the process group and choosing each rank's device are shared with inference and live
-in :mod:`realdeal.inference.distributed`; they are re-exported here.
+in :mod:`realdeal.runtime.distributed`; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from realdeal.inference.distributed import (  # noqa: F401  (re-exported)
+from realdeal.runtime.distributed import (  # noqa: F401  (re-exported)
     DistInfo,
     cleanup,
     init_distributed,

@@ -16,29 +16,38 @@ the same samples as a 1-process run with the same global batch.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from realdeal.errors import ConfigError, InputError
-from realdeal.training.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from realdeal.runtime.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from realdeal.runtime.device import (
+    Precision,
+    autocast_context,
+    device_label,
+    resolve_precision,
+)
+from realdeal.runtime.rng import (
+    generator_for,
+    rng_state,
+    sample_seed,
+    seed_everything,
+    set_rng_state,
+)
 from realdeal.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from realdeal.training.ema import EMA
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 
@@ -113,71 +122,6 @@ class TrainResult:
     metrics: Path
 
 
-# --------------------------------------------------------------------------- randomness
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global state is what we restore
-    torch.manual_seed(seed)
-
-
-def sample_seed(run_seed: int, g: int) -> int:
-    """Seed of the run's ``g``-th sample (fits in int64)."""
-    return (run_seed * 1_000_003 + g * 7_919 + 12_345) % (2**62)
-
-
-def generator_for(seed: int | torch.Tensor, device: torch.device | str = "cpu") -> torch.Generator:
-    """A fresh generator seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
-def per_sample_randn(shape: tuple[int, ...], seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
-    """Standard normal ``(B, *shape)`` on CPU; row ``i`` depends only on ``seeds[i]`` and ``salt``."""
-    return torch.stack([torch.randn(shape, generator=generator_for(int(s) + salt)) for s in seeds])
-
-
-def per_sample_randint(high: int, seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
-    """One integer in ``[0, high)`` per sample, ``(B,)`` long on CPU."""
-    return torch.cat(
-        [torch.randint(0, high, (1,), generator=generator_for(int(s) + salt)) for s in seeds]
-    )
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    """Global RNG states as tensors (checkpointable with ``weights_only=True``)."""
-    np_state = np.random.get_state()  # noqa: NPY002
-    py_state = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-        "numpy_meta": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
-        "numpy_gauss": torch.tensor([np_state[4]], dtype=torch.float64),
-        "python": torch.tensor(list(py_state[1]), dtype=torch.int64),
-        "python_version": torch.tensor([py_state[0]], dtype=torch.int64),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    meta = state["numpy_meta"].tolist()
-    np_state = (
-        "MT19937",
-        state["numpy_keys"].numpy().astype(np.uint32),
-        meta[0],
-        meta[1],
-        float(state["numpy_gauss"][0]),
-    )
-    np.random.set_state(np_state)  # noqa: NPY002 - restoring the legacy global state
-    random.setstate((int(state["python_version"][0]), tuple(state["python"].tolist()), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 # --------------------------------------------------------------------------- data order
 
 
@@ -222,68 +166,6 @@ class StepBatchSampler:
 def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     out = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
     return out
-
-
-# --------------------------------------------------------------------------- precision
-
-
-def device_label(device: torch.device, world_size: int = 1) -> str:
-    """Where training runs, for logs and checkpoint manifests: ``cpu (2 threads)``,
-    ``cuda:0 (NVIDIA H100 80GB HBM3)``, prefixed by the process count under torchrun."""
-    if device.type == "cuda":
-        label = f"{device} ({torch.cuda.get_device_name(device)})"
-    else:
-        label = f"{device.type} ({torch.get_num_threads()} threads)"
-    return f"{world_size} × {label}" if world_size > 1 else label
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 instructions).
-
-    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain
-    AVX-512 CPUs, where bf16 is emulated: there a small U-Net's training step took 2.4 s in bf16
-    against 0.76 s in fp32 (one thread), so ``auto`` must not pick bf16 on such a CPU. Where
-    ``/proc/cpuinfo`` is absent (not Linux) oneDNN's answer is used.
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(
-    precision: Precision, device: torch.device
-) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, whether to use a grad scaler)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision == "fp32":
-        return None, False
-    if precision == "bf16":
-        if device.type == "cpu" and not cpu_has_native_bf16():
-            logging.getLogger(__name__).warning(
-                "bf16 requested, but this CPU has no native bf16: it is emulated and far slower "
-                "than fp32 (measured: 3x slower for a small U-Net's training step, up to ~70x for "
-                "the refiner's inference); use --precision fp32"
-            )
-        return torch.bfloat16, False
-    if device.type != "cuda":
-        raise ConfigError("fp16 training needs a CUDA device; use bf16 or fp32 on CPU")
-    return torch.float16, True
-
-
-def autocast_context(dtype: torch.dtype | None, device: torch.device):
-    """``torch.autocast`` for ``dtype`` (a no-op context for fp32)."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 # --------------------------------------------------------------------------- engine

@@ -12,19 +12,14 @@ from realdeal.config import save_config, to_dict
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError, InputError
-from realdeal.models.codec import checkpoint_fingerprint, encode_dataset
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import load_autoencoder
 from realdeal.models.unet import build_unet
+from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
 from realdeal.presets import LDMRunConfig
+from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
 from realdeal.training.distributed import barrier, init_distributed
-from realdeal.training.engine import (
-    TrainResult,
-    per_sample_randint,
-    per_sample_randn,
-    seed_everything,
-    train,
-)
+from realdeal.training.engine import TrainResult, train
 
 log = logging.getLogger(__name__)
 

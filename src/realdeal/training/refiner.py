@@ -45,18 +45,12 @@ from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.masks import MaskConfig, sample_mask
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
-from realdeal.models.codec import require_reconstructions
 from realdeal.models.unet import UNetConfig, build_unet
+from realdeal.pipelines.autoencoder import require_reconstructions
 from realdeal.presets import register_preset
+from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
 from realdeal.training.distributed import init_distributed
-from realdeal.training.engine import (
-    TrainConfig,
-    TrainResult,
-    per_sample_randint,
-    per_sample_randn,
-    seed_everything,
-    train,
-)
+from realdeal.training.engine import TrainConfig, TrainResult, train
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)

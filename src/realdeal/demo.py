@@ -63,7 +63,7 @@ class DemoConfig:
     a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
 
     Refinement defaults to the residual refiner's sampling,
-    :data:`realdeal.diffusion.refiner_pipeline.DEFAULT_SAMPLING` (DDIM, η = 1, 10 steps; the
+    :data:`realdeal.pipelines.refiner.DEFAULT_SAMPLING` (DDIM, η = 1, 10 steps; the
     measurements behind it are there): a deterministic solver keeps all of a small model's
     high-frequency error, the stochastic one lets it be denoised.
     """
@@ -182,7 +182,7 @@ def _sha256(path: Path) -> str:
 
 def _trained_steps(path: Path) -> int | None:
     """The step a checkpoint holds, or None if unreadable."""
-    from realdeal.training.checkpoint import load_checkpoint
+    from realdeal.runtime.checkpoint import load_checkpoint
 
     try:
         return int(load_checkpoint(path)["step"])
@@ -281,7 +281,7 @@ def export_models(
     """
     import torch
 
-    from realdeal.training.checkpoint import load_checkpoint, save_checkpoint
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
 
     dest = Path(dest)
     commit = _git_commit()
@@ -537,7 +537,7 @@ def run_demo(
             lambda resume: train_refiner(mcfg["refiner"], data, models["refiner"], resume),
         )
 
-    from realdeal.diffusion.refiner_pipeline import RefineSettings
+    from realdeal.pipelines.refiner import RefineSettings
 
     settings = RefineSettings(
         sampler=cfg.refine_sampler,
@@ -642,8 +642,8 @@ def _choose_shipped(cfg: DemoConfig) -> dict[str, Path] | None:
 
 def _reconstruct(ds, autoencoder: Path) -> None:
     """Reconstructions of every subject, redone when the autoencoder file changed."""
-    from realdeal.models.codec import checkpoint_fingerprint, reconstruct_dataset
     from realdeal.models.loading import load_autoencoder
+    from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
 
     stamp = ds.root / "reconstructions" / "reconstruct_config.json"
     fp = checkpoint_fingerprint(autoencoder)
@@ -660,7 +660,7 @@ def _reconstruct(ds, autoencoder: Path) -> None:
 
 
 def _refine_missing(checkpoint: Path, inputs: list[Path], out: Path, settings) -> None:
-    from realdeal.diffusion.refiner_pipeline import refine_paths
+    from realdeal.pipelines.refiner import refine_paths
 
     todo = [p for p in inputs if not (out / p.name).is_file()]
     if not todo:
@@ -671,7 +671,7 @@ def _refine_missing(checkpoint: Path, inputs: list[Path], out: Path, settings) -
 
 
 def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
-    from realdeal.diffusion.pipeline import LatentDiffusionPipeline, save_samples
+    from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
 
     if len(list(out.glob("sample_*.nii.gz"))) >= cfg.n_samples:
         log.info("reusing the samples in %s", out)

@@ -41,10 +41,10 @@ from realdeal.diffusion.refine import (
 )
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
-from realdeal.inference.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.models.loading import unet_from_checkpoint
-from realdeal.training.checkpoint import load_checkpoint
-from realdeal.training.engine import resolve_precision
+from realdeal.runtime.checkpoint import load_checkpoint
+from realdeal.runtime.device import resolve_precision
+from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def refine_paths(
     """Refine NIfTI files (or folders of them) into ``out`` (a folder, or a file for one input).
 
     Consecutive inputs are refined ``settings.batch_volumes`` at a time; under torchrun
-    (``dist``, see :func:`~realdeal.inference.distributed.inference_group`) the ranks take
+    (``dist``, see :func:`~realdeal.runtime.distributed.inference_group`) the ranks take
     these groups in turn, each on its own device, so every output equals a one-process run's.
     Rank 0 writes ``refine.json`` (settings, per-volume plan statistics, timings, seam
     scores) beside the outputs once every rank is done. With ``plan_only`` nothing is

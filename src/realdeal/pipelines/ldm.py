@@ -19,12 +19,13 @@ from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.samplers import SamplerName, make_sampler, sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import InputError
-from realdeal.inference.distributed import DistInfo, gather_objects, shard
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import autoencoder_from_state, unet_from_checkpoint
-from realdeal.training.checkpoint import load_checkpoint
-from realdeal.training.engine import autocast_context, generator_for, resolve_precision
+from realdeal.runtime.checkpoint import load_checkpoint
+from realdeal.runtime.device import autocast_context, resolve_precision
+from realdeal.runtime.distributed import DistInfo, gather_objects, shard
+from realdeal.runtime.rng import generator_for
 
 
 class LatentDiffusionPipeline:

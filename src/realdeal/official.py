@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from realdeal.config import from_dict, to_dict
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
-from realdeal.training.checkpoint import read_torch_file
+from realdeal.runtime.checkpoint import read_torch_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -419,7 +419,7 @@ def import_autoencoder(
     src: str | os.PathLike, out: str | os.PathLike, ckpt: Mapping[str, Any] | None = None
 ) -> Path:
     """Convert ``autoencoder_checkpoint.pth`` into a realdeal autoencoder checkpoint ``out``."""
-    from realdeal.training.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import save_checkpoint
 
     ckpt = read_official(src) if ckpt is None else ckpt
     if not isinstance(ckpt.get("model"), Mapping):
@@ -447,8 +447,8 @@ def import_autoencoder(
 
 def _autoencoder_entry(path: str | os.PathLike) -> dict[str, Any]:
     """``extra.autoencoder`` of an LDM checkpoint from a released or a realdeal autoencoder file."""
-    from realdeal.models.codec import checkpoint_fingerprint
-    from realdeal.training.checkpoint import FORMAT, load_checkpoint
+    from realdeal.pipelines.autoencoder import checkpoint_fingerprint
+    from realdeal.runtime.checkpoint import FORMAT, load_checkpoint
 
     ckpt = read_official(path)
     if ckpt.get("format") == FORMAT:
@@ -644,7 +644,7 @@ def _strip_prefix(
 
 
 def _refuse_realdeal(ckpt: Mapping[str, Any], path: str | os.PathLike | None) -> None:
-    from realdeal.training.checkpoint import FORMAT
+    from realdeal.runtime.checkpoint import FORMAT
 
     if ckpt.get("format") == FORMAT:
         raise InputError(
@@ -720,7 +720,7 @@ def _save_unet(
     state: dict[str, torch.Tensor],
     extra: dict[str, Any],
 ) -> Path:
-    from realdeal.training.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import save_checkpoint
 
     return save_checkpoint(
         out,

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from realdeal.data.io import output_paths
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
-from realdeal.training.engine import autocast_context, resolve_precision
+from realdeal.runtime.device import autocast_context, resolve_precision
 from realdeal.utils.fs import atomic_path, write_json_atomic
 from realdeal.utils.progress import progress
 
@@ -83,25 +84,6 @@ def reconstruct_dataset(
         recon = reconstruct_volume(ae, dataset.load_image(sid).data, device, precision)
         written.append(dataset.save_derived("reconstructions", sid, recon))
     return written
-
-
-def output_paths(files: Sequence[Path], out: str | os.PathLike) -> list[Path]:
-    """Where each input's result goes: ``out/<stem>.nii.gz``, or ``out`` itself when there is
-    one input and ``out`` ends in ``.nii[.gz]``. Refuses to overwrite an input."""
-    from realdeal.data.io import is_nifti_path, nifti_stem
-    from realdeal.errors import InputError
-
-    out = Path(out)
-    if len(files) == 1 and is_nifti_path(out):
-        dsts = [out]
-    elif out.exists() and not out.is_dir():
-        raise InputError(out, "output exists and is not a folder")
-    else:
-        dsts = [out / f"{nifti_stem(f)}.nii.gz" for f in files]
-    for f, d in zip(files, dsts, strict=True):
-        if d.resolve() == Path(f).resolve():
-            raise InputError(d, "output would overwrite its input")
-    return dsts
 
 
 def reconstruct_files(

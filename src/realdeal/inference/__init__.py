@@ -1,1 +1,0 @@
-"""Running trained models over many inputs: splitting the work between torchrun ranks."""

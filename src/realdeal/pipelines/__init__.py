@@ -1,0 +1,2 @@
+"""Trained models applied to volumes: the autoencoder (encode / reconstruct), the LDM (sample)
+and the refiner (refine)."""

@@ -1,0 +1,70 @@
+"""Random generators and seeds: per-sample seeds, fresh generators, checkpointable RNG state."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global state is what we restore
+    torch.manual_seed(seed)
+
+
+def sample_seed(run_seed: int, g: int) -> int:
+    """Seed of the run's ``g``-th sample (fits in int64)."""
+    return (run_seed * 1_000_003 + g * 7_919 + 12_345) % (2**62)
+
+
+def generator_for(seed: int | torch.Tensor, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh generator seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def per_sample_randn(shape: tuple[int, ...], seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """Standard normal ``(B, *shape)`` on CPU; row ``i`` depends only on ``seeds[i]`` and ``salt``."""
+    return torch.stack([torch.randn(shape, generator=generator_for(int(s) + salt)) for s in seeds])
+
+
+def per_sample_randint(high: int, seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """One integer in ``[0, high)`` per sample, ``(B,)`` long on CPU."""
+    return torch.cat(
+        [torch.randint(0, high, (1,), generator=generator_for(int(s) + salt)) for s in seeds]
+    )
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Global RNG states as tensors (checkpointable with ``weights_only=True``)."""
+    np_state = np.random.get_state()  # noqa: NPY002
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_meta": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_state[4]], dtype=torch.float64),
+        "python": torch.tensor(list(py_state[1]), dtype=torch.int64),
+        "python_version": torch.tensor([py_state[0]], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    meta = state["numpy_meta"].tolist()
+    np_state = (
+        "MT19937",
+        state["numpy_keys"].numpy().astype(np.uint32),
+        meta[0],
+        meta[1],
+        float(state["numpy_gauss"][0]),
+    )
+    np.random.set_state(np_state)  # noqa: NPY002 - restoring the legacy global state
+    random.setstate((int(state["python_version"][0]), tuple(state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
