@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -326,7 +326,7 @@ def export_models(
         manifest = {
             "format": "realdeal-demo-checkpoints",
             "version": 2,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cohort": cohort,
             "prepare": prepare,
             "models": records,
@@ -444,7 +444,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     stages = _Stages(total=11)
     ccfg, pcfg, mcfg = cohort_config(cfg), prepare_config(cfg), model_configs(cfg)
 
@@ -575,7 +575,7 @@ def run_demo(
         "version": 1,
         "preset": "cpu-small",
         "created": started,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
         "data": "data",
         "models": {k: f"models/{k}" for k in MODEL_KINDS},
