@@ -125,7 +125,7 @@ def test_auto_precision_picks_bf16_only_with_native_bf16_instructions(monkeypatc
     """oneDNN says 'bf16 supported' on plain AVX-512, where bf16 is emulated and ~3x slower."""
     from pathlib import Path
 
-    from realdeal.training import engine
+    from realdeal.runtime import device as engine
 
     def cpuinfo(flags: str):
         text = (
