@@ -437,8 +437,9 @@ def run_demo(
     Keyword arguments are :class:`DemoConfig` fields (``run_demo(out, quick=True)``);
     ``command`` is recorded in ``run.json`` (default: ``realdeal demo``).
     """
-    from realdeal.data.cohort import build_cohort, cohort_figure
+    from realdeal.data.cohort import build_cohort
     from realdeal.data.dataset import PreparedDataset, prepare_dataset
+    from realdeal.report.figures import cohort_figure
 
     cfg = (config or DemoConfig(**kw)).effective()
     out = Path(out)

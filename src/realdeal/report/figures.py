@@ -26,7 +26,8 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from scipy import ndimage
 
-from realdeal.errors import ConfigError
+from realdeal.data.io import load_volume
+from realdeal.errors import ConfigError, InputError
 from realdeal.utils.fs import atomic_path
 
 PLANES = ("sagittal", "coronal", "axial")
@@ -402,3 +403,22 @@ def training_curves_png(
         ax.grid(True, which="both", alpha=0.3, lw=0.5)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def cohort_figure(folder: str | os.PathLike, n: int = 4) -> Path:
+    """Triplanar PNG (``cohort.png``) of the first ``n`` subjects of a cohort folder."""
+    folder = Path(folder)
+    files = sorted(folder.glob("sub-*_T1w.nii.gz"))[:n]
+    if not files:
+        raise InputError(folder, "no sub-*_T1w.nii.gz files; not a realdeal cohort")
+    vols = [load_volume(f) for f in files]
+    shape = vols[0].shape
+    vols = [v for v in vols if v.shape == shape]
+    return triplanar_png(
+        [v.data for v in vols],
+        folder / "cohort.png",
+        titles=[f.name.replace("_T1w.nii.gz", "") for f in files[: len(vols)]],
+        window="row",
+        spacing=vols[0].spacing,
+        suptitle=f"realdeal built-in cohort ({folder.name})",
+    )
