@@ -248,7 +248,7 @@ def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> P
     ``realdeal demo --checkpoints DIR`` reads; ``src/realdeal/demo_checkpoints`` is the one
     shipped with the package. See :func:`export_models` for models trained outside a demo run.
     """
-    from realdeal.report.build import load_run
+    from realdeal.report.run import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir).manifest
@@ -379,7 +379,7 @@ def _logged_training(metrics: Path, train_cfg: dict[str, Any]) -> dict[str, Any]
     """Training seconds (sum over logged windows) and device(s) from a ``metrics.jsonl``."""
     if not metrics.is_file():
         return {"seconds": None, "device": None}
-    from realdeal.report.build import read_metrics_jsonl
+    from realdeal.report.run import read_metrics_jsonl
 
     recs, _ = read_metrics_jsonl(metrics)
     batch = float(train_cfg.get("batch_size") or 1)
@@ -437,8 +437,9 @@ def run_demo(
     Keyword arguments are :class:`DemoConfig` fields (``run_demo(out, quick=True)``);
     ``command`` is recorded in ``run.json`` (default: ``realdeal demo``).
     """
-    from realdeal.data.cohort import build_cohort, cohort_figure
+    from realdeal.data.cohort import build_cohort
     from realdeal.data.dataset import PreparedDataset, prepare_dataset
+    from realdeal.report.figures import cohort_figure
 
     cfg = (config or DemoConfig(**kw)).effective()
     out = Path(out)
@@ -568,7 +569,7 @@ def run_demo(
     with stages("evaluate"):
         _evaluate(cfg, ds, test, refined_test, raw, raw_subset, refined_samples, out)
 
-    from realdeal.report.build import RUN_FORMAT
+    from realdeal.report.run import RUN_FORMAT
 
     run = {
         "format": RUN_FORMAT,

@@ -22,14 +22,15 @@ from realdeal.data.io import Volume
 from realdeal.data.labels import region_mask
 from realdeal.errors import InputError
 from realdeal.metrics import tables as T
-from realdeal.metrics.noise import NoiseConfig, noise_residual
+from realdeal.metrics.noise import NoiseConfig, noise_maps, noise_residual
 from realdeal.metrics.phantom import make_phantom
 from realdeal.metrics.sharpness import SharpnessConfig
 from realdeal.metrics.subjects import find_set
 from realdeal.metrics.suite import PairedConfig, UnpairedConfig, evaluate_paired, evaluate_unpaired
 from realdeal.report import paper_values as P
-from realdeal.report.build import build_report, load_run, noise_maps
+from realdeal.report.build import build_report
 from realdeal.report.figures import Zoom, cortical_point, training_curves_png, triplanar_png
+from realdeal.report.run import load_run
 
 from synthetic import save_nifti
 

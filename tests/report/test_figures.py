@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from realdeal.errors import ConfigError
-from realdeal.report.figures import centre_point, triplanar_png
+from realdeal.errors import ConfigError, InputError
+from realdeal.report.figures import centre_point, cohort_figure, triplanar_png
+
+from synthetic import save_nifti
 
 
 def test_triplanar_png_rows_and_content(tmp_path):
@@ -32,3 +34,16 @@ def test_centre_point_is_foreground_centre():
 def test_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(ConfigError):
         triplanar_png([np.zeros((4, 4, 4)), np.zeros((4, 4, 5))], tmp_path / "x.png")
+
+
+def test_cohort_figure_writes_cohort_png(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        v = np.zeros((16, 18, 14), np.float32)
+        v[4:12, 5:13, 3:11] = rng.uniform(50, 100, (8, 8, 8))
+        save_nifti(tmp_path / f"sub-{i:03d}_T1w.nii.gz", v)
+    fig = cohort_figure(tmp_path)
+    assert fig == tmp_path / "cohort.png"
+    assert mpimg.imread(fig)[..., :3].std() > 0.05
+    with pytest.raises(InputError):
+        cohort_figure(tmp_path / "empty")

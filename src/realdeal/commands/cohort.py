@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.config import load_config, replace
-    from realdeal.data.cohort import CohortConfig, build_cohort, cohort_figure
+    from realdeal.data.cohort import CohortConfig, build_cohort
+    from realdeal.report.figures import cohort_figure
 
     log = logging.getLogger("realdeal.cohort")
     cfg = load_config(CohortConfig, args.config) if args.config else CohortConfig()

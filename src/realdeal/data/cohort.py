@@ -443,25 +443,3 @@ def build_cohort(
             },
         )
     return CohortResult(out_dir, records, seconds)
-
-
-def cohort_figure(folder: str | os.PathLike, n: int = 4) -> Path:
-    """Triplanar PNG (``cohort.png``) of the first ``n`` subjects of a cohort folder."""
-    from realdeal.data.io import load_volume
-    from realdeal.report.figures import triplanar_png
-
-    folder = Path(folder)
-    files = sorted(folder.glob("sub-*_T1w.nii.gz"))[:n]
-    if not files:
-        raise InputError(folder, "no sub-*_T1w.nii.gz files; not a realdeal cohort")
-    vols = [load_volume(f) for f in files]
-    shape = vols[0].shape
-    vols = [v for v in vols if v.shape == shape]
-    return triplanar_png(
-        [v.data for v in vols],
-        folder / "cohort.png",
-        titles=[f.name.replace("_T1w.nii.gz", "") for f in files[: len(vols)]],
-        window="row",
-        spacing=vols[0].spacing,
-        suptitle=f"realdeal built-in cohort ({folder.name})",
-    )

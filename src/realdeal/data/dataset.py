@@ -442,34 +442,8 @@ def prepare_dataset(
     subject whose brain that pair would put outside [−1, 1] (other units) is refused.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InputError(out_dir, "output exists and is not a folder")
-        if any(out_dir.iterdir()):
-            if not _is_prepared(out_dir):
-                raise InputError(
-                    out_dir,
-                    "output folder exists, is not empty and is not a prepared dataset; choose another",
-                )
-            if not overwrite:
-                raise InputError(
-                    out_dir,
-                    "a prepared dataset already exists here; pass --overwrite to replace it",
-                )
-    files = find_inputs(inputs)
-    ids = subject_ids(files)
-    if len(set(ids)) != len(ids):
-        raise InputError(files[0].parent, "cannot derive unique subject ids from the file names")
-    if labels:
-        # A folder may hold the label maps beside the images: those are not subjects.
-        label_files = {p.resolve() for p in match_labels(files, ids, labels)}
-        keep = [i for i, f in enumerate(files) if f.resolve() not in label_files]
-        files, ids = [files[i] for i in keep], [ids[i] for i in keep]
-        if not files:
-            raise InputError(Path(str(inputs)), "every input file is some subject's label map")
-    lab_paths: list[Path | None] = (
-        list(match_labels(files, ids, labels)) if labels else [None] * len(files)
-    )
+    _check_output(out_dir, overwrite)
+    ids, files, lab_paths = _subjects_and_labels(inputs, labels)
     split = (
         read_split_csv(split_csv, ids)
         if split_csv
@@ -479,89 +453,17 @@ def prepare_dataset(
         raise ConfigError(
             "the split has no training subjects; intensity thresholds need at least one"
         )
-
-    reused = None
-    if intensity_from is not None:
-        from realdeal.data.intensity import load_intensity_mapping
-
-        reused, _ = load_intensity_mapping(intensity_from)
-
-    # Pass 1: validate every input, pool training foreground intensities.
-    samples = []
-    for i, (sid, f, lp) in enumerate(
-        progress(
-            list(zip(ids, files, lab_paths, strict=True)), desc="prepare: scan", unit="subject"
-        )
-    ):
-        sub = _load_subject(sid, f, lp, cfg)
-        if reused is not None:
-            _check_reused_mapping(reused, sub, f, intensity_from)
-        elif split[sid] == "train":
-            rng = np.random.default_rng([cfg.seed, i])
-            samples.append(foreground_sample(sub.data, sub.mask, cfg.voxels_per_subject, rng))
-    if reused is not None:
-        scaler = reused
-        log.info(
-            "intensity window reused from %s: low=%.4g high=%.4g",
-            intensity_from,
-            *scaler.to_dict().values(),
-        )
-    else:
-        scaler = IntensityScaler.fit(samples, cfg.low_percentile, cfg.high_percentile)
-        log.info(
-            "global intensity window from %d training subjects: low=%.4g high=%.4g",
-            len(samples),
-            scaler.low,
-            scaler.high,
-        )
+    subjects = list(zip(ids, files, lab_paths, strict=True))
+    scaler = _intensity_scaler(subjects, split, cfg, intensity_from)
 
     records: list[SubjectRecord] = []
     spacing: tuple[float, float, float] | None = None
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for d in ("images", "masks", "fractions") + (("labels",) if labels else ()):
             (tmp / d).mkdir()
-        for sid, f, lp in progress(
-            list(zip(ids, files, lab_paths, strict=True)), desc="prepare: write", unit="subject"
-        ):
-            sub = _load_subject(sid, f, lp, cfg)
-            nz = np.argwhere(sub.mask)
-            croppad = CropPad.around_box(sub.data.shape, cfg.shape, nz.min(0), nz.max(0) + 1)
-            tf = SubjectTransform(scaler=scaler, croppad=croppad, resample=sub.resample)
-            affine = tf.forward_affine(sub.image.affine)
-            sp = voxel_spacing(affine)
-            if spacing is None:
-                spacing = sp
-            elif not np.allclose(sp, spacing, atol=1e-3):
-                raise InputError(
-                    f,
-                    f"voxel size {sp} differs from the first subject's {spacing}; pass --spacing to resample",
-                )
-            x = croppad.forward(scaler.forward(sub.data), fill=BACKGROUND)
-            mask = croppad.forward(sub.mask.astype(np.uint8), fill=0)
-            Volume(x, affine).save(tmp / "images" / f"{sid}.nii.gz")
-            Volume(mask.astype(np.int16), affine).save(
-                tmp / "masks" / f"{sid}.nii.gz", dtype=np.uint8
-            )
-            if sub.lab is not None:
-                Volume(croppad.forward(sub.lab, fill=0).astype(np.int16), affine).save(
-                    tmp / "labels" / f"{sid}.nii.gz", dtype=np.int16
-                )
-            np.save(
-                tmp / "fractions" / f"{sid}_w{cfg.window}.npy",
-                brain_fraction_map(mask > 0, cfg.window).astype(np.float16),
-            )
-            records.append(
-                SubjectRecord(
-                    id=sid,
-                    split=split[sid],
-                    source=str(f.resolve()),
-                    label_source=None if lp is None else str(lp.resolve()),
-                    transform=tf,
-                    source_spacing=sub.image.spacing,
-                    source_shape=sub.image.shape,
-                    brain_fraction=float(mask.mean()),
-                )
-            )
+        for sid, f, lp in progress(subjects, desc="prepare: write", unit="subject"):
+            record, spacing = _write_subject(tmp, sid, f, lp, split[sid], cfg, scaler, spacing)
+            records.append(record)
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -579,23 +481,157 @@ def prepare_dataset(
             "subjects": [r.to_dict() for r in records],
         }
         write_json_atomic(tmp / "dataset.json", meta)
-        lines = ["subject,split,source,label_source,source_shape,source_spacing,brain_fraction"]
-        for r in records:
-            lines.append(
-                ",".join(
-                    [
-                        r.id,
-                        r.split,
-                        _csv(r.source),
-                        _csv(r.label_source or ""),
-                        "x".join(map(str, r.source_shape)),
-                        "x".join(f"{v:g}" for v in r.source_spacing),
-                        f"{r.brain_fraction:.4f}",
-                    ]
-                )
-            )
-        write_text_atomic(tmp / "subjects.csv", "\n".join(lines) + "\n")
+        write_text_atomic(tmp / "subjects.csv", _subjects_csv(records))
     return PreparedDataset(out_dir)
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, a foreign non-empty folder, or (without ``overwrite``)
+    an earlier prepared dataset."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(out_dir, "output exists and is not a folder")
+    if any(out_dir.iterdir()):
+        if not _is_prepared(out_dir):
+            raise InputError(
+                out_dir,
+                "output folder exists, is not empty and is not a prepared dataset; choose another",
+            )
+        if not overwrite:
+            raise InputError(
+                out_dir,
+                "a prepared dataset already exists here; pass --overwrite to replace it",
+            )
+
+
+def _subjects_and_labels(
+    inputs: str | os.PathLike | list, labels: str | None
+) -> tuple[list[str], list[Path], list[Path | None]]:
+    """Subject ids, image files and label files (``None`` each without ``labels``) of the
+    inputs; label maps found among the inputs are not subjects."""
+    files = find_inputs(inputs)
+    ids = subject_ids(files)
+    if len(set(ids)) != len(ids):
+        raise InputError(files[0].parent, "cannot derive unique subject ids from the file names")
+    if labels:
+        # A folder may hold the label maps beside the images: those are not subjects.
+        label_files = {p.resolve() for p in match_labels(files, ids, labels)}
+        keep = [i for i, f in enumerate(files) if f.resolve() not in label_files]
+        files, ids = [files[i] for i in keep], [ids[i] for i in keep]
+        if not files:
+            raise InputError(Path(str(inputs)), "every input file is some subject's label map")
+    lab_paths: list[Path | None] = (
+        list(match_labels(files, ids, labels)) if labels else [None] * len(files)
+    )
+    return ids, files, lab_paths
+
+
+def _intensity_scaler(
+    subjects: list[tuple[str, Path, Path | None]],
+    split: dict[str, str],
+    cfg: PrepareConfig,
+    intensity_from: str | os.PathLike | None,
+) -> IntensityScaler:
+    """Pass 1: check every input and fit the global (low, high) pair on the training subjects'
+    foreground, or reuse the pair saved in ``intensity_from`` (checking that it fits each)."""
+    reused = None
+    if intensity_from is not None:
+        from realdeal.data.intensity import load_intensity_mapping
+
+        reused, _ = load_intensity_mapping(intensity_from)
+    samples = []
+    for i, (sid, f, lp) in enumerate(progress(subjects, desc="prepare: scan", unit="subject")):
+        sub = _load_subject(sid, f, lp, cfg)
+        if reused is not None:
+            _check_reused_mapping(reused, sub, f, intensity_from)
+        elif split[sid] == "train":
+            rng = np.random.default_rng([cfg.seed, i])
+            samples.append(foreground_sample(sub.data, sub.mask, cfg.voxels_per_subject, rng))
+    if reused is not None:
+        log.info(
+            "intensity window reused from %s: low=%.4g high=%.4g",
+            intensity_from,
+            *reused.to_dict().values(),
+        )
+        return reused
+    scaler = IntensityScaler.fit(samples, cfg.low_percentile, cfg.high_percentile)
+    log.info(
+        "global intensity window from %d training subjects: low=%.4g high=%.4g",
+        len(samples),
+        scaler.low,
+        scaler.high,
+    )
+    return scaler
+
+
+def _write_subject(
+    tmp: Path,
+    sid: str,
+    img_path: Path,
+    lab_path: Path | None,
+    split: str,
+    cfg: PrepareConfig,
+    scaler: IntensityScaler,
+    spacing: tuple[float, float, float] | None,
+) -> tuple[SubjectRecord, tuple[float, float, float]]:
+    """Pass 2 for one subject: crop/pad around its foreground, scale, write image, mask,
+    labels and window fractions into ``tmp``; return its record and the prepared voxel size,
+    which must equal ``spacing`` (the first subject's; ``None`` for the first)."""
+    sub = _load_subject(sid, img_path, lab_path, cfg)
+    nz = np.argwhere(sub.mask)
+    croppad = CropPad.around_box(sub.data.shape, cfg.shape, nz.min(0), nz.max(0) + 1)
+    tf = SubjectTransform(scaler=scaler, croppad=croppad, resample=sub.resample)
+    affine = tf.forward_affine(sub.image.affine)
+    sp = voxel_spacing(affine)
+    if spacing is not None and not np.allclose(sp, spacing, atol=1e-3):
+        raise InputError(
+            img_path,
+            f"voxel size {sp} differs from the first subject's {spacing}; pass --spacing to resample",
+        )
+    x = croppad.forward(scaler.forward(sub.data), fill=BACKGROUND)
+    mask = croppad.forward(sub.mask.astype(np.uint8), fill=0)
+    Volume(x, affine).save(tmp / "images" / f"{sid}.nii.gz")
+    Volume(mask.astype(np.int16), affine).save(tmp / "masks" / f"{sid}.nii.gz", dtype=np.uint8)
+    if sub.lab is not None:
+        Volume(croppad.forward(sub.lab, fill=0).astype(np.int16), affine).save(
+            tmp / "labels" / f"{sid}.nii.gz", dtype=np.int16
+        )
+    np.save(
+        tmp / "fractions" / f"{sid}_w{cfg.window}.npy",
+        brain_fraction_map(mask > 0, cfg.window).astype(np.float16),
+    )
+    record = SubjectRecord(
+        id=sid,
+        split=split,
+        source=str(img_path.resolve()),
+        label_source=None if lab_path is None else str(lab_path.resolve()),
+        transform=tf,
+        source_spacing=sub.image.spacing,
+        source_shape=sub.image.shape,
+        brain_fraction=float(mask.mean()),
+    )
+    return record, sp if spacing is None else spacing
+
+
+def _subjects_csv(records: list[SubjectRecord]) -> str:
+    """``subjects.csv``: the subject table of ``dataset.json`` for people and spreadsheets."""
+    lines = ["subject,split,source,label_source,source_shape,source_spacing,brain_fraction"]
+    for r in records:
+        lines.append(
+            ",".join(
+                [
+                    r.id,
+                    r.split,
+                    _csv(r.source),
+                    _csv(r.label_source or ""),
+                    "x".join(map(str, r.source_shape)),
+                    "x".join(f"{v:g}" for v in r.source_spacing),
+                    f"{r.brain_fraction:.4f}",
+                ]
+            )
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _check_reused_mapping(

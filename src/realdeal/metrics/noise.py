@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
+from realdeal.data.labels import region_mask
 from realdeal.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -147,3 +149,35 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     p = p / p.sum()
     q = q / q.sum()
     return float(np.sum(p * np.log(p / q)))
+
+
+def noise_region(labels: np.ndarray | None) -> np.ndarray | None:
+    """The noise-KL metric's region (white matter ∪ lateral ventricles), ``None`` if empty."""
+    if labels is None:
+        return None
+    mask = region_mask(labels, "white_matter") | region_mask(labels, "lateral_ventricles")
+    return mask if mask.any() else None
+
+
+def noise_maps(
+    volumes: Mapping[str, np.ndarray],
+    brain: np.ndarray,
+    labels: np.ndarray | None = None,
+    config: NoiseConfig | None = None,
+    threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """Noise maps (image − NLM-denoised image) of ``(X, Y, Z)`` volumes on the [-1, 1] scale.
+
+    With FreeSurfer ``labels`` the denoiser runs exactly as the noise-KL metric runs it
+    (:func:`noise_residual` on white matter ∪ lateral ventricles), so the
+    maps equal the residuals the metric histograms; without, around ``brain``. (The NLM
+    output depends on the denoised box, so the metric's own mask is needed for equality.)
+    Returns float32 volumes, zero outside ``brain`` and where nothing was denoised.
+    """
+    config = config or NoiseConfig()
+    mask = noise_region(labels)
+    mask = brain if mask is None else mask
+    return {
+        name: np.where(brain, noise_residual(v, mask, config, threads), 0.0).astype(np.float32)
+        for name, v in volumes.items()
+    }

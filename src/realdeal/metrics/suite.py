@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +189,31 @@ def _rec(subject: str, set_name: str, metric: str, axis: str, value: float) -> d
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Regions:
+    """One subject's regions for the paired metrics, from its FreeSurfer-coded labels."""
+
+    brain: np.ndarray
+    masks: dict[str, np.ndarray]
+    noise: list[str]  # noise-KL regions with voxels
+    hog: list[str]  # HOG regions with voxels (the brain always)
+    noise_mask: np.ndarray  # where the noise residual is computed
+    boxes: dict[str, tuple[slice, ...]]  # HOG bounding box of each HOG region
+
+    @classmethod
+    def of(cls, labels: np.ndarray, brain: np.ndarray) -> _Regions:
+        masks = {r: region_mask(labels, r) for r in (*NOISE_REGIONS, "cerebellum")}
+        hog = [r for r in HOG_REGIONS if r == "brain" or masks[r].any()]
+        return cls(
+            brain=brain,
+            masks=masks,
+            noise=[r for r in NOISE_REGIONS if masks[r].any()],
+            hog=hog,
+            noise_mask=masks["white_matter"] | masks["lateral_ventricles"],
+            boxes={r: region_box(brain if r == "brain" else masks[r]) for r in hog},
+        )
+
+
 def paired_subject(
     subject_id: str,
     original: np.ndarray,
@@ -209,18 +234,16 @@ def paired_subject(
     """
     rng2d, rng3d = subject_seeds(config.seed, subject_id)
     brain = region_mask(labels, "brain")
-    masks = {r: region_mask(labels, r) for r in (*NOISE_REGIONS, "cerebellum")}
-    noise_regions = [r for r in NOISE_REGIONS if masks[r].any()]
-    hog_regions = [r for r in HOG_REGIONS if r == "brain" or masks[r].any()]
     seam = seam_function(config.seam_window)
-    out: list[dict] = []
-    ref: dict[str, Any] = {}
-
+    use_lpips = config.lpips and lpips_model is not None
     with _timed(timings, "sampling"):
-        use_lpips = config.lpips and lpips_model is not None
         pos2d = (
             sample_all_axes_2d(
-                brain, config.patch_size_2d, config.n_patches_2d, rng2d, config.min_brain_fraction
+                brain,
+                config.patch_size_2d,
+                config.n_patches_2d,
+                rng2d,
+                config.min_brain_fraction,
             )
             if use_lpips
             else {}
@@ -229,31 +252,17 @@ def paired_subject(
         corners = sample_patches_3d(
             brain, sc.patch_size, sc.n_patches, rng3d, config.min_brain_fraction
         )
-    noise_mask = masks["white_matter"] | masks["lateral_ventricles"]
-    boxes = {r: region_box(brain if r == "brain" else masks[r]) for r in hog_regions}
+    regions = _Regions.of(labels, brain)  # after sampling: an empty brain fails there first
 
-    def per_image(img: np.ndarray) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        with _timed(timings, "sharpness"):
-            d["sharpness"] = float(
-                laplacian_variance_at(laplacian(img, sc.sigma), corners, sc.patch_size).mean()
-            )
-        with _timed(timings, "noise_kl"):
-            noise = noise_residual(img, noise_mask, config.noise, threads)
-            d["hist"] = {r: noise_histogram(noise, masks[r], config.noise) for r in noise_regions}
-        with _timed(timings, "hog"):
-            d["hog"] = {r: hog_descriptors(img, boxes[r], config.hog) for r in hog_regions}
-        if seam is not None:
-            with _timed(timings, "seam"):
-                d["seam"] = float(seam(img, brain))
-        return d
+    def measure(img: np.ndarray) -> dict[str, Any]:
+        return _image_measures(img, regions, corners, config, seam, timings, threads)
 
-    ref = per_image(original)
-    out.append(_rec(subject_id, T.ORIGINAL, "sharpness", "", ref["sharpness"]))
+    ref = measure(original)
+    out = [_rec(subject_id, T.ORIGINAL, "sharpness", "", ref["sharpness"])]
     if "seam" in ref:
         out.append(_rec(subject_id, T.ORIGINAL, "seam", "", ref["seam"]))
     for name, cand in candidates.items():
-        d = per_image(cand)
+        d = measure(cand)
         if use_lpips:
             with _timed(timings, "lpips"):
                 for a in AXES:
@@ -262,22 +271,74 @@ def paired_subject(
                     out.append(
                         _rec(subject_id, name, "lpips", AXIS_NAMES[a], lpips_model(pa, pb).mean())
                     )
-        with _timed(timings, "hog"):
-            for r in hog_regions:
-                for a in AXES:
-                    dist = hog_distance_from_descriptors(ref["hog"][r][a], d["hog"][r][a])
-                    out.append(_rec(subject_id, name, f"hog_{r}", AXIS_NAMES[a], dist))
-        for r in noise_regions:
+        out += _compared_records(subject_id, name, original, cand, ref, d, regions, config, timings)
+    return out
+
+
+def _image_measures(
+    img: np.ndarray,
+    regions: _Regions,
+    corners: np.ndarray,
+    config: PairedConfig,
+    seam: Any,
+    timings: dict[str, float] | None,
+    threads: int,
+) -> dict[str, Any]:
+    """What the paired metrics need of one image: sharpness, noise histograms per region,
+    HOG descriptors per region and axis, and the seam score (when one is registered)."""
+    sc = config.sharpness
+    d: dict[str, Any] = {}
+    with _timed(timings, "sharpness"):
+        d["sharpness"] = float(
+            laplacian_variance_at(laplacian(img, sc.sigma), corners, sc.patch_size).mean()
+        )
+    with _timed(timings, "noise_kl"):
+        noise = noise_residual(img, regions.noise_mask, config.noise, threads)
+        d["hist"] = {
+            r: noise_histogram(noise, regions.masks[r], config.noise) for r in regions.noise
+        }
+    with _timed(timings, "hog"):
+        d["hog"] = {r: hog_descriptors(img, regions.boxes[r], config.hog) for r in regions.hog}
+    if seam is not None:
+        with _timed(timings, "seam"):
+            d["seam"] = float(seam(img, regions.brain))
+    return d
+
+
+def _compared_records(
+    subject_id: str,
+    name: str,
+    original: np.ndarray,
+    cand: np.ndarray,
+    ref: dict[str, Any],
+    d: dict[str, Any],
+    regions: _Regions,
+    config: PairedConfig,
+    timings: dict[str, float] | None,
+) -> list[dict]:
+    """Records of candidate ``name`` against the original, from both images' measures (HOG
+    distance, noise KL, sharpness, PSNR/SSIM, seam); LPIPS aside."""
+    out = []
+    with _timed(timings, "hog"):
+        for r in regions.hog:
+            for a in AXES:
+                dist = hog_distance_from_descriptors(ref["hog"][r][a], d["hog"][r][a])
+                out.append(_rec(subject_id, name, f"hog_{r}", AXIS_NAMES[a], dist))
+    for r in regions.noise:
+        out.append(
+            _rec(subject_id, name, f"kl_{r}", "", kl_divergence(ref["hist"][r], d["hist"][r]))
+        )
+    out.append(_rec(subject_id, name, "sharpness", "", d["sharpness"]))
+    if config.psnr_ssim:
+        with _timed(timings, "psnr_ssim"):
             out.append(
-                _rec(subject_id, name, f"kl_{r}", "", kl_divergence(ref["hist"][r], d["hist"][r]))
+                _rec(subject_id, name, "psnr", "", psnr_in_mask(original, cand, regions.brain))
             )
-        out.append(_rec(subject_id, name, "sharpness", "", d["sharpness"]))
-        if config.psnr_ssim:
-            with _timed(timings, "psnr_ssim"):
-                out.append(_rec(subject_id, name, "psnr", "", psnr_in_mask(original, cand, brain)))
-                out.append(_rec(subject_id, name, "ssim", "", ssim_in_mask(original, cand, brain)))
-        if "seam" in d:
-            out.append(_rec(subject_id, name, "seam", "", d["seam"]))
+            out.append(
+                _rec(subject_id, name, "ssim", "", ssim_in_mask(original, cand, regions.brain))
+            )
+    if "seam" in d:
+        out.append(_rec(subject_id, name, "seam", "", d["seam"]))
     return out
 
 
@@ -450,25 +511,12 @@ def evaluate_paired(
     if labels is None and out_dir is not None:
         labels_out = Path(out_dir) / "labels"
         labels_out.mkdir(parents=True, exist_ok=True)
-    tasks = [
-        (
-            sid,
-            originals.paths[sid],
-            None if labels is None else labels.paths[sid],
-            {c.name: c.paths[sid] for c in candidates},
-            config,
-            labels_out,
-        )
-        for sid in originals.ids
-    ]
+    tasks = _paired_tasks(originals, candidates, labels, config, labels_out)
     t0 = time.perf_counter()
     init = ({"lpips": config.lpips}, network, threads)
     results = _run_tasks(_paired_task, tasks, workers, init, "paired metrics", models)
     records = [r for recs, _, _ in results for r in recs]
-    timings: dict[str, float] = {}
-    for _, tm, _ in results:
-        for k, v in tm.items():
-            timings[k] = timings.get(k, 0.0) + v
+    timings = _summed_timings(tm for _, tm, _ in results)
     skipped = {sid: sk for sid, (_, _, sk) in zip(originals.ids, results, strict=True) if sk}
     note = labels_note(labels, {sid: skipped.get(sid, {}) for sid in originals.ids})
     timings["wall"] = time.perf_counter() - t0
@@ -497,6 +545,36 @@ def evaluate_paired(
     if out_dir is not None:
         result.write(out_dir)
     return result
+
+
+def _paired_tasks(
+    originals: SubjectSet,
+    candidates: Sequence[SubjectSet],
+    labels: SubjectSet | None,
+    config: PairedConfig,
+    labels_out: Path | None,
+) -> list[tuple]:
+    """The arguments of :func:`_paired_task` for every subject, in the originals' order."""
+    return [
+        (
+            sid,
+            originals.paths[sid],
+            None if labels is None else labels.paths[sid],
+            {c.name: c.paths[sid] for c in candidates},
+            config,
+            labels_out,
+        )
+        for sid in originals.ids
+    ]
+
+
+def _summed_timings(per_subject: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Seconds per metric, summed over subjects."""
+    timings: dict[str, float] = {}
+    for tm in per_subject:
+        for k, v in tm.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return timings
 
 
 # ---------------------------------------------------------------- unpaired suite

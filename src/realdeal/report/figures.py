@@ -26,7 +26,8 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from scipy import ndimage
 
-from realdeal.errors import ConfigError
+from realdeal.data.io import load_volume
+from realdeal.errors import ConfigError, InputError
 from realdeal.utils.fs import atomic_path
 
 PLANES = ("sagittal", "coronal", "axial")
@@ -197,26 +198,18 @@ def triplanar_png(
         if window == "row"
         else [_auto_window(ref) if window is None else window] * len(volumes)
     )
-    sx, sy, sz = spacing
-    aspects = [sz / sy, sz / sx, sy / sx]
-    widths = [shape[1] * sy, shape[0] * sx, shape[0] * sx]
     zplane = None if zoom is None else PLANES.index(zoom.plane)
-    if zplane is not None:
-        aspects.append(aspects[zplane])
-        widths.append(widths[zplane])
-    fig_w = 7.8 * sum(widths) / sum(widths[:3])
-    # Axes span 96 % of the width (subplots_adjust below), less the gaps between panels.
-    row_h = 0.96 * fig_w / 1.04 * max(shape[2] * sz, shape[1] * sy) / sum(widths)
-    title_h = 0.35 if suptitle else 0.0
-    fig_h = len(volumes) * row_h * 1.12 + title_h + 0.3
+    layout = _TriplanarLayout.of(shape, spacing, zplane, len(volumes), bool(suptitle))
     fig, axes = plt.subplots(
         len(volumes),
-        len(widths),
-        figsize=(fig_w, fig_h),
+        len(layout.widths),
+        figsize=(layout.fig_w, layout.fig_h),
         squeeze=False,
-        gridspec_kw={"width_ratios": widths, "wspace": 0.02, "hspace": 0.1},
+        gridspec_kw={"width_ratios": layout.widths, "wspace": 0.02, "hspace": 0.1},
     )
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1.0 - (title_h + 0.25) / fig_h)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, bottom=0.01, top=1.0 - (layout.title_h + 0.25) / layout.fig_h
+    )
     for r, vol in enumerate(volumes):
         planes = _slices(np.asarray(vol, np.float32), point)
         box = None
@@ -225,7 +218,7 @@ def triplanar_png(
             box = _zoom_box(planes[zplane].shape, centre, zoom.factor)
             r0, r1, c0, c1 = box
             planes.append(planes[zplane][r0:r1, c0:c1])
-        for c, (img, aspect) in enumerate(zip(planes, aspects, strict=True)):
+        for c, (img, aspect) in enumerate(zip(planes, layout.aspects, strict=True)):
             ax = axes[r][c]
             ax.imshow(
                 img,
@@ -236,31 +229,70 @@ def triplanar_png(
                 interpolation="nearest",
             )
             _clear_axis(ax)
-            if c == zplane and box is not None:
-                r0, r1, c0, c1 = box
-                ax.add_patch(
-                    Rectangle(
-                        (c0 - 0.5, r0 - 0.5),
-                        c1 - c0,
-                        r1 - r0,
-                        fill=False,
-                        edgecolor=ZOOM_COLOUR,
-                        linewidth=1.0,
-                    )
-                )
-            if c == 3:
-                for spine in ax.spines.values():
-                    spine.set_visible(True)
-                    spine.set_edgecolor(ZOOM_COLOUR)
-                    spine.set_linewidth(1.5)
+            _mark_zoom(ax, c, zplane, box)
             if r == 0:
                 label = PLANES[c] if c < 3 else f"{PLANES[zplane]} ×{zoom.factor:g}"
                 ax.set_title(label, fontsize=9)
             if c == 0 and titles is not None:
                 ax.set_ylabel(titles[r], fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10, y=1.0 - 0.1 / fig_h)
+        fig.suptitle(suptitle, fontsize=10, y=1.0 - 0.1 / layout.fig_h)
     return _save(fig, path, dpi)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TriplanarLayout:
+    """Panel aspects and widths (inches, by voxel size) and the figure size of a triplanar
+    figure: three planes, plus the zoomed plane's inset when there is one."""
+
+    aspects: list[float]
+    widths: list[float]
+    fig_w: float
+    fig_h: float
+    title_h: float
+
+    @classmethod
+    def of(
+        cls,
+        shape: Sequence[int],
+        spacing: Sequence[float],
+        zplane: int | None,
+        rows: int,
+        has_title: bool,
+    ) -> _TriplanarLayout:
+        sx, sy, sz = spacing
+        aspects = [sz / sy, sz / sx, sy / sx]
+        widths = [shape[1] * sy, shape[0] * sx, shape[0] * sx]
+        if zplane is not None:
+            aspects.append(aspects[zplane])
+            widths.append(widths[zplane])
+        fig_w = 7.8 * sum(widths) / sum(widths[:3])
+        # Axes span 96 % of the width (subplots_adjust below), less the gaps between panels.
+        row_h = 0.96 * fig_w / 1.04 * max(shape[2] * sz, shape[1] * sy) / sum(widths)
+        title_h = 0.35 if has_title else 0.0
+        fig_h = rows * row_h * 1.12 + title_h + 0.3
+        return cls(aspects, widths, fig_w, fig_h, title_h)
+
+
+def _mark_zoom(ax, column: int, zplane: int | None, box: tuple[int, ...] | None) -> None:
+    """Outline the zoom box on the zoomed plane's panel; frame the inset (column 3)."""
+    if column == zplane and box is not None:
+        r0, r1, c0, c1 = box
+        ax.add_patch(
+            Rectangle(
+                (c0 - 0.5, r0 - 0.5),
+                c1 - c0,
+                r1 - r0,
+                fill=False,
+                edgecolor=ZOOM_COLOUR,
+                linewidth=1.0,
+            )
+        )
+    if column == 3:
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor(ZOOM_COLOUR)
+            spine.set_linewidth(1.5)
 
 
 def gallery_png(
@@ -402,3 +434,22 @@ def training_curves_png(
         ax.grid(True, which="both", alpha=0.3, lw=0.5)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def cohort_figure(folder: str | os.PathLike, n: int = 4) -> Path:
+    """Triplanar PNG (``cohort.png``) of the first ``n`` subjects of a cohort folder."""
+    folder = Path(folder)
+    files = sorted(folder.glob("sub-*_T1w.nii.gz"))[:n]
+    if not files:
+        raise InputError(folder, "no sub-*_T1w.nii.gz files; not a realdeal cohort")
+    vols = [load_volume(f) for f in files]
+    shape = vols[0].shape
+    vols = [v for v in vols if v.shape == shape]
+    return triplanar_png(
+        [v.data for v in vols],
+        folder / "cohort.png",
+        titles=[f.name.replace("_T1w.nii.gz", "") for f in files[: len(vols)]],
+        window="row",
+        spacing=vols[0].spacing,
+        suptitle=f"realdeal built-in cohort ({folder.name})",
+    )
