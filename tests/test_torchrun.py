@@ -73,7 +73,7 @@ def tiny_ldm_checkpoint(tmp_path: Path) -> Path:
     from realdeal.diffusion.schedule import ScheduleConfig
     from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
     from realdeal.models.unet import UNetConfig, build_unet
-    from realdeal.runtime.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import EmbeddedAutoencoder, LDMCheckpoint, save_checkpoint
 
     from synthetic import phantom, save_nifti
 
@@ -93,17 +93,13 @@ def tiny_ldm_checkpoint(tmp_path: Path) -> Path:
         for p in net.parameters():  # MONAI zero-initialises the output layer
             p.add_(0.05 * torch.randn_like(p))
     state = net.state_dict()
-    return save_checkpoint(tmp_path / "ldm.pt", {
-        "kind": "ldm", "preset": "cpu-small", "step": 0,
-        "config": json.dumps({"schedule": to_dict(ScheduleConfig())}),
-        "model_config": json.dumps(to_dict(unet)), "model": state, "ema": state,
-        "extra": {
-            "autoencoder": {"model_config": json.dumps(to_dict(ae.config)),
-                            "ema": ae.state_dict()},
-            "latent_scaling": {"lo": [0.0] * 4, "hi": [1.0] * 4},
-            "latent_shape": [4, 6, 8, 6], "dataset": str(root),
-        },
-    })  # fmt: skip
+    return save_checkpoint(tmp_path / "ldm.pt", LDMCheckpoint(
+        preset="cpu-small", config={"schedule": to_dict(ScheduleConfig())},
+        model_config=to_dict(unet), model=state, ema=state,
+        autoencoder=EmbeddedAutoencoder(model_config=to_dict(ae.config), ema=ae.state_dict()),
+        latent_scaling={"lo": [0.0] * 4, "hi": [1.0] * 4},
+        latent_shape=(4, 6, 8, 6), dataset=str(root),
+    ))  # fmt: skip
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
     from realdeal.config import to_dict
     from realdeal.diffusion.schedule import ScheduleConfig
     from realdeal.models.unet import UNetConfig, build_unet
-    from realdeal.runtime.checkpoint import save_checkpoint
+    from realdeal.runtime.checkpoint import RefinerCheckpoint, save_checkpoint
     from realdeal.training.refiner import RefinerRunConfig
 
     unet = UNetConfig(in_channels=3, out_channels=1, channels=(8, 8), num_res_blocks=1,
@@ -35,11 +34,10 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
         for p in net.parameters():  # MONAI zero-initialises the output layer
             p.add_(0.05 * torch.randn_like(p))
     state = net.state_dict()
-    return save_checkpoint(path, {
-        "kind": "refiner", "preset": "cpu-small", "step": 0,
-        "config": json.dumps(to_dict(run)), "model_config": json.dumps(to_dict(unet)),
-        "model": state, "ema": state, "extra": {"window": WINDOW},
-    })  # fmt: skip
+    return save_checkpoint(path, RefinerCheckpoint(
+        preset="cpu-small", config=to_dict(run), model_config=to_dict(unet),
+        model=state, ema=state, window=WINDOW,
+    ))  # fmt: skip
 
 
 def coarse_volumes(folder: Path, n: int = 3) -> list[Path]:

@@ -185,7 +185,7 @@ def _trained_steps(path: Path) -> int | None:
     from realdeal.runtime.checkpoint import load_checkpoint
 
     try:
-        return int(load_checkpoint(path)["step"])
+        return load_checkpoint(path).step
     except InputError:
         return None
 
@@ -293,29 +293,14 @@ def export_models(
                 records[kind] = _carry_over(kind, src, Path(tmp))
                 continue
             ckpt = load_checkpoint(src / "checkpoint.pt", kind=kind)
-            slim = {
-                k: ckpt[k]
-                for k in (
-                    "kind",
-                    "preset",
-                    "config",
-                    "model_config",
-                    "step",
-                    "ema_updates",
-                    "extra",
-                )
-                if k in ckpt
-            }
-            ema = {k: v.clone() for k, v in ckpt["ema"].items()}
-            slim.update(model=ema, ema=ema, optimizer={}, scaler={}, rng={}, slim=True)
-            path = save_checkpoint(Path(tmp) / f"{kind}.pt", slim)
+            path = save_checkpoint(Path(tmp) / f"{kind}.pt", ckpt.slimmed())
             for name in ("metrics.jsonl", "config.json"):
                 if (src / name).is_file():
                     shutil.copyfile(src / name, Path(tmp) / f"{kind}.{name}")
-            train_cfg = json.loads(ckpt["config"]).get("train", {})
+            train_cfg = ckpt.config.get("train", {})
             logged = _logged_training(src / "metrics.jsonl", train_cfg)
             records[kind] = {
-                "steps": int(ckpt["step"]),
+                "steps": ckpt.step,
                 "batch_size": train_cfg.get("batch_size"),
                 "device": logged["device"] or trained_on,
                 "train_seconds": logged["seconds"],
@@ -656,7 +641,7 @@ def _reconstruct(ds, autoencoder: Path) -> None:
     ae, ckpt = load_autoencoder(autoencoder, "cpu")
     reconstruct_dataset(ae, ds, ids)
     write_json_atomic(
-        stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": int(ckpt["step"])}
+        stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": ckpt.step}
     )
 
 

@@ -19,10 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from realdeal import cli
+from realdeal import cli, official
 from realdeal.config import to_dict
 from realdeal.errors import ConfigError, InputError
-from realdeal import official
 from realdeal.models.latent_scaling import OFFICIAL_RANGES
 from realdeal.models.loading import unet_from_checkpoint
 from realdeal.models.unet import UNetConfig, build_unet
@@ -226,9 +225,9 @@ def test_autoencoder_reproduces_released_forward(tmp_path):
     kind, out = official.import_official(src, tmp_path / "ae.pt")
     assert kind == "autoencoder"
     ckpt = load_checkpoint(out, kind="autoencoder")
-    cfg = json.loads(ckpt["model_config"])
+    cfg = ckpt.model_config
     assert cfg["layout"] == "official" and cfg["resblock_defect"] is True
-    ae = official.official_autoencoder_from_state(cfg, ckpt["ema"], out)
+    ae = official.official_autoencoder_from_state(cfg, ckpt.ema, out)
     x = torch.rand(2, 1, 16, 20, 12, generator=torch.Generator().manual_seed(1)) * 2 - 1
     z_ref, y_ref = released_ae_forward(sd, x)
     with torch.no_grad():
@@ -241,7 +240,7 @@ def test_autoencoder_reproduces_released_forward(tmp_path):
     fixed = official.OfficialAutoencoder(
         official.OfficialAutoencoderConfig(base_channels=8, bottleneck=4, resblock_defect=False)
     )
-    fixed.load_state_dict(ckpt["ema"])
+    fixed.load_state_dict(ckpt.ema)
     with torch.no_grad():
         assert (fixed.eval()(x) - y_ref).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="divisible by 4"):
@@ -274,7 +273,7 @@ def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
     got_kind, out = official.import_official(src, tmp_path / f"{kind}.pt", **opts)
     assert got_kind == kind
     ckpt = load_checkpoint(out, kind=kind)
-    assert json.loads(ckpt["model_config"]) == json.loads(json.dumps(to_dict(cfg)))
+    assert ckpt.model_config == json.loads(json.dumps(to_dict(cfg)))
     converted = unet_from_checkpoint(ckpt, out)
 
     reference = build_unet(cfg)  # MONAI's own converter of the old layout
@@ -292,22 +291,21 @@ def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
     assert y.abs().max() > 1e-3
     assert torch.equal(y, y_ref)  # same weights, same modules: bit-identical
 
-    run = json.loads(ckpt["config"])
+    run = ckpt.config
     assert run["schedule"]["schedule"] == "scaled_linear_beta"
     assert (run["schedule"]["beta_start"], run["schedule"]["beta_end"]) == (0.0015, 0.0205)
-    extra = ckpt["extra"]
     if kind == "ldm":
         assert run["schedule"]["prediction_type"] == "v_prediction"
-        assert extra["latent_scaling"] == {
+        assert ckpt.latent_scaling == {
             "lo": [r[0] for r in OFFICIAL_RANGES],
             "hi": [r[1] for r in OFFICIAL_RANGES],
         }
-        assert extra["latent_shape"] == [4, 56, 72, 56]
-        assert extra["image_shape"] == [224, 288, 224]
-        assert json.loads(extra["autoencoder"]["model_config"])["layout"] == "official"
+        assert ckpt.latent_shape == (4, 56, 72, 56)
+        assert ckpt.image_shape == (224, 288, 224)
+        assert ckpt.autoencoder.model_config["layout"] == "official"
     else:
         assert run["schedule"]["prediction_type"] == "epsilon"
-        assert extra["window"] == 16 and extra["spacing"] == [0.7, 0.7, 0.7]
+        assert ckpt.window == 16 and ckpt.spacing == (0.7, 0.7, 0.7)
         # the authors' inference: their GroupNorm variant in train mode = plain GroupNorm
         variant = with_running_groupnorm(build_unet(cfg))
         variant.load_old_state_dict({k[len("module.") :]: v for k, v in old.items()})

@@ -41,7 +41,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
 
     with pytest.raises(Killed):
         _run(tmp_path / "cut", cfg, on_step=kill)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt").step == 4
     resumed, res = _run(tmp_path / "cut", cfg, resume=True, model=toy_model(seed=99))
     assert res.step == 8
 
@@ -51,8 +51,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
     assert a == b  # same losses step for step (log dropped the killed run's step 5)
     for (k, v), w in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
-    ea = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["ema"]
-    eb = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["ema"]
+    ea = load_checkpoint(tmp_path / "full" / "checkpoint.pt").ema
+    eb = load_checkpoint(tmp_path / "cut" / "checkpoint.pt").ema
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
@@ -62,8 +62,8 @@ def test_training_lowers_the_loss_and_ema_lags(tmp_path):
     losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     assert losses[-1] < 0.7 * losses[0]
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt", kind="autoencoder")
-    assert ckpt["step"] == 30 and ckpt["ema_updates"] == 30
-    w, e = model.state_dict()["0.weight"], ckpt["ema"]["0.weight"]
+    assert ckpt.step == 30 and ckpt.ema_updates == 30
+    w, e = model.state_dict()["0.weight"], ckpt.ema["0.weight"]
     assert not torch.equal(w, e) and (w - e).abs().max() < 0.5
 
 

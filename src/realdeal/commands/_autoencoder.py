@@ -22,7 +22,7 @@ def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool
     )
 
 
-def load_autoencoder_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, list[str]]:
+def load_autoencoder_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[str]]:
     """(device, prepared dataset, autoencoder, its checkpoint, subject ids of ``--split``)."""
     from realdeal.data.dataset import PreparedDataset
     from realdeal.models.loading import load_autoencoder

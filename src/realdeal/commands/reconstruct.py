@@ -87,7 +87,7 @@ def run_files(args: argparse.Namespace) -> int:
     )
     write_json_atomic(
         outs[0].parent / "reconstruct.json",
-        {"autoencoder": str(args.autoencoder), "step": int(ckpt["step"]),
+        {"autoencoder": str(args.autoencoder), "step": ckpt.step,
          "precision": args.precision, "volumes": records},
     )  # fmt: skip
     logging.getLogger("realdeal.reconstruct").info("%d reconstructions written", len(records))
@@ -114,8 +114,8 @@ def run_dataset(args: argparse.Namespace) -> int:
         ds.root / "reconstructions" / "reconstruct_config.json",
         {
             "autoencoder": str(args.autoencoder),
-            "step": int(ckpt["step"]),
-            "preset": ckpt.get("preset"),
+            "step": ckpt.step,
+            "preset": ckpt.preset,
             "model": to_dict(ae.config),
             "split": args.split,
             "precision": args.precision,

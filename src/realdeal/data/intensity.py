@@ -31,12 +31,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from realdeal.data.transforms import IntensityScaler
 from realdeal.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from realdeal.runtime.checkpoint import AutoencoderCheckpoint, LDMCheckpoint, RefinerCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -215,17 +218,18 @@ def load_intensity_mapping(
         )
     from realdeal.runtime.checkpoint import load_checkpoint
 
-    return mapping_from_checkpoint(load_checkpoint(source), source)
+    return mapping_from_checkpoint(load_checkpoint(source), source)  # type: ignore[arg-type]
 
 
 def mapping_from_checkpoint(
-    ckpt: dict, source: str | os.PathLike
+    ckpt: AutoencoderCheckpoint | LDMCheckpoint | RefinerCheckpoint, source: str | os.PathLike
 ) -> tuple[IntensityScaler, tuple[float, float]]:
     """:func:`load_intensity_mapping` of a loaded checkpoint (``source`` names it in errors)."""
-    extra = ckpt.get("extra") or {}
-    if extra.get("scaler"):
-        return IntensityScaler.from_dict(extra["scaler"]), (0.5, 99.5)
-    dataset = extra.get("dataset")
+    from realdeal.runtime.checkpoint import RefinerCheckpoint
+
+    if isinstance(ckpt, RefinerCheckpoint) and ckpt.scaler:  # a refiner stores its data's pair
+        return IntensityScaler.from_dict(ckpt.scaler), (0.5, 99.5)
+    dataset = ckpt.dataset
     if dataset and (Path(dataset) / "dataset.json").exists():
         return load_intensity_mapping(dataset)
     raise InputError(

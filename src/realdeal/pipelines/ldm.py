@@ -7,7 +7,6 @@ images ``(B, X, Y, Z)`` in [-1, 1].
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -21,8 +20,7 @@ from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import InputError
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
-from realdeal.models.loading import autoencoder_from_state, unet_from_checkpoint
-from realdeal.runtime.checkpoint import load_checkpoint
+from realdeal.models.loading import load_ldm
 from realdeal.runtime.device import autocast_context, resolve_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, shard
 from realdeal.runtime.rng import generator_for
@@ -53,24 +51,11 @@ class LatentDiffusionPipeline:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True
     ) -> tuple[LatentDiffusionPipeline, dict[str, Any]]:
-        """(pipeline, checkpoint) from an LDM checkpoint, which carries its autoencoder."""
-        ckpt = load_checkpoint(path, kind="ldm")
-        run = json.loads(ckpt["config"])
-        unet = unet_from_checkpoint(ckpt, path, ema)
-        extra = ckpt["extra"]
-        ae = autoencoder_from_state(
-            json.loads(extra["autoencoder"]["model_config"]), extra["autoencoder"]["ema"], path
-        )
-        schedule = NoiseSchedule(from_dict(ScheduleConfig, run["schedule"]))
-        pipe = cls(
-            unet.to(device),
-            schedule,
-            LatentScaler.from_dict(extra["latent_scaling"]),
-            ae.to(device),
-            extra["latent_shape"],
-            device,
-        )
-        return pipe, ckpt
+        """(pipeline, checkpoint dict) from an LDM checkpoint, which carries its autoencoder."""
+        ldm = load_ldm(path, device, ema)
+        schedule = NoiseSchedule(from_dict(ScheduleConfig, ldm.checkpoint.config["schedule"]))
+        pipe = cls(ldm.unet, schedule, ldm.scaler, ldm.autoencoder, ldm.latent_shape, device)
+        return pipe, ldm.checkpoint.to_dict()
 
     @torch.no_grad()
     def __call__(

@@ -17,7 +17,6 @@ ranks.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -41,8 +40,7 @@ from realdeal.diffusion.refine import (
 )
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
-from realdeal.models.loading import unet_from_checkpoint
-from realdeal.runtime.checkpoint import load_checkpoint
+from realdeal.models.loading import load_refiner
 from realdeal.runtime.device import resolve_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
@@ -140,17 +138,12 @@ class RefinerPipeline:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True
     ) -> tuple[RefinerPipeline, dict[str, Any]]:
-        ckpt = load_checkpoint(path, kind="refiner")
-        run = json.loads(ckpt["config"])
-        unet = unet_from_checkpoint(ckpt, path, ema)
-        extra = ckpt.get("extra", {})
-        spacing = tuple(float(v) for v in extra["spacing"]) if extra.get("spacing") else None
-        scaler = IntensityScaler.from_dict(extra["scaler"]) if extra.get("scaler") else None
-        schedule = NoiseSchedule(from_dict(ScheduleConfig, run["schedule"]))
-        pipe = cls(unet.to(device), schedule, int(extra.get("window", run.get("window", 64))),
-                   spacing, scaler, device, target=run.get("target", "image"),
-                   residual_scale=run.get("residual_scale") or 1.0)  # fmt: skip
-        return pipe, ckpt
+        """(pipeline, checkpoint dict) from a refiner checkpoint."""
+        r = load_refiner(path, device, ema)
+        schedule = NoiseSchedule(from_dict(ScheduleConfig, r.checkpoint.config["schedule"]))
+        pipe = cls(r.unet, schedule, r.window, r.spacing, r.scaler, device, target=r.target,
+                   residual_scale=r.residual_scale)  # fmt: skip
+        return pipe, r.checkpoint.to_dict()
 
     def plan(self, coarse: np.ndarray, settings: RefineSettings) -> Plan:
         """The plan for ``coarse`` (printable without running the network)."""

@@ -1,41 +1,47 @@
-"""Checkpoints: one ``torch.save`` file, written atomically, read with ``weights_only=True``.
+"""Checkpoints: typed payloads per model kind, one writer and one reader of their file.
 
-A checkpoint is a dict of plain types and tensors only (so it never unpickles code):
+A checkpoint file is one ``torch.save`` dict of plain types and tensors only (so reading it,
+always with ``weights_only=True``, never unpickles code), written atomically. On disk:
 
 ``format``  ``"realdeal-checkpoint/1"``
 ``kind``    ``"autoencoder"``, ``"ldm"`` or ``"refiner"``
 ``preset``  preset name the run started from
+``step``    optimizer steps trained
 ``config``  the resolved run config as a JSON string
 ``model_config``  the network's config as a JSON string (compared on resume)
-``step``, ``model``, ``ema``, ``optimizer``, ``scaler``, ``rng`` and ``extra`` (kind-specific
-tensors/values, e.g. the LDM's latent scaling).
+``model``, ``ema``  state dicts (training weights, EMA weights)
+``ema_updates``, ``optimizer``, ``scaler``, ``rng``  training state (resumable checkpoints;
+            slim ones keep ``ema_updates`` and store empty dicts; imports store none)
+``extra``   the kind's own values (the typed fields of :class:`AutoencoderCheckpoint`,
+            :class:`LDMCheckpoint`, :class:`RefinerCheckpoint`)
+``slim``    ``True`` in inference-only checkpoints (EMA weights, no training state)
+
+In memory a checkpoint is one of the payload dataclasses: :func:`save_checkpoint` writes one,
+:func:`load_checkpoint` reads one back (the stored kind's class). A field that is ``None`` is
+not written, and a key that an older file lacks reads as that field's default, so files keep
+exactly the keys they were written with. Defaults for older files (the only hidden defaults):
+``step`` 0; an ``extra`` field absent → ``None``, except the refiner's ``window``, which
+falls back to the run config's ``window``, then 64.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from realdeal.errors import InputError
 from realdeal.utils.fs import atomic_path
 
+log = logging.getLogger(__name__)
+
 FORMAT = "realdeal-checkpoint/1"
-KINDS = ("autoencoder", "ldm", "refiner")
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (must hold ``kind``) to ``path`` atomically: temp file + rename."""
-    if payload.get("kind") not in KINDS:
-        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {payload.get('kind')!r}")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
-    return path
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
@@ -99,12 +105,246 @@ def _is_text(head: bytes) -> bool:
     return b"\0" not in head
 
 
+StateDict = dict[str, torch.Tensor]
+
+
+def _extra(default: Any = None) -> Any:
+    """A dataclass field stored under ``extra`` (``None``: not written)."""
+    return dataclasses.field(default=default, metadata={"extra": True})
+
+
+@dataclasses.dataclass(kw_only=True)
+class Checkpoint:
+    """What every kind stores; see the module docstring for the file layout."""
+
+    kind: ClassVar[str] = ""
+    preset: str = ""
+    step: int = 0
+    config: dict[str, Any]
+    """The resolved run config (stored as a JSON string)."""
+    model_config: dict[str, Any]
+    """The network's config (stored as a JSON string)."""
+    model: StateDict
+    ema: StateDict | None = None
+    """EMA weights (older files may lack them: the loaders then use ``model``)."""
+    ema_updates: int | None = None
+    optimizer: dict[str, Any] | None = None
+    grad_scaler: dict[str, Any] | None = None
+    """The AMP gradient scaler's state (key ``scaler`` on disk)."""
+    rng: list[dict[str, torch.Tensor]] | dict[str, Any] | None = None
+    """Every rank's RNG state (resumable checkpoints); ``{}`` in slim ones."""
+    slim: bool = False
+
+    @property
+    def resumable(self) -> bool:
+        """Whether training can continue from this checkpoint (it holds the training state)."""
+        return not self.slim and self.optimizer is not None and self.rng is not None
+
+    def weights(self, ema: bool = True) -> StateDict:
+        """The EMA weights (if stored and ``ema``), else the training weights."""
+        return self.ema if ema and self.ema is not None else self.model
+
+    def slimmed(self) -> Checkpoint:
+        """The inference-only copy: EMA weights (cloned) as both weights, no training state."""
+        ema = {k: v.clone() for k, v in self.weights().items()}
+        return dataclasses.replace(
+            self, model=ema, ema=ema, optimizer={}, grad_scaler={}, rng={}, slim=True
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict :func:`save_checkpoint` writes (without the format marker)."""
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "preset": self.preset,
+            "step": self.step,
+            "config": json.dumps(self.config),
+            "model_config": json.dumps(self.model_config),
+            "model": self.model,
+        }
+        state = {
+            "ema": self.ema,
+            "ema_updates": self.ema_updates,
+            "optimizer": self.optimizer,
+            "scaler": self.grad_scaler,
+            "rng": self.rng,
+        }
+        d.update((k, v) for k, v in state.items() if v is not None)
+        d["extra"] = self._extra_to_dict()
+        if self.slim:
+            d["slim"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
+        """The payload of a checkpoint dict as written by any realdeal version (kind checked)."""
+        sub = _PAYLOADS[d["kind"]] if cls is Checkpoint else cls
+        config = json.loads(d["config"])
+        return sub(
+            preset=d.get("preset", ""),
+            step=int(d.get("step", 0)),
+            config=config,
+            model_config=json.loads(d["model_config"]),
+            model=d["model"],
+            ema=d.get("ema"),
+            ema_updates=None if d.get("ema_updates") is None else int(d["ema_updates"]),
+            optimizer=d.get("optimizer"),
+            grad_scaler=d.get("scaler"),
+            rng=d.get("rng"),
+            slim=bool(d.get("slim", False)),
+            **sub._extra_from_dict(d.get("extra") or {}, config),
+        )
+
+    def _extra_to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.metadata.get("extra") and v is not None:
+                out[f.name] = _plain(v)
+        return out
+
+    @classmethod
+    def _extra_from_dict(cls, extra: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("extra")}
+        unknown = sorted(set(extra) - names)
+        if unknown:  # written by a newer version: not kept when this payload is saved again
+            log.warning("%s checkpoint: ignoring unknown extra values %s", cls.kind, unknown)
+        out = {}
+        for name in names & set(extra):
+            v = extra[name]
+            if v is not None:
+                out[name] = tuple(v) if isinstance(v, list) else v
+        return out
+
+
+def _plain(v: Any) -> Any:
+    """A field value as stored: tuples as lists, embedded payloads as their dicts."""
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, EmbeddedAutoencoder):
+        return v.to_dict()
+    return v
+
+
+@dataclasses.dataclass(kw_only=True)
+class AutoencoderCheckpoint(Checkpoint):
+    """An autoencoder: ``model_config`` is an ``AutoencoderConfig`` (or the released layout's)."""
+
+    kind: ClassVar[str] = "autoencoder"
+    image_shape: tuple[int, int, int] | None = _extra()
+    """Grid (X, Y, Z) of the training volumes."""
+    dataset: str | None = _extra()
+    """Prepared dataset the model was trained on (``""`` for imports)."""
+    imported_from: dict[str, Any] | None = _extra()
+    """Provenance of an import of the authors' released file (file, epoch, loss)."""
+    recovered_from: str | None = _extra()
+    """How weights whose training run was lost were recovered (a note, e.g. the shipped one's)."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class EmbeddedAutoencoder:
+    """The autoencoder an LDM checkpoint carries (its decoder maps samples to images)."""
+
+    model_config: dict[str, Any]
+    """Stored as a JSON string."""
+    preset: str | None = None
+    ema: StateDict
+    fingerprint: str | None = None
+    """:func:`realdeal.pipelines.autoencoder.checkpoint_fingerprint` of its file."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "model_config": json.dumps(self.model_config),
+            "preset": self.preset,
+            "ema": self.ema,
+            "fingerprint": self.fingerprint,
+        }
+        return {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EmbeddedAutoencoder:
+        return cls(
+            model_config=json.loads(d["model_config"]),
+            preset=d.get("preset"),
+            ema=d["ema"],
+            fingerprint=d.get("fingerprint"),
+        )
+
+
+@dataclasses.dataclass(kw_only=True)
+class LDMCheckpoint(Checkpoint):
+    """A latent diffusion U-Net with its latent scaling and the autoencoder it samples through."""
+
+    kind: ClassVar[str] = "ldm"
+    latent_scaling: dict[str, list[float]] | None = _extra()
+    """:meth:`realdeal.models.latent_scaling.LatentScaler.to_dict` (``lo``, ``hi``)."""
+    latent_shape: tuple[int, ...] | None = _extra()
+    """(C, x, y, z) of a latent."""
+    image_shape: tuple[int, int, int] | None = _extra()
+    dataset: str | None = _extra()
+    """Prepared dataset: the default geometry of ``realdeal sample``."""
+    autoencoder: EmbeddedAutoencoder | None = _extra()
+    imported_from: dict[str, Any] | None = _extra()
+
+    @classmethod
+    def _extra_from_dict(cls, extra: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        out = super()._extra_from_dict(extra, config)
+        if "autoencoder" in out:
+            out["autoencoder"] = EmbeddedAutoencoder.from_dict(out["autoencoder"])
+        return out
+
+
+@dataclasses.dataclass(kw_only=True)
+class RefinerCheckpoint(Checkpoint):
+    """A refiner U-Net with its window and the training data's voxel size and intensities."""
+
+    kind: ClassVar[str] = "refiner"
+    window: int = _extra(64)
+    """Window side in voxels (older files without it: the run config's ``window``, else 64)."""
+    image_shape: tuple[int, int, int] | None = _extra()
+    spacing: tuple[float, float, float] | None = _extra()
+    """Voxel size (mm) of the training data; ``None``: inputs of any voxel size."""
+    scaler: dict[str, float] | None = _extra()
+    """:meth:`realdeal.data.transforms.IntensityScaler.to_dict` of the training data."""
+    dataset: str | None = _extra()
+    imported_from: dict[str, Any] | None = _extra()
+
+    @classmethod
+    def _extra_from_dict(cls, extra: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        out = super()._extra_from_dict(extra, config)
+        out["window"] = int(extra.get("window", config.get("window", 64)))
+        return out
+
+
+_PAYLOADS: dict[str, type[Checkpoint]] = {
+    c.kind: c for c in (AutoencoderCheckpoint, LDMCheckpoint, RefinerCheckpoint)
+}
+KINDS = tuple(_PAYLOADS)
+
+
+def checkpoint_class(kind: str) -> type[Checkpoint]:
+    """The payload class of model kind ``kind``."""
+    if kind not in _PAYLOADS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    return _PAYLOADS[kind]
+
+
+def save_checkpoint(path: str | os.PathLike, payload: Checkpoint) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file + rename); returns ``path``."""
+    if payload.kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {payload.kind!r}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload.to_dict()}, tmp)
+    return path
+
+
 def load_checkpoint(
     path: str | os.PathLike, kind: str | None = None, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Read a checkpoint safely; raise :class:`InputError` (one line) if it is unusable.
+) -> Checkpoint:
+    """The payload of a checkpoint file, read safely; :class:`InputError` (one line) if unusable.
 
     ``kind`` is the model kind the caller needs; a checkpoint of another kind is refused.
+    The result is the stored kind's class (:class:`LDMCheckpoint` for an LDM, …).
     """
     ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -113,25 +353,25 @@ def load_checkpoint(
         raise InputError(
             path, f"is a checkpoint of kind {ckpt.get('kind')!r}, but kind {kind!r} is needed here"
         )
-    return ckpt
-
-
-def checkpoint_config(ckpt: dict[str, Any], key: str = "config") -> dict[str, Any]:
-    """The JSON config stored under ``key`` as a dict."""
-    return json.loads(ckpt[key])
+    if ckpt.get("kind") not in KINDS:
+        raise InputError(path, f"has an unknown checkpoint kind {ckpt.get('kind')!r}")
+    try:
+        return Checkpoint.from_dict(ckpt)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(path, f"is a damaged realdeal checkpoint ({type(e).__name__}: {e})") from e
 
 
 def check_model_config(
-    path: str | os.PathLike, ckpt: dict[str, Any], model_config: dict[str, Any]
+    path: str | os.PathLike, ckpt: Checkpoint, model_config: dict[str, Any]
 ) -> None:
     """Refuse a checkpoint whose network config differs from ``model_config`` (other preset)."""
-    theirs = checkpoint_config(ckpt, "model_config")
+    theirs = ckpt.model_config
     if theirs != model_config:
         diff = sorted(
             k for k in set(theirs) | set(model_config) if theirs.get(k) != model_config.get(k)
         )
         raise InputError(
             path,
-            f"was trained with a different {ckpt.get('kind')} architecture (preset "
-            f"{ckpt.get('preset')!r}; differs in {', '.join(diff)})",
+            f"was trained with a different {ckpt.kind} architecture (preset "
+            f"{ckpt.preset!r}; differs in {', '.join(diff)})",
         )

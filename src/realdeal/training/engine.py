@@ -29,7 +29,12 @@ import torch
 from torch import nn
 
 from realdeal.errors import ConfigError, InputError
-from realdeal.runtime.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from realdeal.runtime.checkpoint import (
+    check_model_config,
+    checkpoint_class,
+    load_checkpoint,
+    save_checkpoint,
+)
 from realdeal.runtime.device import (
     Precision,
     autocast_context,
@@ -218,13 +223,13 @@ def train(
 
     ``dataset[(index, seed)]`` returns one sample as a dict of tensors. ``run_config`` (the
     resolved config) and ``model_config`` (the network's) are stored in every checkpoint;
-    ``extra`` holds kind-specific values (e.g. latent scaling). With ``resume`` the run
-    continues from ``out_dir/checkpoint.pt`` if it exists; without it an existing checkpoint
-    is an error. ``on_step(step, loss)`` is called on every rank after each optimizer step.
+    ``extra`` holds the kind's own checkpoint fields (e.g. an LDM's ``latent_scaling``; see
+    :mod:`realdeal.runtime.checkpoint`). With ``resume`` the run continues from
+    ``out_dir/checkpoint.pt`` if it exists; without it an existing checkpoint is an error.
+    ``on_step(step, loss)`` is called on every rank after each optimizer step.
     """
     out_dir = Path(out_dir)
     dist = dist or init_distributed(cfg.device)
-    device = dist.device
     ckpt_path, metrics_path = out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +238,70 @@ def train(
             out_dir,
             "already holds a checkpoint; pass --resume to continue it or choose another --out",
         )
+    run = _setup(task.kind, model, cfg, dist, ckpt_path if resume else None, model_config)
+    stored = dict(preset=preset, config=run_config, model_config=model_config, **(extra or {}))
+    sampler = StepBatchSampler(len(dataset), cfg, dist, run.start, cfg.steps)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+        pin_memory=dist.device.type == "cuda",
+        persistent_workers=False,
+    )
+    metrics = _MetricsLog(metrics_path, dist.is_main, run.start if resume else None)
+    steplog = _StepLog(task.kind, cfg, dist, run.start, metrics)
+    batches = iter(loader)
+    step = run.start
+    run.model.train()
+    for step in range(run.start + 1, cfg.steps + 1):
+        step_loss, lr, grad_norm = _optimizer_step(run, task, cfg, batches, step)
+        if on_step is not None:
+            on_step(step, float(step_loss))
+        steplog.record(step, step_loss, lr, grad_norm)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(ckpt_path, task.kind, run, step, stored)
+    steplog.close()
+    if run.start >= cfg.steps:
+        log.info("%s already trained for %d steps; nothing to do", task.kind, run.start)
+    return TrainResult(
+        step=step if cfg.steps > run.start else run.start,
+        loss=steplog.last_loss,
+        checkpoint=ckpt_path,
+        metrics=metrics_path,
+    )
 
+
+@dataclasses.dataclass
+class _Run:
+    """The state a run trains: the network, its EMA, optimizer and gradient scaler."""
+
+    model: nn.Module
+    """The network itself (its state dicts are stored)."""
+    train_model: nn.Module
+    """What computes the loss: ``model``, or its DDP wrapper under torchrun."""
+    params: list[nn.Parameter]
+    ema: EMA
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    use_scaler: bool
+    dist: DistInfo
+    start: int
+    """Optimizer steps already done (from the resumed checkpoint)."""
+
+
+def _setup(
+    kind: str,
+    model: nn.Module,
+    cfg: TrainConfig,
+    dist: DistInfo,
+    resume_from: Path | None,
+    model_config: dict[str, Any],
+) -> _Run:
+    """Place ``model``, build EMA/optimizer/scaler and resume them from ``resume_from`` if it
+    exists (else seed this rank's RNGs)."""
+    device = dist.device
     amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
     if dist.distributed and device.type == "cuda":
         # batch statistics over the global batch, as in a single-process run (same state keys)
@@ -241,147 +309,161 @@ def train(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    ema = EMA(model, cfg.ema_decay)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    start = 0
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, kind=task.kind, map_location=device)
-        check_model_config(ckpt_path, ckpt, model_config)
-        if ckpt.get("slim"):
-            raise InputError(
-                ckpt_path,
-                "is an inference-only checkpoint (EMA weights, no optimizer state) and cannot "
-                "resume training; train into another --out",
-            )
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"], int(ckpt["ema_updates"]))
-        opt.load_state_dict(ckpt["optimizer"])
-        if use_scaler and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"][dist.rank] if dist.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        start = int(ckpt["step"])
-        log.info("resumed %s from %s at step %d", task.kind, ckpt_path, start)
+    run = _Run(
+        model=model,
+        train_model=model,
+        params=params,
+        ema=EMA(model, cfg.ema_decay),
+        opt=torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
+        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        amp_dtype=amp_dtype,
+        use_scaler=use_scaler,
+        dist=dist,
+        start=0,
+    )
+    if resume_from is not None and resume_from.exists():
+        run.start = _resume(resume_from, kind, run, model_config)
     else:
         seed_everything(cfg.seed + dist.rank)
-
-    train_model: nn.Module = model
     if dist.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
+        run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return run
 
-    sampler = StepBatchSampler(len(dataset), cfg, dist, start, cfg.steps)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    metrics = _MetricsLog(metrics_path, dist.is_main, start if resume else None)
 
-    def save(step: int) -> None:
-        rng = _gather_rng(dist)
-        if dist.is_main:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "kind": task.kind,
-                    "preset": preset,
-                    "step": step,
-                    "config": json.dumps(run_config),
-                    "model_config": json.dumps(model_config),
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "ema_updates": ema.num_updates,
-                    "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict() if use_scaler else {},
-                    "rng": rng,
-                    "extra": extra or {},
-                },
-            )
-        barrier(dist)
+def _resume(path: Path, kind: str, run: _Run, model_config: dict[str, Any]) -> int:
+    """Load weights, EMA, optimizer, scaler and this rank's RNG state; the checkpoint's step."""
+    ckpt = load_checkpoint(path, kind=kind, map_location=run.dist.device)
+    check_model_config(path, ckpt, model_config)
+    if ckpt.slim:
+        raise InputError(
+            path,
+            "is an inference-only checkpoint (EMA weights, no optimizer state) and cannot "
+            "resume training; train into another --out",
+        )
+    if not ckpt.resumable or ckpt.ema is None or ckpt.ema_updates is None:
+        raise InputError(path, "holds no training state (optimizer, RNG) to resume from")
+    run.model.load_state_dict(ckpt.model)
+    run.ema.load_state_dict(ckpt.ema, ckpt.ema_updates)
+    run.opt.load_state_dict(ckpt.optimizer)  # type: ignore[arg-type]
+    if run.use_scaler and ckpt.grad_scaler:
+        run.scaler.load_state_dict(ckpt.grad_scaler)
+    rng = ckpt.rng
+    assert isinstance(rng, list)
+    set_rng_state(rng[run.dist.rank] if run.dist.rank < len(rng) else rng[0])
+    log.info("resumed %s from %s at step %d", kind, path, ckpt.step)
+    return ckpt.step
 
-    from realdeal.utils.progress import progress
 
-    bar = (
-        progress(total=cfg.steps, desc=f"train {task.kind}", unit="step", initial=start)
-        if dist.is_main
-        else None
-    )
-    where = device_label(device, dist.world_size)
-    it = iter(loader)
-    step, last_loss = start, float("nan")
-    window_loss, window_n, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-    samples_per_step = cfg.batch_size
-    model.train()
-    for step in range(start + 1, cfg.steps + 1):
-        lr = cfg.lr_at(step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        step_loss = torch.zeros((), device=device)
-        for a in range(cfg.grad_accum):
-            batch = {
-                k: _to_device(v, device, cfg.channels_last) if k != "seed" else v
-                for k, v in next(it).items()
-            }
-            sync = (
-                nullcontext()
-                if (not dist.distributed or a == cfg.grad_accum - 1)
-                else train_model.no_sync()
-            )
-            with sync:
-                with autocast_context(amp_dtype, device):
-                    loss = task.loss(train_model, batch) / cfg.grad_accum
-                scaler.scale(loss).backward()
-            step_loss += loss.detach().float()
-        if use_scaler:
-            scaler.unscale_(opt)
-        clip = cfg.grad_clip if cfg.grad_clip else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
-        window_loss += step_loss
-        window_n += 1
-        if on_step is not None:
-            on_step(step, float(step_loss))
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            mean_loss = float(all_reduce_mean(window_loss / window_n, dist))
-            dt = time.perf_counter() - t0
-            metrics.write(
+def _optimizer_step(
+    run: _Run,
+    task: TrainTask,
+    cfg: TrainConfig,
+    batches: Iterator[dict[str, torch.Tensor]],
+    step: int,
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """One optimizer step (``grad_accum`` micro-batches): (summed loss, lr, gradient norm)."""
+    device, dist = run.dist.device, run.dist
+    lr = cfg.lr_at(step)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    step_loss = torch.zeros((), device=device)
+    for a in range(cfg.grad_accum):
+        batch = {
+            k: _to_device(v, device, cfg.channels_last) if k != "seed" else v
+            for k, v in next(batches).items()
+        }
+        sync = (
+            nullcontext()
+            if (not dist.distributed or a == cfg.grad_accum - 1)
+            else run.train_model.no_sync()
+        )
+        with sync:
+            with autocast_context(run.amp_dtype, device):
+                loss = task.loss(run.train_model, batch) / cfg.grad_accum
+            run.scaler.scale(loss).backward()
+        step_loss += loss.detach().float()
+    if run.use_scaler:
+        run.scaler.unscale_(run.opt)
+    clip = cfg.grad_clip if cfg.grad_clip else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.opt.zero_grad(set_to_none=True)
+    run.ema.update(run.model)
+    return step_loss, lr, grad_norm
+
+
+class _StepLog:
+    """Progress bar and the metrics log: the mean loss over every ``log_every`` steps."""
+
+    def __init__(
+        self, kind: str, cfg: TrainConfig, dist: DistInfo, start: int, metrics: _MetricsLog
+    ):
+        from realdeal.utils.progress import progress
+
+        self.cfg, self.dist, self.metrics = cfg, dist, metrics
+        self.bar = (
+            progress(total=cfg.steps, desc=f"train {kind}", unit="step", initial=start)
+            if dist.is_main
+            else None
+        )
+        self.where = device_label(dist.device, dist.world_size)
+        self.last_loss = float("nan")
+        self._reset()
+
+    def _reset(self) -> None:
+        self.window_loss = torch.zeros((), device=self.dist.device)
+        self.window_n, self.t0 = 0, time.perf_counter()
+
+    def record(self, step: int, step_loss: torch.Tensor, lr: float, grad_norm: torch.Tensor):
+        """Count step ``step``; every ``log_every`` steps (and the last) write a metrics line."""
+        self.window_loss += step_loss
+        self.window_n += 1
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            mean_loss = float(all_reduce_mean(self.window_loss / self.window_n, self.dist))
+            dt = time.perf_counter() - self.t0
+            self.metrics.write(
                 {
                     "step": step,
                     "loss": mean_loss,
                     "lr": lr,
                     "grad_norm": float(grad_norm),
-                    "samples_per_s": window_n * samples_per_step / max(dt, 1e-9),
+                    "samples_per_s": self.window_n * self.cfg.batch_size / max(dt, 1e-9),
                     "time": time.time(),
-                    "device": where,
+                    "device": self.where,
                 }
             )
-            last_loss = mean_loss
-            if bar is not None:
-                bar.set_postfix(loss=f"{mean_loss:.4g}")
-            window_loss, window_n, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-        if bar is not None:
-            bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step)
-    if bar is not None:
-        bar.close()
-    if start >= cfg.steps:
-        log.info("%s already trained for %d steps; nothing to do", task.kind, start)
-    return TrainResult(
-        step=step if cfg.steps > start else start,
-        loss=last_loss,
-        checkpoint=ckpt_path,
-        metrics=metrics_path,
-    )
+            self.last_loss = mean_loss
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{mean_loss:.4g}")
+            self._reset()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _save(path: Path, kind: str, run: _Run, step: int, stored: dict[str, Any]) -> None:
+    """Write the resumable checkpoint of step ``step`` (rank 0; every rank's RNG state)."""
+    rng = _gather_rng(run.dist)
+    if run.dist.is_main:
+        payload = checkpoint_class(kind)(
+            **stored,
+            step=step,
+            model=run.model.state_dict(),
+            ema=run.ema.state_dict(),
+            ema_updates=run.ema.num_updates,
+            optimizer=run.opt.state_dict(),
+            grad_scaler=run.scaler.state_dict() if run.use_scaler else {},
+            rng=rng,
+        )
+        save_checkpoint(path, payload)
+    barrier(run.dist)
 
 
 def _to_device(v: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

@@ -17,6 +17,7 @@ from realdeal.models.loading import load_autoencoder
 from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
 from realdeal.presets import LDMRunConfig
+from realdeal.runtime.checkpoint import EmbeddedAutoencoder
 from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
 from realdeal.training.distributed import barrier, init_distributed
 from realdeal.training.engine import TrainResult, train
@@ -108,12 +109,12 @@ def train_ldm(
         "latent_shape": list(stacked.shape[1:]),
         "image_shape": list(ds.shape),
         "dataset": str(ds.root),
-        "autoencoder": {
-            "model_config": ae_ckpt["model_config"],
-            "preset": ae_ckpt.get("preset", ""),
-            "ema": ae.state_dict(),
-            "fingerprint": fingerprint,
-        },
+        "autoencoder": EmbeddedAutoencoder(
+            model_config=ae_ckpt.model_config,
+            preset=ae_ckpt.preset,
+            ema=ae.state_dict(),
+            fingerprint=fingerprint,
+        ),
     }
     return train(
         LatentDiffusionTask(NoiseSchedule(cfg.schedule)),
