@@ -134,22 +134,14 @@ def prepare_config(cfg: DemoConfig):
 
 def model_configs(cfg: DemoConfig) -> dict[str, Any]:
     """The ``cpu-small`` run configs of the three models, scaled by ``train_scale``/quick."""
-    import realdeal.training.refiner  # noqa: F401 - registers the refiner presets
-    from realdeal.presets import preset, with_overrides
+    from realdeal.presets import QUICK_OVERRIDES, preset, with_overrides
 
     out = {}
     for kind in MODEL_KINDS:
         c = preset(kind, "cpu-small")
         steps = max(1, round(c.train.steps * cfg.train_scale))
-        over: dict[str, Any] = {"train": {"steps": steps, "seed": cfg.seed}}
-        if cfg.quick:
-            over["train"].update(steps=6, checkpoint_every=6, log_every=2, warmup_steps=2)
-            if kind == "autoencoder":
-                over["crop"] = [16, 16, 16]
-            if kind == "refiner":
-                over["window"] = 16
-                over["train"]["batch_size"] = 2
-        out[kind] = with_overrides(c, over)
+        c = with_overrides(c, {"train": {"steps": steps, "seed": cfg.seed}})
+        out[kind] = with_overrides(c, QUICK_OVERRIDES[kind]) if cfg.quick else c
     return out
 
 

@@ -34,7 +34,14 @@ def register(subparsers) -> None:
         help="paired: originals vs candidates; unpaired: real vs generated",
     )
     p.add_argument("--out", required=True, help="output folder for tables, CSV and JSON")
-    g = p.add_argument_group("paired mode")
+    _add_paired_flags(p.add_argument_group("paired mode"))
+    _add_unpaired_flags(p.add_argument_group("unpaired mode"))
+    _add_common_flags(p.add_argument_group("common"))
+    p.set_defaults(func=run)
+
+
+def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
+    """Originals, candidate sets, labels and the paired-only metrics' options."""
     g.add_argument(
         "--originals",
         nargs="+",
@@ -72,11 +79,14 @@ def register(subparsers) -> None:
         default="dipy",
         help="NLM denoiser for noise KL",
     )
-    u = p.add_argument_group("unpaired mode")
-    u.add_argument(
+
+
+def _add_unpaired_flags(g: argparse._ArgumentGroup) -> None:
+    """Real and generated sets, real labels and the feature space."""
+    g.add_argument(
         "--real", nargs="+", metavar="PATH", help="folder(s) or NIfTI files of real images"
     )
-    u.add_argument(
+    g.add_argument(
         "--generated",
         action="append",
         type=_named,
@@ -84,44 +94,46 @@ def register(subparsers) -> None:
         metavar="NAME=PATH",
         help="a generated set (folder), e.g. ldm=DIR; repeatable",
     )
-    u.add_argument(
+    g.add_argument(
         "--real-labels",
         nargs="+",
         metavar="PATH",
         help="label maps of the real images (else a threshold mask)",
     )
-    u.add_argument(
+    g.add_argument(
         "--features",
         choices=("inception", "patchstats"),
         default="inception",
         help="feature space: FID's Inception (paper) or weight-free patch statistics (reported as FD-patchstats)",
     )
-    c = p.add_argument_group("common")
-    c.add_argument(
+
+
+def _add_common_flags(g: argparse._ArgumentGroup) -> None:
+    """Patch sampling, intervals, workers, pretrained weights and device."""
+    g.add_argument(
         "--patches", type=int, default=1000, help="2D patches per axis and image (paper: 1000)"
     )
-    c.add_argument("--patch-size", type=int, default=64, help="2D patch side in voxels (paper: 64)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument(
+    g.add_argument("--patch-size", type=int, default=64, help="2D patch side in voxels (paper: 64)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
         "--bootstrap",
         type=int,
         default=None,
         help="interval resamples: paired, bootstrap resamples of subjects (default 1000); "
         "unpaired, leave-one-subject-out sets of the jackknife (default 20); 0 = no intervals",
     )
-    c.add_argument(
+    g.add_argument(
         "--workers", type=int, default=None, help="processes over subjects (default: min(2, CPUs))"
     )
-    c.add_argument(
+    g.add_argument(
         "--weights-dir",
         default=None,
         help="folder with pretrained weights (default: torch.hub cache)",
     )
-    c.add_argument("--no-download", action="store_true", help="never download pretrained weights")
-    c.add_argument(
+    g.add_argument("--no-download", action="store_true", help="never download pretrained weights")
+    g.add_argument(
         "--device", default="auto", help="torch device for LPIPS/Inception (auto: GPU if any)"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="network precision (default fp32)",
     )
     add_scan_flags(p)
+    _add_execution_flags(p)
+    p.set_defaults(func=run)
+
+
+def _add_execution_flags(p: argparse.ArgumentParser) -> None:
+    """Input resampling, batching over volumes, device and plan-only mode."""
     p.add_argument(
         "--resample",
         action="store_true",
@@ -85,7 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the plan (waves, windows, redundancy) and exit",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

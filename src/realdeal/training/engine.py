@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from realdeal.errors import ConfigError, InputError
+from realdeal.presets import TrainConfig
 from realdeal.runtime.checkpoint import (
     check_model_config,
     checkpoint_class,
@@ -36,7 +37,6 @@ from realdeal.runtime.checkpoint import (
     save_checkpoint,
 )
 from realdeal.runtime.device import (
-    Precision,
     autocast_context,
     device_label,
     resolve_precision,
@@ -55,56 +55,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by all models.
-
-    ``batch_size`` is the *global* number of samples per optimizer step; each of
-    ``world_size`` processes computes ``batch_size / (world_size * grad_accum)`` samples per
-    micro-batch. ``lr`` is reached after ``warmup_steps`` linear warm-up steps and then kept
-    constant (``lr_decay="constant"``, so a run's length can change on resume) or decayed
-    along a half cosine to ``min_lr_ratio·lr`` at ``steps`` (``"cosine"``: better weights
-    from a short run; resuming with other ``steps`` changes the rest of the curve). ``precision="auto"``: bf16 autocast
-    where the device supports it (CUDA with bf16, CPUs with native bf16), fp16 + grad scaler
-    on older GPUs, else fp32.
-    """
-
-    steps: int = 1000
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    lr_decay: Literal["constant", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    precision: Precision = "auto"
-    log_every: int = 10
-    checkpoint_every: int = 500
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-    channels_last: bool = False
-    """Run 3D convolutions in channels-last memory layout (about 2× faster on CPU oneDNN)."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("steps, batch_size and grad_accum must be at least 1")
-        if self.lr_decay not in ("constant", "cosine"):
-            raise ConfigError(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of optimizer step ``step`` (1-based)."""
-        lr = self.lr * min(1.0, step / self.warmup_steps) if self.warmup_steps else self.lr
-        if self.lr_decay == "cosine" and step > self.warmup_steps:
-            span = max(1, self.steps - self.warmup_steps)
-            p = min(1.0, (step - self.warmup_steps) / span)
-            lr *= self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-        return lr
 
 
 class TrainTask(Protocol):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -43,107 +42,19 @@ from realdeal.config import save_config, to_dict
 from realdeal.data.fraction import brain_fraction_map
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.masks import MaskConfig, sample_mask
-from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError, InputError
-from realdeal.models.unet import UNetConfig, build_unet
+from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import require_reconstructions
-from realdeal.presets import register_preset
+from realdeal.presets import Positions, RefinerRunConfig, Target
 from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
 from realdeal.training.distributed import init_distributed
-from realdeal.training.engine import TrainConfig, TrainResult, train
+from realdeal.training.engine import TrainResult, train
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
-Positions = Literal["uniform", "stratified"]
-Target = Literal["image", "residual"]
 FRACTION_BINS = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class RefinerRunConfig:
-    """Everything ``realdeal train refiner`` needs. Defaults: the paper (SPEC §5).
-
-    2,700 epochs of 890 subjects at batch 32, one patch per subject per epoch ≈ 75,000 steps.
-    ``coarse``: the derived-volume kind the coarse inputs come from (``reconstructions``).
-    """
-
-    preset: str = "paper"
-    window: int = 64
-    unet: UNetConfig = dataclasses.field(
-        default_factory=lambda: UNetConfig(
-            in_channels=3,
-            out_channels=1,
-            channels=(128, 256, 256),
-            num_res_blocks=2,
-            attention_levels=(False, False, True),
-            num_head_channels=(0, 0, 256),
-        )
-    )
-    schedule: ScheduleConfig = dataclasses.field(
-        default_factory=lambda: ScheduleConfig(
-            schedule="scaled_linear_beta", prediction_type="epsilon"
-        )
-    )
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=75_000, batch_size=32, lr=1e-5, weight_decay=0.0, checkpoint_every=1000
-        )
-    )
-    masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
-    positions: Positions = "stratified"
-    coarse: str = "reconstructions"
-    target: Target = "image"
-    """``image`` (the paper) or ``residual`` (diffuse ``(x − x̂)/residual_scale``)."""
-    residual_scale: float | None = None
-    """Residual normalisation; ``None`` = measured on the training set before training."""
-
-    def __post_init__(self) -> None:
-        if self.unet.in_channels != 3 or self.unet.out_channels != 1:
-            raise ConfigError("the refiner U-Net takes [x_t, x̂, y_prev] (3 channels) and outputs 1")
-        if self.target not in ("image", "residual"):
-            raise ConfigError(f"refiner target must be image or residual, got {self.target!r}")
-        if self.residual_scale is not None and not self.residual_scale > 0:
-            raise ConfigError(f"residual_scale must be positive, got {self.residual_scale}")
-        if self.window % self.unet.size_multiple:
-            raise ConfigError(
-                f"window {self.window} must be divisible by {self.unet.size_multiple} for this U-Net"
-            )
-
-
-register_preset("refiner", "paper", RefinerRunConfig())
-register_preset(
-    "refiner",
-    "cpu-small",
-    RefinerRunConfig(
-        preset="cpu-small",
-        window=32,
-        unet=UNetConfig(
-            in_channels=3,
-            out_channels=1,
-            channels=(16, 32, 32),
-            num_res_blocks=1,
-            attention_levels=(False, False, True),
-            num_head_channels=(0, 0, 32),
-            norm_num_groups=8,
-        ),
-        train=TrainConfig(
-            steps=800,
-            batch_size=4,
-            lr=1e-3,
-            weight_decay=0.0,
-            warmup_steps=20,
-            lr_decay="cosine",
-            precision="auto",
-            checkpoint_every=100,
-            log_every=10,
-            ema_decay=0.99,
-            channels_last=True,
-        ),
-        schedule=ScheduleConfig(schedule="scaled_linear_beta", prediction_type="v_prediction"),
-        target="residual",
-    ),
-)
 
 
 class PatchPairs(torch.utils.data.Dataset):
