@@ -50,7 +50,8 @@ import torch
 
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import make_refine_sampler, refine_volume
+from realdeal.diffusion.refine import refine_volume
+from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from realdeal.models.unet import UNetConfig, build_unet
@@ -283,7 +284,7 @@ def _refine_run(
     residual_scale: float = 1.0,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """One refinement over ``plan``; figures extrapolated ×``target_steps/steps`` if they differ."""
-    smp = make_refine_sampler(sampler, schedule, steps, eta=eta, clip_x0=target == "image")
+    smp = make_sampler(sampler, schedule, steps, eta=eta, clip_x0=target == "image")
     with Meter(device) as me:
         res = refine_volume(
             coarse, Denoiser(net, schedule), smp, plan, seed=0, device=device,

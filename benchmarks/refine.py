@@ -59,7 +59,7 @@ def _run_one(args: argparse.Namespace) -> None:
             x = x[tuple(slice(a, a + k) for a, k in zip(c, args.crop, strict=True))]
     pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
     settings = RefineSettings(
-        sampler=args.sampler, steps=args.run_steps, eta=args.eta, schedule=args.schedule,
+        sampler=args.sampler, steps=args.run_steps, eta=args.eta, traversal=args.schedule,
         skip_background=args.schedule == "wavefront", max_batch=args.max_batch, seed=0,
     )  # fmt: skip
     t0 = time.perf_counter()

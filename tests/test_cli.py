@@ -39,14 +39,35 @@ def test_invalid_step_counts_exit_2(capsys):
 
 def test_help_texts_follow_the_default_sampling_table():
     from realdeal.cli import build_parser
-    from realdeal.pipelines.refiner import DEFAULT_SAMPLING
+    from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices
     refine_help = " ".join(sub["refine"].format_help().split())
-    for sampler, steps, eta in DEFAULT_SAMPLING.values():
+    sample_help = " ".join(sub["sample"].format_help().split())
+    for use, helps in (("residual", [refine_help]), ("image", [refine_help]),
+                       ("ldm", [sample_help])):  # fmt: skip
+        sampler, steps, eta = DEFAULT_SAMPLING[use]
         expected = f"{sampler}, eta {eta:g}, {steps} steps" if eta else f"{sampler}, {steps} steps"
-        assert expected in refine_help
+        assert all(expected in h for h in helps), (use, expected)
     assert "ddim 50" not in refine_help.split("--steps")[1].split("with --sampler")[0]
+    for help_text in (refine_help, sample_help):
+        assert f"{{{','.join(SAMPLERS)}}}" in help_text  # every registered sampler is a choice
+        for name, spec in SAMPLERS.items():
+            if spec.steps is not None:
+                assert f"{name} {spec.steps}" in help_text
+
+
+def test_traversal_flag_and_its_deprecated_alias():
+    from realdeal.cli import build_parser
+
+    parser = build_parser()
+    base = ["refine", "in.nii.gz", "-o", "out", "--checkpoint", "r.pt"]
+    assert parser.parse_args(base).traversal is None
+    assert parser.parse_args([*base, "--traversal", "official"]).traversal == "official"
+    assert parser.parse_args([*base, "--schedule", "official"]).traversal == "official"
+    sub = parser._subparsers._group_actions[0].choices
+    refine_help = sub["refine"].format_help()
+    assert "--traversal" in refine_help and "--schedule {" not in refine_help
     train_help = " ".join(sub["train"].format_help().split())
     assert "refiner" in train_help and "refiner" in " ".join(parser.format_help().split())

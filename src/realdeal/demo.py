@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from realdeal.config import to_dict
+from realdeal.diffusion.registry import DEFAULT_SAMPLING
 from realdeal.errors import InputError
 from realdeal.utils.fs import atomic_dir, write_json_atomic
 
@@ -62,8 +63,8 @@ class DemoConfig:
     ``checkpoints``: ``"packaged"`` (the shipped demo checkpoints when they fit this cohort),
     a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
 
-    Refinement defaults to the residual refiner's sampling,
-    :data:`realdeal.pipelines.refiner.DEFAULT_SAMPLING` (DDIM, η = 1, 10 steps; the
+    Sampling defaults come from :data:`realdeal.diffusion.registry.DEFAULT_SAMPLING`: the LDM's
+    row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 steps; the
     measurements behind it are there): a deterministic solver keeps all of a small model's
     high-frequency error, the stochastic one lets it be denoised.
     """
@@ -76,11 +77,11 @@ class DemoConfig:
     n_samples: int = 16
     n_refined_samples: int = 3
     sample_batch: int = 8
-    sample_sampler: str = "ddim"
-    sample_steps: int = 50
-    refine_sampler: str = "ddim"
-    refine_steps: int = 10
-    refine_eta: float = 1.0
+    sample_sampler: str = DEFAULT_SAMPLING["ldm"].sampler
+    sample_steps: int = DEFAULT_SAMPLING["ldm"].steps  # type: ignore[assignment]
+    refine_sampler: str = DEFAULT_SAMPLING["residual"].sampler
+    refine_steps: int = DEFAULT_SAMPLING["residual"].steps  # type: ignore[assignment]
+    refine_eta: float = DEFAULT_SAMPLING["residual"].eta
     max_batch: int = 8
     workers: int | None = None
 

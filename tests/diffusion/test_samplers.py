@@ -1,4 +1,5 @@
-"""One suite over every sampler, plus step-for-step checks against MONAI's schedulers."""
+"""One suite over every sampler (DDPM, DDIM, DPM-Solver++), the registry that makes them, and
+step-for-step checks against MONAI's schedulers (DPM-Solver++ against diffusers: test_dpm_solver)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,22 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from realdeal.diffusion import registry
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.samplers import (
-    DDIMSampler,
-    DDPMSampler,
-    make_sampler,
-    sample,
-    strided_timesteps,
-)
+from realdeal.diffusion.dpm_solver import DPMSolverPP2M
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler, truncate
+from realdeal.diffusion.samplers import DDIMSampler, DDPMSampler, sample, strided_timesteps
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.errors import ConfigError
 
 SAMPLERS = {
     "ddpm-full": lambda s: DDPMSampler(s),
     "ddpm-50": lambda s: DDPMSampler(s, 50),
     "ddim-50": lambda s: DDIMSampler(s, 50),
     "ddim-10-eta1": lambda s: DDIMSampler(s, 10, eta=1.0),
+    "dpm++-20": lambda s: DPMSolverPP2M(s, 20),
+    "dpm++-7": lambda s: DPMSolverPP2M(s, 7),
+    "dpm++-strength0.4": lambda s: truncate(DPMSolverPP2M(s, 20), 0.4, 1000)[0],
 }
 
 
@@ -64,11 +66,42 @@ def test_timesteps_and_determinism(name):
         and ts[-1] == 0
         and len(set(ts)) == len(ts) == sampler.num_steps
     )
-    d = Denoiser(_net(), s)
+    calls, base = [], _net()
+
+    def net(x, t):
+        calls.append(int(t[0]))
+        return base(x, t)
+
+    d = Denoiser(net, s)
     x = torch.randn(1, 2, 3, 3, 3, generator=torch.Generator().manual_seed(3))
     a = sample(d, sampler, x, generator=torch.Generator().manual_seed(5), show_progress=False)
+    assert calls == ts  # one network call per visited step, in order
     b = sample(d, sampler, x, generator=torch.Generator().manual_seed(5), show_progress=False)
-    assert torch.equal(a, b) and torch.isfinite(a).all()
+    assert torch.equal(a, b) and torch.isfinite(a).all() and a.shape == x.shape
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_keeps_no_state_between_chains(name):
+    """Multistep state is explicit: one sampler object runs interleaved chains, and batched
+    groups (each with its own state) give what each chain gives alone."""
+    from realdeal.diffusion.samplers import Group, sample_groups
+
+    s = NoiseSchedule()
+    sampler = SAMPLERS[name](s)
+    d = Denoiser(_net(), s)
+    x = torch.randn(3, 2, 3, 3, 3, generator=torch.Generator().manual_seed(3))
+    alone = [
+        sample(d, sampler, x[i : i + 1], generator=torch.Generator().manual_seed(i),
+               show_progress=False)
+        for i in range(3)
+    ]  # fmt: skip
+    groups = [Group(slice(i, i + 1), sampler, torch.Generator().manual_seed(i)) for i in range(3)]
+    together = sample_groups(d, groups, x, show_progress=False)
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-6, atol=1e-6)
+    again = sample(
+        d, sampler, x[:1], generator=torch.Generator().manual_seed(0), show_progress=False
+    )
+    assert torch.equal(again, alone[0])
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -134,7 +167,9 @@ def test_ddim_step_matches_monai(prediction, eta):
     x = torch.randn(1, 2, 3, 3, 3, generator=torch.Generator().manual_seed(4))
     for t in (999, 500, 30):  # MONAI steps to t - T // n; give ours the same target step
         tt = torch.tensor([t])
-        ours = sampler.step(x, t, t - 40, Denoiser(net, s)(x, tt), torch.Generator().manual_seed(1))
+        pred = Denoiser(net, s)(x, tt)
+        ours, state = sampler.step(x, t, t - 40, pred, torch.Generator().manual_seed(1))
+        assert state is None
         theirs, _ = ref.step(net(x, tt), t, x, eta=eta, generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-4)
 
@@ -145,18 +180,47 @@ def test_make_sampler_and_bad_step_counts():
         isinstance(make_sampler("ddim", s), DDIMSampler) and make_sampler("ddim", s).num_steps == 50
     )
     assert make_sampler("ddpm", s).num_steps == 1000
+    dpm = make_sampler("dpm++", s)
+    assert isinstance(dpm, DPMSolverPP2M) and dpm.num_steps == 20
+    assert isinstance(make_sampler("dpmpp", s, 4), DPMSolverPP2M)  # an alias
+    assert make_sampler("ddim", s, 7, eta=0.5, clip_x0=False).eta == 0.5
+    assert not make_sampler("dpm++", s, clip_x0=False).clip_x0
     assert strided_timesteps(1000, 4) == [999, 666, 333, 0]
-    from realdeal.errors import ConfigError
-
     with pytest.raises(ConfigError):
         strided_timesteps(1000, 0)
+    with pytest.raises(ConfigError, match="unknown sampler 'euler'; choose ddpm, ddim, dpm"):
+        make_sampler("euler", s)
+
+
+def test_registry_table_is_complete():
+    """Every registered sampler is made with its table default; every default names one."""
+    s = NoiseSchedule()
+    for name, spec in registry.SAMPLERS.items():
+        assert make_sampler(name, s).num_steps == (spec.steps or s.num_train_timesteps)
+    for use in ("ldm", "residual", "image"):
+        row = DEFAULT_SAMPLING[use]
+        assert (
+            row.sampler in registry.SAMPLERS
+            and make_sampler(row.sampler, s, row.steps).num_steps > 0
+        )
+
+
+def test_truncate_for_strength():
+    s = NoiseSchedule()
+    base = DDIMSampler(s, 10)
+    assert truncate(base, 1.0, 1000) == (base, None)
+    short, t0 = truncate(base, 0.3, 1000)
+    assert (
+        short.timesteps() == [t for t in base.timesteps() if t <= round(0.3 * 999)] == [222, 111, 0]
+    )
+    assert t0 == 222 and short.num_steps == 3 and short.schedule is s
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ConfigError, match="strength"):
+            truncate(base, bad, 1000)
 
 
 @pytest.mark.parametrize("steps", [0, -1])
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
 def test_invalid_step_counts_are_refused_not_replaced_by_the_default(name, steps):
-    from realdeal.diffusion.refine import make_refine_sampler
-    from realdeal.errors import ConfigError
-
     with pytest.raises(ConfigError, match="sampling steps"):
-        make_refine_sampler(name, NoiseSchedule(ScheduleConfig()), steps)
+        make_sampler(name, NoiseSchedule(ScheduleConfig()), steps)

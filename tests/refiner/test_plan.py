@@ -1,4 +1,4 @@
-"""Refinement plans: one invariant suite run over our wavefront plans and the official schedule."""
+"""Refinement plans: one invariant suite run over our wavefront plans and the official traversal."""
 
 from __future__ import annotations
 
@@ -336,11 +336,12 @@ def test_refine_loop_writes_every_voxel_once_over_the_official_plan():
     import torch
 
     from realdeal.diffusion.denoiser import Denoiser
-    from realdeal.diffusion.refine import make_refine_sampler, refine_volume
+    from realdeal.diffusion.refine import refine_volume
+    from realdeal.diffusion.registry import make_sampler
     from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
     schedule = NoiseSchedule(ScheduleConfig(prediction_type="epsilon"))
-    sampler = make_refine_sampler("ddim", schedule, 3)
+    sampler = make_sampler("ddim", schedule, 3)
     steps = len(sampler.timesteps())
     shape = (12, 24, 16)
     coarse = (0.2 * np.sin(np.indices(shape).sum(0) / 3.0)).astype(np.float32)

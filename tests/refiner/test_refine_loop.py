@@ -8,7 +8,8 @@ import torch
 
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import PlanConfig, make_plan
-from realdeal.diffusion.refine import make_refine_sampler, refine_volume
+from realdeal.diffusion.refine import refine_volume
+from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
 SAMPLERS = [("ddpm", 12, 0.0), ("ddim", 8, 0.0), ("ddim", 8, 1.0), ("dpm++", 8, 0.0)]
@@ -44,7 +45,7 @@ def sampler_setup(request):
     name, steps, eta = request.param
     cfg = ScheduleConfig(schedule="scaled_linear_beta", prediction_type="epsilon")
     schedule = NoiseSchedule(cfg)
-    return schedule, make_refine_sampler(name, schedule, steps, eta=eta)
+    return schedule, make_sampler(name, schedule, steps, eta=eta)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -103,7 +104,7 @@ def test_official_plan_runs_through_the_same_loop():
     from realdeal.diffusion.plan import official_plan
 
     schedule = NoiseSchedule(ScheduleConfig(prediction_type="epsilon"))
-    sampler = make_refine_sampler("ddim", schedule, 4)
+    sampler = make_sampler("ddim", schedule, 4)
     coarse = _coarse((32, 32, 32))
     plan = official_plan(coarse.shape, window=16)
     res = refine_volume(
@@ -132,7 +133,7 @@ def test_bfloat16_autocast_runs_a_real_unet():
     res = refine_volume(
         coarse,
         Denoiser(net, schedule),
-        make_refine_sampler("ddim", schedule, 2),
+        make_sampler("ddim", schedule, 2),
         plan,
         autocast_dtype=torch.bfloat16,
         show_progress=False,
@@ -147,7 +148,7 @@ def test_residual_target_refines_coarse_plus_scaled_residual(name):
     schedule = NoiseSchedule(
         ScheduleConfig(schedule="scaled_linear_beta", prediction_type="epsilon")
     )
-    sampler = make_refine_sampler(name, schedule, 8, clip_x0=False)
+    sampler = make_sampler(name, schedule, 8, clip_x0=False)
     coarse = _coarse((36, 36, 36))
     plan = make_plan(coarse.shape, PlanConfig(window=16, overlap=4), coarse=coarse)
     r0, scale = 0.5, 0.2
@@ -172,7 +173,7 @@ def test_partial_chain_starts_from_the_noised_coarse_and_runs_fewer_steps():
     schedule = NoiseSchedule(
         ScheduleConfig(schedule="scaled_linear_beta", prediction_type="epsilon")
     )
-    sampler = make_refine_sampler("ddim", schedule, 10)
+    sampler = make_sampler("ddim", schedule, 10)
     coarse = _coarse((32, 32, 32))
     plan = make_plan(coarse.shape, PlanConfig(window=16, overlap=4), coarse=coarse)
     seen_t: list[int] = []
@@ -211,13 +212,24 @@ def test_default_sampling_follows_the_refiner_target():
     assert (e.sampler, e.steps, e.eta) == ("ddim", 4, 0.5)
     d = resolve_sampling(RefineSettings(sampler="ddim"), "residual")
     assert (d.sampler, d.steps, d.eta) == ("ddim", None, 0.0)
+    assert resolve_sampling(RefineSettings(sampler="dpmpp"), "image").sampler == "dpm++"
     # the shipped cpu-small refiner is a residual one, so `realdeal refine` uses DDIM η = 1
     shipped = files("realdeal") / "demo_checkpoints" / "refiner.pt"
     pipe, _ = RefinerPipeline.from_checkpoint(str(shipped))
     assert pipe.target == "residual"
     # and the demo refines with the same settings
     from realdeal.demo import DemoConfig
-    from realdeal.pipelines.refiner import DEFAULT_SAMPLING
+    from realdeal.diffusion.registry import DEFAULT_SAMPLING
 
     d = DemoConfig()
     assert (d.refine_sampler, d.refine_steps, d.refine_eta) == DEFAULT_SAMPLING["residual"]
+
+
+def test_traversal_setting_and_its_old_name():
+    """``traversal`` picks the window traversal; settings saved as ``schedule`` still load."""
+    from realdeal.pipelines.refiner import RefineSettings
+
+    assert RefineSettings().traversal == "wavefront"
+    old = RefineSettings.from_dict({"schedule": "official", "steps": 4})
+    assert old == RefineSettings(traversal="official", steps=4)
+    assert RefineSettings.from_dict({"traversal": "official"}).traversal == "official"

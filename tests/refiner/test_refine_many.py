@@ -8,7 +8,8 @@ import torch
 
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import PlanConfig, make_plan
-from realdeal.diffusion.refine import RefineJob, make_refine_sampler, refine_volume, refine_volumes
+from realdeal.diffusion.refine import RefineJob, refine_volume, refine_volumes
+from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
 SAMPLERS = [("ddpm", 6, 0.0), ("ddim", 5, 1.0), ("dpm++", 5, 0.0)]
@@ -48,7 +49,7 @@ def _noise_dependent(calls):
 @pytest.mark.parametrize("target", ["image", "residual"])
 def test_volumes_refined_together_equal_each_refined_alone(name, steps, eta, target):
     schedule = NoiseSchedule(ScheduleConfig(schedule="scaled_linear_beta"))
-    sampler = make_refine_sampler(name, schedule, steps, eta=eta, clip_x0=target == "image")
+    sampler = make_sampler(name, schedule, steps, eta=eta, clip_x0=target == "image")
     kw = dict(show_progress=False, target=target, residual_scale=0.3)
     alone_calls: list[int] = []
     den = Denoiser(_noise_dependent(alone_calls), schedule)
@@ -88,7 +89,7 @@ def test_real_unet_grouped_volumes_match_alone_up_to_rounding_and_repeat_exactly
             p.add_(0.05 * torch.randn_like(p))
     schedule = NoiseSchedule(ScheduleConfig(schedule="scaled_linear_beta"))
     den = Denoiser(net, schedule)
-    sampler = make_refine_sampler("ddim", schedule, 2, eta=1.0)
+    sampler = make_sampler("ddim", schedule, 2, eta=1.0)
     jobs = _jobs(max_batch=2)[:2]
     with torch.no_grad():
         alone = [refine_volume(j.coarse, den, sampler, j.plan, seed=j.seed, show_progress=False)
@@ -115,5 +116,5 @@ def test_volumes_with_different_windows_are_refused():
     ]
     den = Denoiser(_noise_dependent([]), schedule)
     with pytest.raises(Exception, match="same window size"):
-        list(refine_volumes(jobs, den, make_refine_sampler("ddim", schedule, 2), max_batch=None,
+        list(refine_volumes(jobs, den, make_sampler("ddim", schedule, 2), max_batch=None,
                             show_progress=False))  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.cli import positive_int
+from realdeal.diffusion.registry import SAMPLERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,8 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.n_refined_samples,
         help="how many of the samples to refine (the first ones)",
     )
-    p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help="DDIM steps")
-    p.add_argument("--refine-sampler", choices=["ddpm", "ddim", "dpm++"], default=d.refine_sampler)
+    p.add_argument(
+        "--sample-steps",
+        type=positive_int,
+        default=d.sample_steps,
+        help=f"LDM sampling steps ({d.sample_sampler})",
+    )
+    p.add_argument("--refine-sampler", choices=list(SAMPLERS), default=d.refine_sampler)
     p.add_argument("--refine-steps", type=positive_int, default=d.refine_steps)
     p.add_argument(
         "--refine-eta",

@@ -6,6 +6,37 @@ import argparse
 
 from realdeal.cli import positive_int
 from realdeal.commands._scan import add_input_flags, add_scan_flags
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, default_steps_help, describe
+
+TRAVERSALS = ["wavefront", "official"]
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """--sampler, --steps, --eta and --strength; help texts from the sampler registry's table."""
+    p.add_argument(
+        "--sampler",
+        choices=list(SAMPLERS),
+        help=f"default: {describe(DEFAULT_SAMPLING['residual'])} for a residual (cpu-small) "
+        f"refiner; {describe(DEFAULT_SAMPLING['image'])} for an image (paper) refiner",
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        help="reverse steps, at least 1 (default: without --sampler as said there; with "
+        f"--sampler {default_steps_help()})",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        help="DDIM η (0 deterministic, 1 DDPM-like; default: without --sampler as said there, "
+        "else 0)",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        help="start from the coarse input noised to strength·T (SDEdit) instead of pure "
+        "noise (default 1 = the paper)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,30 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="refiner checkpoint (realdeal train refiner)"
     )
-    p.add_argument(
-        "--sampler",
-        choices=["ddpm", "ddim", "dpm++"],
-        help="default: ddim, eta 1, 10 steps for a residual (cpu-small) refiner; dpm++, 20 steps "
-        "for an image (paper) refiner",
-    )
-    p.add_argument(
-        "--steps",
-        type=positive_int,
-        help="reverse steps, at least 1 (default: without --sampler as said there; with "
-        "--sampler ddpm 1000, ddim 50, dpm++ 20)",
-    )
-    p.add_argument(
-        "--eta",
-        type=float,
-        help="DDIM η (0 deterministic, 1 DDPM-like; default: without --sampler as said there, "
-        "else 0)",
-    )
-    p.add_argument(
-        "--strength",
-        type=float,
-        help="start from the coarse input noised to strength·T (SDEdit) instead of pure "
-        "noise (default 1 = the paper)",
-    )
+    _add_sampling_flags(p)
     p.add_argument(
         "--overlap", type=int, help="window overlap in voxels (default a quarter window)"
     )
@@ -52,8 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-batch", type=int, help="windows per network call at most (bounds memory; default 8)"
     )
     p.add_argument(
-        "--schedule", choices=["wavefront", "official"], help="traversal (default wavefront)"
+        "--traversal",
+        choices=TRAVERSALS,
+        help="window traversal: wavefront (ours) or official (the authors'); default wavefront "
+        "(--schedule is the deprecated old name)",
     )
+    p.add_argument("--schedule", dest="traversal", choices=TRAVERSALS, help=argparse.SUPPRESS)
     p.add_argument(
         "--no-skip-background", action="store_true", help="diffuse pure-background windows too"
     )
@@ -112,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         max_batch=args.max_batch,
         batch_volumes=args.batch_volumes,
-        schedule=args.schedule,
+        traversal=args.traversal,
         skip_background=False if args.no_skip_background else None,
         seed=args.seed,
         precision=args.precision,

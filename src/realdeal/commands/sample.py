@@ -10,27 +10,32 @@ from __future__ import annotations
 import argparse
 
 from realdeal.cli import positive_int
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, default_steps_help, describe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    default = DEFAULT_SAMPLING["ldm"]
     p = sub.add_parser(
         "sample",
         help="generate volumes with the latent diffusion model",
-        description="Sample latents with DDPM or DDIM, undo the latent scaling, decode, and write "
-        "NIfTI volumes in the prepared dataset's geometry.",
+        description="Sample latents with DDPM, DDIM or DPM-Solver++, undo the latent scaling, "
+        "decode, and write NIfTI volumes in the prepared dataset's geometry.",
     )
     p.add_argument("--ldm", required=True, help="LDM checkpoint.pt (it carries its autoencoder)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("-n", "--n", type=int, default=1, help="number of volumes")
     p.add_argument(
-        "--sampler", choices=["ddim", "ddpm"], default="ddim", help="reverse process (default ddim)"
+        "--sampler",
+        choices=list(SAMPLERS),
+        help=f"reverse process (default: {describe(default)})",
     )
     p.add_argument(
         "--steps",
         type=positive_int,
-        help="sampling steps, at least 1 (default: 50 for ddim, 1000 for ddpm)",
+        help="sampling steps, at least 1 (default: without --sampler as said there; with "
+        f"--sampler {default_steps_help()})",
     )
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM η (0 = deterministic)")
+    p.add_argument("--eta", type=float, help=f"DDIM η (0 = deterministic; default {default.eta:g})")
     p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
     p.add_argument(
         "--data",
@@ -58,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
+    default = DEFAULT_SAMPLING["ldm"]
+    sampler = args.sampler or default.sampler
+    eta = default.eta if args.eta is None else args.eta
     # Under torchrun every rank loads the model on its own device and writes its share.
     with inference_group(args.device) as dist:
         pipe, ckpt = LatentDiffusionPipeline.from_checkpoint(
@@ -70,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
             "step": int(ckpt["step"]),
             "preset": ckpt.get("preset"),
             "n": args.n,
-            "sampler": args.sampler,
+            "sampler": sampler,
             "steps": args.steps,
-            "eta": args.eta,
+            "eta": eta,
             "seed": args.seed,
             "precision": args.precision,
             "ema": not args.raw_weights,

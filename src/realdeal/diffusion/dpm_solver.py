@@ -10,12 +10,14 @@ with D = x̂_0(t) on the first step and D = (1 + 1/(2r)) x̂_0(t) − 1/(2r) x̂
 r = h_last/h, afterwards (diffusers' ``DPMSolverMultistepScheduler`` with
 ``algorithm_type="dpmsolver++"``, ``solver_order=2``, ``solver_type="midpoint"``). The last step
 (to t = −1, clean data) returns x̂_0, as diffusers' ``final_sigmas_type="zero"``, and
-drops to first order, as its ``lower_order_final``. The solver keeps the previous x̂_0 between
-calls; it resets whenever it sees the first timestep again.
+drops to first order, as its ``lower_order_final``. The previous step's λ and x̂_0 are the
+explicit multistep state (:class:`DPMState`) that ``step`` takes and returns; the solver object
+itself keeps nothing between calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -23,6 +25,15 @@ import torch
 from realdeal.diffusion.denoiser import Prediction
 from realdeal.diffusion.samplers import strided_timesteps
 from realdeal.diffusion.schedule import NoiseSchedule
+
+
+@dataclasses.dataclass(frozen=True)
+class DPMState:
+    """What a DPM-Solver++(2M) step hands to the next one: λ at the step just taken and the
+    x̂_0 estimated there."""
+
+    lam: float
+    x0: torch.Tensor
 
 
 class DPMSolverPP2M:
@@ -33,7 +44,6 @@ class DPMSolverPP2M:
         self.num_steps = 20 if num_steps is None else num_steps  # 0 must fail, not become 20
         self.clip_x0 = clip_x0
         self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
-        self._last: tuple[float, torch.Tensor] | None = None  # (λ of the last step, its x̂_0)
 
     def timesteps(self) -> list[int]:
         return list(self._timesteps)
@@ -49,21 +59,19 @@ class DPMSolverPP2M:
         t_prev: int,
         pred: Prediction,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        state: DPMState | None = None,
+    ) -> tuple[torch.Tensor, DPMState | None]:
+        """``(x_{t_prev}, state)``; ``state`` is the previous step's (``None``: first order).
+        The last step (to t = −1) returns x̂_0 and no state."""
         x0 = pred.x0.clamp(-1.0, 1.0) if self.clip_x0 else pred.x0
-        if t == self._timesteps[0]:
-            self._last = None
         if t_prev < 0:
-            self._last = None
-            return x0
+            return x0, None
         ab_t, ab_p = float(self.schedule.alpha_bar(t)), float(self.schedule.alpha_bar(t_prev))
         sigma_t, sigma_p, alpha_p = math.sqrt(1 - ab_t), math.sqrt(1 - ab_p), math.sqrt(ab_p)
         lam_t, lam_p = self._lambda(t), self._lambda(t_prev)
         h = lam_p - lam_t
         d = x0
-        if self._last is not None:
-            lam_last, x0_last = self._last
-            r = (lam_t - lam_last) / h
-            d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_last
-        self._last = (lam_t, x0)
-        return (sigma_p / sigma_t) * x_t - alpha_p * math.expm1(-h) * d
+        if state is not None:
+            r = (lam_t - state.lam) / h
+            d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * state.x0
+        return (sigma_p / sigma_t) * x_t - alpha_p * math.expm1(-h) * d, DPMState(lam_t, x0)

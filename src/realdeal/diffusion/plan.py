@@ -48,7 +48,7 @@ Default overlap: a quarter window. Measured with ``benchmarks/plan_counts.py`` (
 mask for background skipping, ``max_batch`` 32). HCP grid, 224×288×224, 64³ windows:
 
 =========================  =======  =====  =========  ==================  =================
-schedule                   windows  waves  batches    computed / written  computed / volume
+traversal                  windows  waves  batches    computed / written  computed / volume
 =========================  =======  =====  =========  ==================  =================
 authors (``official``)         139     20         20                1.99               2.52
 ours, overlap 32               286     10         15                5.21               5.19
@@ -219,7 +219,7 @@ class PlanStats:
 
 
 class Plan:
-    """A complete refinement schedule; build it with :func:`make_plan` or :func:`official_plan`.
+    """A complete refinement traversal; build it with :func:`make_plan` or :func:`official_plan`.
 
     Read-only after construction. See the module docstring for the meaning of ``owner`` and
     ``level`` (int arrays of :attr:`padded_shape`).
@@ -273,7 +273,7 @@ class Plan:
         """Padded volume → original shape (undoes :meth:`pad`)."""
         return self.crop_pad.inverse(np.asarray(y), fill)
 
-    # -- schedule -------------------------------------------------------------------------
+    # -- traversal ------------------------------------------------------------------------
     @property
     def running(self) -> tuple[Window, ...]:
         """Diffused windows in execution order (by batch, then claiming order)."""
@@ -356,7 +356,7 @@ class Plan:
         """Markdown summary (what ``refine --plan-only`` prints)."""
         s = self.stats
         rows = [
-            ("schedule", s.kind),
+            ("traversal", s.kind),
             ("volume", "×".join(map(str, s.shape))),
             ("padded", "×".join(map(str, s.padded_shape))),
             ("window / overlap / stride", f"{s.window}³ / {s.overlap} / {s.stride}"),
@@ -580,7 +580,7 @@ def _wavefront(
     return plan
 
 
-# -- the authors' traversal (``--schedule official``) ---------------------------------------
+# -- the authors' traversal (``--traversal official``) ---------------------------------------
 def official_padded_shape(shape: Sequence[int], window: int = 64) -> Shape3:
     """Padding the authors' traversal needs (SPEC §5.1): x to whole strides, y and z to whole windows.
 
@@ -642,7 +642,7 @@ def official_plan(
     """
     shape = _shape3(shape)
     if window < 2 or window % 2:
-        raise ConfigError(f"the official schedule needs an even window, got {window}")
+        raise ConfigError(f"the official traversal needs an even window, got {window}")
     s = window // 2
     padded = (
         _shape3(padded_shape) if padded_shape is not None else official_padded_shape(shape, window)

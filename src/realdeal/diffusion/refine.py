@@ -2,15 +2,16 @@
 
 This is where the three independent pieces meet (SPEC §5, paper §2.2): a
 :class:`~realdeal.diffusion.denoiser.Denoiser` (the refiner network, ε- or v-prediction),
-a sampler (DDPM, DDIM or DPM-Solver++, see :func:`make_refine_sampler`) and a
+a sampler (DDPM, DDIM or DPM-Solver++, see :mod:`realdeal.diffusion.registry`) and a
 :class:`~realdeal.diffusion.plan.Plan` (which windows, in which order, with which masks).
 For every batch of windows of the plan:
 
 * ``M`` = the window's generate mask (voxels not yet refined); the rest is known;
 * ``y_prev`` = refined values where ``M = 0``, Gaussian noise where ``M = 1``;
 * ``x_T`` = noise where ``M = 1``, refined values where ``M = 0``;
-* the network sees ``[x_t, x̂_patch, y_prev]`` on the channel axis; after every reverse step
-  the known region is reset to the refined values (it stays clean, as in training);
+* the network sees ``[x_t, x̂_patch, y_prev]`` on the channel axis (built by
+  :mod:`realdeal.diffusion.conditioning`, as in training); after every reverse step the known
+  region is reset to the refined values (it stays clean, as in training);
 * at the end only the window's write mask (``⊆ M``) is copied into the refined volume.
 
 With ``target="residual"`` (a refiner trained on ``(x − x̂)/s``, see
@@ -21,14 +22,13 @@ and device give the same output.
 
 :func:`refine_volumes` refines several volumes at once: a network call takes the next batch
 of several volumes (bounded by ``max_batch`` windows), while each volume keeps its own plan,
-generator and sampler state — so each result is the one :func:`refine_volume` gives that
-volume alone (up to the float rounding of batched kernels), however volumes are grouped.
+generator and multistep sampler state — so each result is the one :func:`refine_volume` gives
+that volume alone (up to the float rounding of batched kernels), however volumes are grouped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import time
@@ -38,67 +38,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from realdeal.diffusion.denoiser import Denoiser, Prediction
+from realdeal.diffusion.conditioning import keep_known, start_inputs
+from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import Plan, Window
-from realdeal.diffusion.samplers import Group, Sampler, make_sampler, sample_groups
+from realdeal.diffusion.registry import BoundedResidual, truncate
+from realdeal.diffusion.samplers import Group, Sampler, sample_groups
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-def make_refine_sampler(
-    name: str,
-    schedule: NoiseSchedule,
-    steps: int | None = None,
-    eta: float = 0.0,
-    clip_x0: bool = True,
-) -> Sampler:
-    """``ddpm`` (reference: every training step), ``ddim`` (default 50 steps, ``eta``) or
-    ``dpm++`` (DPM-Solver++(2M), default 20 steps). ``clip_x0`` clamps each clean estimate
-    to [−1, 1] (right for images; a residual-target refiner needs ``False``)."""
-    if name in ("dpm++", "dpmpp", "dpm-solver++"):
-        from realdeal.diffusion.dpm_solver import DPMSolverPP2M
-
-        return DPMSolverPP2M(schedule, steps, clip_x0=clip_x0)
-    if name in ("ddpm", "ddim"):
-        return make_sampler(name, schedule, steps, eta=eta, clip_x0=clip_x0)  # type: ignore[arg-type]
-    raise ConfigError(f"unknown sampler {name!r}; choose ddpm, ddim or dpm++")
-
-
-class _BoundedResidual:
-    """A residual refiner's clean estimate clamped so that ``x̂ + s·r̂₀`` stays in [−1, 1].
-
-    This is the residual form of the samplers' image clipping (which a residual cannot use:
-    its range is per voxel). Without it an ε-prediction's x̂₀ at high noise, amplified by
-    ``1/√ᾱ_t`` (≈ 15 at t = 999), throws multistep solvers off. ε̂ is recomputed to match.
-    """
-
-    def __init__(self, denoiser: Denoiser, lo: torch.Tensor, hi: torch.Tensor):
-        self.denoiser, self.lo, self.hi = denoiser, lo, hi
-
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
-        p = self.denoiser(x_t, t, cond)
-        x0 = torch.minimum(torch.maximum(p.x0, self.lo), self.hi)
-        ab = self.denoiser.schedule.alpha_bar(t).to(x_t).view(-1, *([1] * (x_t.ndim - 1)))
-        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-        return Prediction(x0=x0, eps=eps)
-
-
-class _Truncated:
-    """``sampler`` restricted to its timesteps ≤ ``t_max`` (SDEdit-style partial chain)."""
-
-    def __init__(self, sampler: Sampler, t_max: int):
-        ts = sampler.timesteps()
-        self.base = sampler
-        self._ts = [t for t in ts if t <= t_max] or [ts[-1]]
-
-    def timesteps(self) -> list[int]:
-        return list(self._ts)
-
-    def step(self, *args, **kw):
-        return self.base.step(*args, **kw)
 
 
 @dataclasses.dataclass
@@ -142,8 +91,9 @@ class _Volume:
         # value) or the residual volume (zero = the coarse value).
         self.yp = torch.zeros_like(self.xp) if residual else self.xp.clone()
         self.gen = torch.Generator(device=device).manual_seed(int(job.seed))
-        # Samplers may keep state between steps (DPM-Solver++ keeps the last x̂₀): one each.
-        self.sampler = copy.deepcopy(sampler)
+        # Samplers hold no per-run state (a multistep one's lives in the sampling loop), so
+        # the volumes share one.
+        self.sampler = sampler
         self.batches = job.plan.batches()
         self.next = self.evals = self.calls = self.peak = 0
         self.t0 = time.perf_counter()
@@ -157,7 +107,7 @@ class _Volume:
         return self.batches[self.next]
 
     def inputs(self, schedule: NoiseSchedule, t_start: int | None):
-        """(M, known, x̂, x_T, y_prev) of the next batch, drawing noise from this volume's
+        """(M, known, x̂, x_T, cond) of the next batch, drawing noise from this volume's
         generator in the order a volume refined alone draws it."""
         device = self.xp.device
         sls = [w.slices for w in self.windows]
@@ -165,14 +115,11 @@ class _Volume:
         m = m[:, None].to(device=device, dtype=torch.float32)
         known = torch.stack([self.yp[s] for s in sls])[:, None]
         xhat = torch.stack([self.xp[s] for s in sls])[:, None]
-        y_prev = known * (1 - m) + torch.randn(known.shape, generator=self.gen, device=device) * m
+        g = torch.randn(known.shape, generator=self.gen, device=device)
         noise = torch.randn(known.shape, generator=self.gen, device=device)
-        if t_start is None:
-            x_T = noise * m + known * (1 - m)
-        else:
-            ab = float(schedule.alpha_bar(t_start))
-            x_T = (ab**0.5 * known + (1 - ab) ** 0.5 * noise) * m + known * (1 - m)
-        return m, known, xhat, x_T, y_prev
+        ab = None if t_start is None else float(schedule.alpha_bar(t_start))
+        x_T, cond = start_inputs(known, xhat, m, g, noise, ab)
+        return m, known, xhat, x_T, cond
 
     def write(self, out: torch.Tensor, steps: int) -> None:
         """Copy each window's write mask of ``out`` ``(B, 1, w, w, w)`` into the state."""
@@ -221,19 +168,14 @@ def refine_volumes(
     ``max_volumes`` (default ``max_batch``, else 8) volumes are held at once, and a finished
     one makes room for the next. The other arguments are those of :func:`refine_volume`.
     """
-    if not 0 < strength <= 1:
-        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
+    sampler, t_start = truncate(sampler, strength, denoiser.schedule.num_train_timesteps)
     if target not in ("image", "residual"):
         raise ConfigError(f"refine target must be image or residual, got {target!r}")
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
     device = torch.device(device)
     residual = target == "residual"
-    t_start = None
-    if strength < 1:
-        t_start = round(strength * (denoiser.schedule.num_train_timesteps - 1))
-        sampler = _Truncated(sampler, t_start)  # type: ignore[assignment]
-        t_start = sampler.timesteps()[0]
+    scale = residual_scale if residual else None
     steps = len(sampler.timesteps())
     capacity = max_volumes or max_batch or 8
     amp = (
@@ -243,34 +185,19 @@ def refine_volumes(
     )
     pending = iter(jobs)
     active: list[_Volume] = []
-    exhausted = False
     bar = progress(total=0, desc="refine", unit="batch") if show_progress else None
     while True:
-        while not exhausted and len(active) < capacity:
-            job = next(pending, None)
-            if job is None:
-                exhausted = True
-            else:
-                active.append(_Volume(job, sampler, device, residual))
-                if bar is not None:
-                    bar.total += len(active[-1].batches)
-                    bar.refresh()
+        for v in _admit(pending, active, capacity, sampler, device, residual):
+            if bar is not None:
+                bar.total += len(v.batches)
+                bar.refresh()
         for v in [v for v in active if v.done]:  # nothing to diffuse (all background)
             active.remove(v)
-            yield v.job, v.result(residual_scale if residual else None)
+            yield v.job, v.result(scale)
         if not active:
             break
-        # First fit in arrival order: the oldest volume always runs, later ones join while
-        # their next batch fits.
-        group, size = [], 0
-        for v in active:
-            n = len(v.windows)
-            if group and max_batch is not None and size + n > max_batch:
-                continue
-            if group and v.plan.window_shape != group[0].plan.window_shape:
-                raise ConfigError("volumes refined together must use the same window size")
-            group.append(v)
-            size += n
+        group = _first_fit(active, max_batch)
+        size = sum(len(v.windows) for v in group)
         _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps)
         for v in group:
             if bar is not None:
@@ -278,20 +205,46 @@ def refine_volumes(
                 bar.update(1)
             if v.done:
                 active.remove(v)
-                yield v.job, v.result(residual_scale if residual else None)
+                yield v.job, v.result(scale)
     if bar is not None:
         bar.close()
+
+
+def _admit(pending, active, capacity, sampler, device, residual) -> list[_Volume]:
+    """Take jobs from ``pending`` into ``active`` until it holds ``capacity``; the new ones."""
+    new = []
+    while len(active) < capacity:
+        job = next(pending, None)
+        if job is None:
+            break
+        active.append(_Volume(job, sampler, device, residual))
+        new.append(active[-1])
+    return new
+
+
+def _first_fit(active: list[_Volume], max_batch: int | None) -> list[_Volume]:
+    """The volumes whose next batches share a network call: first fit in arrival order (the
+    oldest volume always runs, later ones join while their next batch fits)."""
+    group, size = [], 0
+    for v in active:
+        n = len(v.windows)
+        if group and max_batch is not None and size + n > max_batch:
+            continue
+        if group and v.plan.window_shape != group[0].plan.window_shape:
+            raise ConfigError("volumes refined together must use the same window size")
+        group.append(v)
+        size += n
+    return group
 
 
 def _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps) -> None:
     """One reverse chain over the next batch of every volume in ``group``, in one batch."""
     parts = [v.inputs(denoiser.schedule, t_start) for v in group]
-    m, known, xhat, x_T, y_prev = (torch.cat(t) for t in zip(*parts, strict=True))
-    cond = torch.cat([xhat, y_prev], dim=1)
+    m, known, xhat, x_T, cond = (torch.cat(t) for t in zip(*parts, strict=True))
     den = denoiser
     if residual:
         s = float(residual_scale)
-        den = _BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
+        den = BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
     groups, start = [], 0
     for v in group:
         n = len(v.windows)
@@ -299,7 +252,7 @@ def _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps) -
         start += n
 
     def reset_known(i: int, t_prev: int, x: torch.Tensor) -> torch.Tensor:
-        return x * m + known * (1 - m)
+        return keep_known(x, known, m)
 
     with amp:
         out = sample_groups(den, groups, x_T, cond, reset_known, show_progress=False).float()

@@ -1,17 +1,22 @@
-"""Reverse-process samplers over a :class:`~realdeal.diffusion.denoiser.Denoiser`.
+"""Reverse-process update rules over a :class:`~realdeal.diffusion.denoiser.Denoiser`, and the loop.
 
 A sampler only knows the schedule: ``timesteps()`` lists the steps (descending) and
-``step(x_t, t, t_prev, pred, generator)`` returns x_{t_prev}. :func:`sample` runs the loop and
-calls ``callback(i, t_prev, x)`` after every step so that a caller can, e.g., reset a known
-region (the refiner's masked loop) without either side knowing about the other.
-Strided DDPM uses the effective β between visited steps, β' = 1 − ᾱ_t / ᾱ_{t_prev}.
+``step(x_t, t, t_prev, pred, generator, state)`` returns ``(x_{t_prev}, state)``. A sampler
+object holds no per-run state: a multistep rule (DPM-Solver++(2M),
+:mod:`realdeal.diffusion.dpm_solver`) returns what it must remember as ``state``, and the
+caller passes it to the next step of the same chain (``None`` on a chain's first step), as
+k-diffusion's loops keep ``old_denoised``. So one sampler serves any number of chains at once.
+:func:`sample` runs the loop and calls ``callback(i, t_prev, x)`` after every step so that a
+caller can, e.g., reset a known region (the refiner's masked loop) without either side
+knowing about the other. Strided DDPM uses the effective β between visited steps,
+β' = 1 − ᾱ_t / ᾱ_{t_prev}. Samplers are made by name in :mod:`realdeal.diffusion.registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -19,7 +24,6 @@ from realdeal.diffusion.denoiser import Denoiser, Prediction
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
 
-SamplerName = Literal["ddpm", "ddim"]
 StepCallback = Callable[[int, int, torch.Tensor], "torch.Tensor | None"]
 
 
@@ -27,6 +31,7 @@ class Sampler(Protocol):
     """A reverse-process update rule over a noise schedule."""
 
     schedule: NoiseSchedule
+    num_steps: int
 
     def timesteps(self) -> list[int]:
         """Timesteps visited, descending; the step after the last one is t = −1 (clean)."""
@@ -38,9 +43,14 @@ class Sampler(Protocol):
         t: int,
         t_prev: int,
         pred: Prediction,
-        generator: torch.Generator | None,
-    ) -> torch.Tensor:
-        """x_{t_prev} from x_t and the denoiser's estimates at t."""
+        generator: torch.Generator | None = None,
+        state: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """``(x_{t_prev}, state)`` from x_t and the denoiser's estimates at t.
+
+        ``state`` is what the previous step of this chain returned (``None`` on its first
+        step); the returned one goes to the next step. Single-step rules return ``None``.
+        """
         ...
 
 
@@ -77,7 +87,7 @@ class _Base:
 class DDPMSampler(_Base):
     """Ancestral sampling from the posterior q(x_{t'} | x_t, x̂_0) ("fixed small" variance)."""
 
-    def step(self, x_t, t, t_prev, pred, generator=None):
+    def step(self, x_t, t, t_prev, pred, generator=None, state=None):
         ab_t = float(self.schedule.alpha_bar(t))
         ab_p = float(self.schedule.alpha_bar(t_prev))
         beta = 1.0 - ab_t / ab_p
@@ -85,10 +95,10 @@ class DDPMSampler(_Base):
         ct = (1.0 - beta) ** 0.5 * (1.0 - ab_p) / (1.0 - ab_t)
         mean = c0 * self._x0(pred) + ct * x_t
         if t_prev < 0:
-            return mean
+            return mean, None
         var = max((1.0 - ab_p) / (1.0 - ab_t) * beta, 1e-20)
         noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        return mean + var**0.5 * noise
+        return mean + var**0.5 * noise, None
 
 
 class DDIMSampler(_Base):
@@ -104,7 +114,7 @@ class DDIMSampler(_Base):
         super().__init__(schedule, num_steps, clip_x0)
         self.eta = eta
 
-    def step(self, x_t, t, t_prev, pred, generator=None):
+    def step(self, x_t, t, t_prev, pred, generator=None, state=None):
         ab_t = float(self.schedule.alpha_bar(t))
         ab_p = float(self.schedule.alpha_bar(t_prev))
         sigma = self.eta * ((1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p)) ** 0.5
@@ -113,29 +123,13 @@ class DDIMSampler(_Base):
             x = x + sigma * torch.randn(
                 x.shape, generator=generator, device=x.device, dtype=x.dtype
             )
-        return x
-
-
-def make_sampler(
-    name: SamplerName,
-    schedule: NoiseSchedule,
-    num_steps: int | None = None,
-    eta: float = 0.0,
-    clip_x0: bool = True,
-) -> Sampler:
-    """``"ddpm"`` (default: all training steps) or ``"ddim"`` (default: 50 steps)."""
-    if name == "ddpm":
-        return DDPMSampler(schedule, num_steps, clip_x0=clip_x0)
-    if name == "ddim":
-        return DDIMSampler(
-            schedule, 50 if num_steps is None else num_steps, eta=eta, clip_x0=clip_x0
-        )
-    raise ConfigError(f"unknown sampler {name!r}; choose ddpm or ddim")
+        return x, None
 
 
 @dataclasses.dataclass
 class Group:
-    """Rows ``rows`` of a batch that step with their own sampler (and its state) and generator."""
+    """Rows ``rows`` of a batch that step with their own sampler and generator (and, inside
+    :func:`sample_groups`, their own multistep state)."""
 
     rows: slice
     sampler: Sampler
@@ -175,37 +169,33 @@ def sample_groups(
     """:func:`sample` for a batch made of independent groups of rows (e.g. several volumes).
 
     One network call per step covers the whole batch; each group then steps with its own
-    sampler and draws its noise from its own generator, so a group's result is the one it
-    would get sampled alone (given a network whose output for a row does not depend on the
-    other rows). ``groups`` split the rows into consecutive slices, in order; all their
-    samplers must visit the same timesteps.
+    sampler, its own multistep state (one chain per group, started here) and draws its noise
+    from its own generator, so a group's result is the one it would get sampled alone (given
+    a network whose output for a row does not depend on the other rows). ``groups`` split
+    the rows into consecutive slices, in order; all their samplers must visit the same
+    timesteps.
     """
     from realdeal.utils.progress import progress
 
     ts = groups[0].sampler.timesteps()
     if any(g.sampler.timesteps() != ts for g in groups):
         raise ConfigError("groups sampled together must visit the same timesteps")
+    whole = len(groups) == 1 and groups[0].rows == slice(0, x_T.shape[0])
+    states: list[Any] = [None] * len(groups)
     x = x_T
     bar = progress(total=len(ts), desc=desc, unit="step") if show_progress else None
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long)
         pred = denoiser(x, tt, cond)
-        if len(groups) == 1 and groups[0].rows == slice(0, x.shape[0]):
-            x = groups[0].sampler.step(x, t, t_prev, pred, groups[0].generator)
-        else:
-            x = torch.cat(
-                [
-                    g.sampler.step(
-                        x[g.rows],
-                        t,
-                        t_prev,
-                        Prediction(pred.x0[g.rows], pred.eps[g.rows]),
-                        g.generator,
-                    )  # fmt: skip
-                    for g in groups
-                ]
+        parts = []
+        for k, g in enumerate(groups):
+            p = pred if whole else Prediction(pred.x0[g.rows], pred.eps[g.rows])
+            xg, states[k] = g.sampler.step(
+                x if whole else x[g.rows], t, t_prev, p, g.generator, states[k]
             )
+            parts.append(xg)
+        x = parts[0] if whole else torch.cat(parts)
         if callback is not None:
             out = callback(i, t_prev, x)
             if out is not None:

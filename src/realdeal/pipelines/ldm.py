@@ -15,7 +15,8 @@ from torch import nn
 
 from realdeal.config import from_dict
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.samplers import SamplerName, make_sampler, sample
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler, resolve_sampling
+from realdeal.diffusion.samplers import sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import InputError
 from realdeal.models.autoencoder import Autoencoder
@@ -61,17 +62,23 @@ class LatentDiffusionPipeline:
     def __call__(
         self,
         n: int,
-        sampler: SamplerName = "ddim",
+        sampler: str | None = None,
         num_steps: int | None = None,
         seed: int = 0,
         batch_size: int = 1,
         precision: str = "fp32",
-        eta: float = 0.0,
+        eta: float | None = None,
         show_progress: bool = True,
     ) -> torch.Tensor:
-        """``n`` images ``(n, X, Y, Z)`` in [-1, 1] on CPU; sample ``i`` depends only on ``seed + i``."""
+        """``n`` images ``(n, X, Y, Z)`` in [-1, 1] on CPU; sample ``i`` depends only on ``seed + i``.
+
+        ``sampler``: ``ddpm``, ``ddim`` or ``dpm++`` (:mod:`realdeal.diffusion.registry`);
+        ``None`` with ``num_steps``/``eta`` left ``None`` runs ``DEFAULT_SAMPLING["ldm"]``
+        (DDIM, 50 steps, η = 0); a named sampler takes its own default step count.
+        """
         amp, _ = resolve_precision(precision, self.device)  # type: ignore[arg-type]
-        smp = make_sampler(sampler, self.schedule, num_steps, eta=eta)
+        chosen = resolve_sampling(DEFAULT_SAMPLING["ldm"], sampler, num_steps, eta)
+        smp = make_sampler(chosen.sampler, self.schedule, chosen.steps, eta=chosen.eta)
         out = []
         for start in range(0, n, batch_size):
             idx = range(start, min(n, start + batch_size))
@@ -87,7 +94,7 @@ class LatentDiffusionPipeline:
                     x_T,
                     generator=gen,
                     show_progress=show_progress,
-                    desc=f"{sampler} {start + 1}-{idx[-1] + 1}/{n}",
+                    desc=f"{chosen.sampler} {start + 1}-{idx[-1] + 1}/{n}",
                 )
                 img = self.autoencoder.decode(self.scaler.inverse(z.float()))
             out.append(img.float()[:, 0].cpu())

@@ -31,13 +31,9 @@ from realdeal.data.io import Volume, load_volume
 from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import Plan, PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import (
-    RefineJob,
-    RefineResult,
-    make_refine_sampler,
-    refine_volume,
-    refine_volumes,
-)
+from realdeal.diffusion.refine import RefineJob, RefineResult, refine_volume, refine_volumes
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler
+from realdeal.diffusion.registry import resolve_sampling as resolve
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.loading import load_refiner
@@ -48,6 +44,7 @@ from realdeal.utils.fs import write_json_atomic
 log = logging.getLogger(__name__)
 
 Intensity = Literal["auto", "scaled", "raw", "percentile"]
+Traversal = Literal["wavefront", "official"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +53,13 @@ class RefineSettings:
 
     sampler: str | None = None
     """``ddpm``, ``ddim`` or ``dpm++``; ``None``: by the refiner's target, see
-    :data:`DEFAULT_SAMPLING`."""
+    :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING`."""
     steps: int | None = None
-    """Reverse steps; default 1,000 for ddpm, 50 for ddim, 20 for dpm++ (or as
-    :data:`DEFAULT_SAMPLING` says when ``sampler`` is ``None``)."""
+    """Reverse steps; ``None``: the sampler's default (``SAMPLERS`` in
+    :mod:`realdeal.diffusion.registry`), or as ``DEFAULT_SAMPLING`` says when ``sampler`` is
+    ``None``."""
     eta: float | None = None
-    """DDIM η; ``None``: 0, or as :data:`DEFAULT_SAMPLING` says."""
+    """DDIM η; ``None``: 0, or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None``."""
     strength: float = 1.0
     """< 1: start from the coarse input noised to ``strength·T`` (SDEdit); 1 = the paper."""
     overlap: int | None = None
@@ -72,7 +70,10 @@ class RefineSettings:
     call, up to ``max_batch`` windows. Part of the computation: with a real network a
     window's output can change in the last float bits with the batch it shares, so runs
     with the same value (one process or any number of torchrun ranks) agree bit for bit."""
-    schedule: Literal["wavefront", "official"] = "wavefront"
+    traversal: Traversal = "wavefront"
+    """Window traversal: ``wavefront`` (ours, :func:`~realdeal.diffusion.plan.make_plan`) or
+    ``official`` (the authors', :func:`~realdeal.diffusion.plan.official_plan`). Called
+    ``schedule`` before (``--schedule``, and in old ``refine.json`` files)."""
     skip_background: bool = True
     seed: int = 0
     precision: str = "fp32"
@@ -86,30 +87,21 @@ class RefineSettings:
     allow_head: bool = False
     """Refine scans that look like heads with skull anyway (warns)."""
 
-
-#: (sampler, steps, η) used when none is asked for, by the refiner's target. ``residual`` (the
-#: ``cpu-small`` refiner): DDIM with η = 1 — on the shipped refiner DPM-Solver++ (10 or 20 steps)
-#: overshot the white-matter noise (std of x − median₃ 0.072 / 0.070, original 0.042) and DDIM
-#: η = 1 matched it (0.043); 10 steps is the demo's speed/texture trade-off (benchmarks/refine.py:
-#: 20 steps recover about half of the remaining sharpness gap to a 50-step DDPM reference at
-#: twice the cost). ``image`` (the ``paper`` refiner, ε-prediction): DPM-Solver++(2M), 20 steps.
-DEFAULT_SAMPLING: dict[str, tuple[str, int, float]] = {
-    "residual": ("ddim", 10, 1.0),
-    "image": ("dpm++", 20, 0.0),
-}
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefineSettings:
+        """Settings from a dict (e.g. ``refine.json``'s ``settings``); an old ``schedule``
+        key is read as ``traversal``."""
+        data = dict(data)
+        if "schedule" in data and "traversal" not in data:
+            data["traversal"] = data.pop("schedule")
+        return from_dict(cls, data)
 
 
 def resolve_sampling(settings: RefineSettings, target: str) -> RefineSettings:
-    """``settings`` with sampler, steps and η filled in for a refiner with ``target``."""
-    if settings.sampler is None:
-        sampler, steps, eta = DEFAULT_SAMPLING[target]
-        return dataclasses.replace(
-            settings,
-            sampler=sampler,
-            steps=steps if settings.steps is None else settings.steps,
-            eta=eta if settings.eta is None else settings.eta,
-        )
-    return settings if settings.eta is not None else dataclasses.replace(settings, eta=0.0)
+    """``settings`` with sampler, steps and η filled in for a refiner with ``target``
+    (``DEFAULT_SAMPLING[target]`` in :mod:`realdeal.diffusion.registry`)."""
+    s = resolve(DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta)
+    return dataclasses.replace(settings, sampler=s.sampler, steps=s.steps, eta=s.eta)
 
 
 class RefinerPipeline:
@@ -147,7 +139,7 @@ class RefinerPipeline:
 
     def plan(self, coarse: np.ndarray, settings: RefineSettings) -> Plan:
         """The plan for ``coarse`` (printable without running the network)."""
-        if settings.schedule == "official":
+        if settings.traversal == "official":
             return official_plan(coarse.shape, window=self.window, max_batch=settings.max_batch)
         cfg = PlanConfig(
             window=self.window, overlap=settings.overlap, max_batch=settings.max_batch,
@@ -164,7 +156,7 @@ class RefinerPipeline:
     def _loop(self, settings: RefineSettings, show_progress: bool = True) -> dict[str, Any]:
         """Keyword arguments of :func:`refine_volumes` (network, sampler, numerics) for ``settings``."""
         settings = resolve_sampling(settings, self.target)
-        sampler = make_refine_sampler(
+        sampler = make_sampler(
             settings.sampler, self.schedule, settings.steps, settings.eta,
             clip_x0=self.target == "image",
         )  # fmt: skip

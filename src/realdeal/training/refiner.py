@@ -3,7 +3,8 @@
 One training sample is one window of one subject: ``x`` the original patch, ``x̂`` the
 autoencoder reconstruction of the same window (``realdeal reconstruct`` writes those into
 the prepared dataset), ``M`` a mask from :mod:`realdeal.diffusion.masks` (True = generate).
-Then, exactly as the paper:
+Then, exactly as the paper (built by :mod:`realdeal.diffusion.conditioning`, which inference
+shares):
 
 * ``y_prev = x·(1−M) + g·M`` with ``g ~ N(0, I)``;
 * ``x_t = (√ᾱ_t x + √(1−ᾱ_t) ε)·M + x·(1−M)`` — the known region stays clean;
@@ -40,6 +41,7 @@ from torch import nn
 
 from realdeal.config import save_config, to_dict
 from realdeal.data.fraction import brain_fraction_map
+from realdeal.diffusion.conditioning import training_inputs
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.masks import MaskConfig, sample_mask
 from realdeal.diffusion.schedule import NoiseSchedule
@@ -134,9 +136,7 @@ class RefinerTask:
         g = per_sample_randn(shape, seeds, salt=11).to(x)
         eps = per_sample_randn(shape, seeds, salt=12).to(x)
         t = per_sample_randint(self.schedule.num_train_timesteps, seeds, salt=13).to(x.device)
-        y_prev = x * (1 - m) + g * m
-        x_t = self.schedule.add_noise(x, eps, t) * m + x * (1 - m)
-        cond = torch.cat([xhat, y_prev], dim=1)
+        x_t, cond = training_inputs(x, xhat, m, g, self.schedule.add_noise(x, eps, t))
         return Denoiser(model, self.schedule).loss(x, eps, t, cond=cond, mask=m, x_t=x_t)
 
 
