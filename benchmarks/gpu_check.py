@@ -55,8 +55,7 @@ from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from realdeal.models.unet import UNetConfig, build_unet
-from realdeal.presets import preset
-from realdeal.training.refiner import RefinerRunConfig  # registers the refiner presets
+from realdeal.presets import RefinerRunConfig, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quality import NoiseReference, quality

@@ -316,8 +316,7 @@ def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
 
 def test_released_unet_sizes_are_inferred():
     """Shapes only (meta tensors): the released LDM and refiner layouts give the paper configs."""
-    from realdeal.presets import LDMRunConfig
-    from realdeal.training.refiner import RefinerRunConfig
+    from realdeal.presets import LDMRunConfig, RefinerRunConfig
 
     for paper, buffers, n_params in [
         (LDMRunConfig().unet, False, 441_435_652),

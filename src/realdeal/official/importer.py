@@ -160,8 +160,7 @@ def import_refiner(
     ``data``: a prepared dataset whose intensity scaler and spacing are stored, so that
     ``realdeal refine`` also accepts raw-intensity inputs.
     """
-    # RefinerRunConfig moves to realdeal.presets (issue 15); import it from there once it has.
-    from realdeal.training.refiner import RefinerRunConfig
+    from realdeal.presets import RefinerRunConfig
 
     ckpt = read_official(src) if ckpt is None else ckpt
     cfg, state = _convert_unet(ckpt, src, norm_num_groups)
