@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _floor() -> str:
     text = (ROOT / "pyproject.toml").read_text()
     m = re.search(r'^requires-python\s*=\s*">=\s*(\d+\.\d+)"', text, re.M)
-    assert m, "pyproject.toml has no requires-python = \">=X.Y\""
+    assert m, 'pyproject.toml has no requires-python = ">=X.Y"'
     return m.group(1)
 
 
