@@ -52,7 +52,7 @@ def ldm_row(ckpt: Path, data: Path, n: int, seed: int) -> dict:
     from realdeal.pipelines.ldm import LatentDiffusionPipeline
 
     ds = PreparedDataset(data)
-    pipe, _ = LatentDiffusionPipeline.from_checkpoint(ckpt)
+    pipe = LatentDiffusionPipeline.from_checkpoint(ckpt)
     ref = ds.load_image(ds.ids()[0])
     t0 = time.perf_counter()
     imgs = pipe(n, sampler="ddim", num_steps=50, seed=seed, batch_size=8, show_progress=False)

@@ -481,7 +481,7 @@ def part_c(
     data = load_quality_input(input_path, sizes.quality_crop)
     x, orig = data["coarse"].astype(np.float32), data["original"].astype(np.float32)
     ref = NoiseReference.of(orig, np.isin(data["labels"], (2, 41)))
-    pipe, _ = RefinerPipeline.from_checkpoint(DEMO_REFINER, device=device)
+    pipe = RefinerPipeline.from_checkpoint(DEMO_REFINER, device=device)
     amp = None  # the demo refiner is small: fp32 keeps the reference exact
     kw = dict(device=device, amp=amp, schedule=pipe.schedule, target=pipe.target,
               residual_scale=pipe.residual_scale)  # fmt: skip

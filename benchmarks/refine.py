@@ -57,7 +57,7 @@ def _run_one(args: argparse.Namespace) -> None:
         if args.crop:
             c = [(s - k) // 2 for s, k in zip(x.shape, args.crop, strict=True)]
             x = x[tuple(slice(a, a + k) for a, k in zip(c, args.crop, strict=True))]
-    pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
+    pipe = RefinerPipeline.from_checkpoint(args.checkpoint)
     settings = RefineSettings(
         sampler=args.sampler, steps=args.run_steps, eta=args.eta, traversal=args.schedule,
         skip_background=args.schedule == "wavefront", max_batch=args.max_batch, seed=0,
@@ -177,7 +177,7 @@ def main() -> None:
         ya, x = np.load("/tmp/rd_a.npy"), np.load("/tmp/rd_a_input.npy")
         from realdeal.pipelines.refiner import RefinerPipeline
 
-        pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
+        pipe = RefinerPipeline.from_checkpoint(args.checkpoint)
         plan_a = official_plan(x.shape, window=pipe.window)
         plan_b = make_plan(x.shape, PlanConfig(window=pipe.window), coarse=x)
         a["quality"] = qa = quality(ya, x, plan_a)

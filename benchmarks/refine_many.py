@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
-    pipe, _ = RefinerPipeline.from_checkpoint(args.checkpoint)
+    pipe = RefinerPipeline.from_checkpoint(args.checkpoint)
     settings = RefineSettings(steps=args.steps, max_batch=args.max_batch)
     loop = pipe._loop(settings, show_progress=False)
     base = np.array(args.shape)

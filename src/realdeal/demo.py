@@ -39,12 +39,15 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realdeal.config import to_dict
 from realdeal.diffusion.registry import DEFAULT_SAMPLING
 from realdeal.errors import InputError
 from realdeal.utils.fs import atomic_dir, write_json_atomic
+
+if TYPE_CHECKING:
+    from realdeal.pipelines.refiner import RefineSettings
 
 log = logging.getLogger(__name__)
 
@@ -415,9 +418,7 @@ def run_demo(
     Keyword arguments are :class:`DemoConfig` fields (``run_demo(out, quick=True)``);
     ``command`` is recorded in ``run.json`` (default: ``realdeal demo``).
     """
-    from realdeal.data.cohort import build_cohort
-    from realdeal.data.dataset import PreparedDataset, prepare_dataset
-    from realdeal.report.figures import cohort_figure
+    from realdeal.pipelines.refiner import RefineSettings
 
     cfg = (config or DemoConfig(**kw)).effective()
     out = Path(out)
@@ -425,99 +426,9 @@ def run_demo(
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     stages = _Stages(total=11)
-    ccfg, pcfg, mcfg = cohort_config(cfg), prepare_config(cfg), model_configs(cfg)
-
-    with stages("cohort"):
-        cohort_dir = out / "cohort"
-        if (cohort_dir / "cohort.json").exists():
-            log.info("reusing the cohort in %s", cohort_dir)
-        else:
-            build_cohort(cohort_dir, ccfg)
-            cohort_figure(cohort_dir)
-    with stages("prepare"):
-        data = out / "data"
-        if (data / "dataset.json").exists():
-            ds = PreparedDataset(data)
-            log.info("reusing the prepared dataset in %s", data)
-        else:
-            ds = prepare_dataset(
-                str(cohort_dir / "*_T1w.nii.gz"), data, pcfg, labels="{dir}/{id}_dseg.nii.gz"
-            )
-
-    models = {k: out / "models" / k for k in MODEL_KINDS}
-    ckpt = {k: models[k] / "checkpoint.pt" for k in MODEL_KINDS}
-    shipped = _choose_shipped(cfg)
-    shipped_steps = _manifest(shipped)["steps"] if shipped else {}
-    shipped_records = model_records(_manifest(shipped)) if shipped else {}
-    sources: dict[str, str] = {}
-    provenance: dict[str, dict[str, Any]] = {}
-
-    def obtain(kind: str, train_fn) -> None:
-        if cfg.retrain and models[kind].exists():
-            # Keep the last models instead of deleting them (one generation back).
-            previous = models[kind].with_name(f"{kind}.previous")
-            if previous.exists():
-                shutil.rmtree(previous)
-            models[kind].rename(previous)
-            log.info("--retrain: moved the earlier %s to %s", kind, previous)
-        need = shipped_steps.get(kind, mcfg[kind].train.steps)
-        have = _trained_steps(ckpt[kind]) if ckpt[kind].is_file() else None
-        record_file = models[kind] / PROVENANCE
-        if have is not None and have >= need:
-            log.info("reusing the %s in %s (step %d)", kind, models[kind], have)
-            sources[kind] = "reused"
-        elif shipped:
-            _install_checkpoint(shipped[kind], models[kind], shipped[kind].parent)
-            sources[kind] = f"demo checkpoint ({shipped_steps[kind]} steps)"
-            record = {"source": f"shipped demo checkpoint ({shipped[kind].parent})"}
-            write_json_atomic(record_file, record | shipped_records.get(kind, {}))
-        else:
-            t0 = time.perf_counter()
-            train_fn(resume=have is not None)
-            sources[kind] = "trained"
-            train_cfg = mcfg[kind].train
-            write_json_atomic(
-                record_file,
-                {
-                    "source": "trained in this run" + (" (resumed)" if have is not None else ""),
-                    "steps": train_cfg.steps,
-                    "batch_size": train_cfg.batch_size,
-                    "device": _logged_training(models[kind] / "metrics.jsonl", {})["device"],
-                    "train_seconds": round(time.perf_counter() - t0, 1),
-                    "made_by": command or "realdeal demo",
-                },
-            )
-        if record_file.is_file():
-            provenance[kind] = json.loads(record_file.read_text())
-        else:  # a run folder from before provenance records: what the checkpoint says
-            provenance[kind] = {"source": "found in this run folder", "steps": have}
-
-    from realdeal.training.autoencoder import train_autoencoder
-    from realdeal.training.ldm import train_ldm
-    from realdeal.training.refiner import train_refiner
-
-    with stages("train autoencoder"):
-        obtain(
-            "autoencoder",
-            lambda resume: train_autoencoder(
-                mcfg["autoencoder"], data, models["autoencoder"], resume
-            ),
-        )
-    with stages("reconstruct"):
-        _reconstruct(ds, ckpt["autoencoder"])
-    with stages("train ldm"):
-        obtain(
-            "ldm",
-            lambda resume: train_ldm(mcfg["ldm"], data, ckpt["autoencoder"], models["ldm"], resume),
-        )
-    with stages("train refiner"):
-        obtain(
-            "refiner",
-            lambda resume: train_refiner(mcfg["refiner"], data, models["refiner"], resume),
-        )
-
-    from realdeal.pipelines.refiner import RefineSettings
-
+    ds = _cohort_and_data(cfg, out, stages)
+    models = _Models(cfg, out, command)
+    models.obtain_all(stages, ds)
     settings = RefineSettings(
         sampler=cfg.refine_sampler,
         steps=cfg.refine_steps,
@@ -528,28 +439,150 @@ def run_demo(
     test = ds.ids("test")
     with stages("refine held-out reconstructions"):
         refined_test = out / "refined" / "test"
-        _refine_missing(
-            ckpt["refiner"],
-            [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test],
-            refined_test,
-            settings,
-        )
+        recons = [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test]
+        _refine_missing(models.ckpt["refiner"], recons, refined_test, settings)
     with stages("sample"):
         raw = out / "samples" / "raw"
-        _sample_missing(ckpt["ldm"], ds, raw, cfg)
+        _sample_missing(models.ckpt["ldm"], ds, raw, cfg)
     with stages("refine samples"):
         refined_samples = out / "samples" / "refined"
         chosen = sorted(raw.glob("sample_*.nii.gz"))[: cfg.n_refined_samples]
-        _refine_missing(ckpt["refiner"], chosen, refined_samples, settings)
+        _refine_missing(models.ckpt["refiner"], chosen, refined_samples, settings)
         raw_subset = out / "samples" / "raw-subset"
         _copy_missing(chosen, raw_subset)
 
     with stages("evaluate"):
         _evaluate(cfg, ds, test, refined_test, raw, raw_subset, refined_samples, out)
 
+    run = _run_record(cfg, models, settings, test, command, started)
+    run["timings"] = stages.timings
+    write_json_atomic(out / "run.json", run)
+    with stages("report"):
+        from realdeal.report.build import build_report
+
+        report = build_report(out)
+    run["timings"] = stages.timings
+    run["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json_atomic(out / "run.json", run)
+    log.info("demo finished in %.1f s; report: %s", run["total_seconds"], report)
+    return report
+
+
+def _cohort_and_data(cfg: DemoConfig, out: Path, stages: _Stages):
+    """The cohort and its prepared dataset (reused when the run folder has them)."""
+    from realdeal.data.cohort import build_cohort
+    from realdeal.data.dataset import PreparedDataset, prepare_dataset
+    from realdeal.report.figures import cohort_figure
+
+    with stages("cohort"):
+        cohort_dir = out / "cohort"
+        if (cohort_dir / "cohort.json").exists():
+            log.info("reusing the cohort in %s", cohort_dir)
+        else:
+            build_cohort(cohort_dir, cohort_config(cfg))
+            cohort_figure(cohort_dir)
+    with stages("prepare"):
+        data = out / "data"
+        if (data / "dataset.json").exists():
+            log.info("reusing the prepared dataset in %s", data)
+            return PreparedDataset(data)
+        return prepare_dataset(
+            str(cohort_dir / "*_T1w.nii.gz"),
+            data,
+            prepare_config(cfg),
+            labels="{dir}/{id}_dseg.nii.gz",
+        )
+
+
+class _Models:
+    """The run's three models: reused from the run folder, installed from the shipped demo
+    checkpoints, or trained here; records where each came from (``models/<kind>/provenance.json``)."""
+
+    def __init__(self, cfg: DemoConfig, out: Path, command: str | None):
+        self.cfg, self.command = cfg, command
+        self.configs = model_configs(cfg)
+        self.dirs = {k: out / "models" / k for k in MODEL_KINDS}
+        self.ckpt = {k: self.dirs[k] / "checkpoint.pt" for k in MODEL_KINDS}
+        self.shipped = _choose_shipped(cfg)
+        manifest = _manifest(self.shipped) if self.shipped else {}
+        self.shipped_steps = manifest["steps"] if self.shipped else {}
+        self.shipped_records = model_records(manifest) if self.shipped else {}
+        self.sources: dict[str, str] = {}
+        self.provenance: dict[str, dict[str, Any]] = {}
+
+    def obtain_all(self, stages: _Stages, ds) -> None:
+        from realdeal.training.autoencoder import train_autoencoder
+        from realdeal.training.ldm import train_ldm
+        from realdeal.training.refiner import train_refiner
+
+        data, mcfg, dirs = ds.root, self.configs, self.dirs
+        with stages("train autoencoder"):
+            self.obtain("autoencoder", lambda resume: train_autoencoder(
+                mcfg["autoencoder"], data, dirs["autoencoder"], resume))  # fmt: skip
+        with stages("reconstruct"):
+            _reconstruct(ds, self.ckpt["autoencoder"])
+        with stages("train ldm"):
+            self.obtain("ldm", lambda resume: train_ldm(
+                mcfg["ldm"], data, self.ckpt["autoencoder"], dirs["ldm"], resume))  # fmt: skip
+        with stages("train refiner"):
+            self.obtain("refiner", lambda resume: train_refiner(
+                mcfg["refiner"], data, dirs["refiner"], resume))  # fmt: skip
+
+    def obtain(self, kind: str, train_fn) -> None:
+        folder, ckpt = self.dirs[kind], self.ckpt[kind]
+        if self.cfg.retrain and folder.exists():
+            # Keep the last models instead of deleting them (one generation back).
+            previous = folder.with_name(f"{kind}.previous")
+            if previous.exists():
+                shutil.rmtree(previous)
+            folder.rename(previous)
+            log.info("--retrain: moved the earlier %s to %s", kind, previous)
+        need = self.shipped_steps.get(kind, self.configs[kind].train.steps)
+        have = _trained_steps(ckpt) if ckpt.is_file() else None
+        record_file = folder / PROVENANCE
+        if have is not None and have >= need:
+            log.info("reusing the %s in %s (step %d)", kind, folder, have)
+            self.sources[kind] = "reused"
+        elif self.shipped:
+            shipped = self.shipped[kind]
+            _install_checkpoint(shipped, folder, shipped.parent)
+            self.sources[kind] = f"demo checkpoint ({self.shipped_steps[kind]} steps)"
+            record = {"source": f"shipped demo checkpoint ({shipped.parent})"}
+            write_json_atomic(record_file, record | self.shipped_records.get(kind, {}))
+        else:
+            t0 = time.perf_counter()
+            train_fn(resume=have is not None)
+            self.sources[kind] = "trained"
+            write_json_atomic(record_file, self._trained_record(kind, have, t0))
+        if record_file.is_file():
+            self.provenance[kind] = json.loads(record_file.read_text())
+        else:  # a run folder from before provenance records: what the checkpoint says
+            self.provenance[kind] = {"source": "found in this run folder", "steps": have}
+
+    def _trained_record(self, kind: str, had: int | None, t0: float) -> dict[str, Any]:
+        train_cfg = self.configs[kind].train
+        return {
+            "source": "trained in this run" + (" (resumed)" if had is not None else ""),
+            "steps": train_cfg.steps,
+            "batch_size": train_cfg.batch_size,
+            "device": _logged_training(self.dirs[kind] / "metrics.jsonl", {})["device"],
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "made_by": self.command or "realdeal demo",
+        }
+
+
+def _run_record(
+    cfg: DemoConfig,
+    models: _Models,
+    settings: RefineSettings,
+    test: list[str],
+    command: str | None,
+    started: str,
+) -> dict[str, Any]:
+    """``run.json``: what the report reads (sets, models, timings, configs, versions)."""
     from realdeal.report.run import RUN_FORMAT
 
-    run = {
+    return {
         "format": RUN_FORMAT,
         "version": 1,
         "preset": "cpu-small",
@@ -558,8 +591,8 @@ def run_demo(
         "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
         "data": "data",
         "models": {k: f"models/{k}" for k in MODEL_KINDS},
-        "model_sources": sources,
-        "model_provenance": provenance,
+        "model_sources": models.sources,
+        "model_provenance": models.provenance,
         "paired": {
             "subjects": test,
             "sets": {"reconstruction": "data/reconstructions", "refined": "refined/test"},
@@ -577,26 +610,16 @@ def run_demo(
             "real": "data/images",
             "eval": "eval/unpaired",
         },
-        "timings": stages.timings,
+        "timings": {},
         "config": {
             "demo": to_dict(cfg),
-            "cohort": to_dict(ccfg),
-            "prepare": to_dict(pcfg),
-            "models": {k: to_dict(v) for k, v in mcfg.items()},
+            "cohort": to_dict(cohort_config(cfg)),
+            "prepare": to_dict(prepare_config(cfg)),
+            "models": {k: to_dict(v) for k, v in models.configs.items()},
             "refine": dataclasses.asdict(settings),
         },
         "versions": _versions(),
     }
-    write_json_atomic(out / "run.json", run)
-    with stages("report"):
-        from realdeal.report.build import build_report
-
-        report = build_report(out)
-    run["timings"] = stages.timings
-    run["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    write_json_atomic(out / "run.json", run)
-    log.info("demo finished in %.1f s; report: %s", run["total_seconds"], report)
-    return report
 
 
 def _manifest(files: dict[str, Path]) -> dict[str, Any]:
@@ -655,7 +678,7 @@ def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
     if len(list(out.glob("sample_*.nii.gz"))) >= cfg.n_samples:
         log.info("reusing the samples in %s", out)
         return
-    pipe, _ = LatentDiffusionPipeline.from_checkpoint(checkpoint)
+    pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint)
     reference = ds.load_image(ds.ids()[0])
     save_samples(
         pipe,

@@ -22,7 +22,7 @@ def ldm_checkpoint(tmp_path_factory):
 def pipe(ldm_checkpoint):
     from realdeal.pipelines.ldm import LatentDiffusionPipeline
 
-    pipe, _ = LatentDiffusionPipeline.from_checkpoint(ldm_checkpoint)
+    pipe = LatentDiffusionPipeline.from_checkpoint(ldm_checkpoint)
     return pipe
 
 

@@ -215,7 +215,7 @@ def test_default_sampling_follows_the_refiner_target():
     assert resolve_sampling(RefineSettings(sampler="dpmpp"), "image").sampler == "dpm++"
     # the shipped cpu-small refiner is a residual one, so `realdeal refine` uses DDIM η = 1
     shipped = files("realdeal") / "demo_checkpoints" / "refiner.pt"
-    pipe, _ = RefinerPipeline.from_checkpoint(str(shipped))
+    pipe = RefinerPipeline.from_checkpoint(str(shipped))
     assert pipe.target == "residual"
     # and the demo refines with the same settings
     from realdeal.demo import DemoConfig

@@ -68,15 +68,16 @@ def run(args: argparse.Namespace) -> int:
     eta = default.eta if args.eta is None else args.eta
     # Under torchrun every rank loads the model on its own device and writes its share.
     with inference_group(args.device) as dist:
-        pipe, ckpt = LatentDiffusionPipeline.from_checkpoint(
+        pipe = LatentDiffusionPipeline.from_checkpoint(
             args.ldm, dist.device, ema=not args.raw_weights
         )
-        ds = PreparedDataset(args.data or ckpt["extra"]["dataset"])
+        ckpt = pipe.checkpoint
+        ds = PreparedDataset(args.data or ckpt.dataset)
         reference = ds.load_image(ds.ids()[0])
         settings = {
             "ldm": str(args.ldm),
-            "step": int(ckpt["step"]),
-            "preset": ckpt.get("preset"),
+            "step": int(ckpt.step),
+            "preset": ckpt.preset or None,
             "n": args.n,
             "sampler": sampler,
             "steps": args.steps,

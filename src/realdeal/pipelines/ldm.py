@@ -22,6 +22,7 @@ from realdeal.errors import InputError
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import load_ldm
+from realdeal.runtime.checkpoint import LDMCheckpoint
 from realdeal.runtime.device import autocast_context, resolve_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, shard
 from realdeal.runtime.rng import generator_for
@@ -47,16 +48,20 @@ class LatentDiffusionPipeline:
         )
         self.latent_shape = tuple(latent_shape)
         self.device = torch.device(device)
+        self.checkpoint: LDMCheckpoint | None = None
+        """The checkpoint's payload when made by :meth:`from_checkpoint`."""
 
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True
-    ) -> tuple[LatentDiffusionPipeline, dict[str, Any]]:
-        """(pipeline, checkpoint dict) from an LDM checkpoint, which carries its autoencoder."""
+    ) -> LatentDiffusionPipeline:
+        """The pipeline of an LDM checkpoint (which carries its autoencoder); the checkpoint's
+        typed payload (step, preset, dataset, …) is kept as :attr:`checkpoint`."""
         ldm = load_ldm(path, device, ema)
         schedule = NoiseSchedule(from_dict(ScheduleConfig, ldm.checkpoint.config["schedule"]))
         pipe = cls(ldm.unet, schedule, ldm.scaler, ldm.autoencoder, ldm.latent_shape, device)
-        return pipe, ldm.checkpoint.to_dict()
+        pipe.checkpoint = ldm.checkpoint
+        return pipe
 
     @torch.no_grad()
     def __call__(

@@ -37,6 +37,7 @@ from realdeal.diffusion.registry import resolve_sampling as resolve
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.loading import load_refiner
+from realdeal.runtime.checkpoint import RefinerCheckpoint
 from realdeal.runtime.device import resolve_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
@@ -125,17 +126,95 @@ class RefinerPipeline:
         self.scaler = scaler
         self.device = torch.device(device)
         self.target, self.residual_scale = target, float(residual_scale)
+        self.checkpoint: RefinerCheckpoint | None = None
+        """The checkpoint's payload when made by :meth:`from_checkpoint`."""
 
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True
-    ) -> tuple[RefinerPipeline, dict[str, Any]]:
-        """(pipeline, checkpoint dict) from a refiner checkpoint."""
+    ) -> RefinerPipeline:
+        """The pipeline of a refiner checkpoint; the checkpoint's typed payload is kept as
+        :attr:`checkpoint`."""
         r = load_refiner(path, device, ema)
         schedule = NoiseSchedule(from_dict(ScheduleConfig, r.checkpoint.config["schedule"]))
         pipe = cls(r.unet, schedule, r.window, r.spacing, r.scaler, device, target=r.target,
                    residual_scale=r.residual_scale)  # fmt: skip
-        return pipe, r.checkpoint.to_dict()
+        pipe.checkpoint = r.checkpoint
+        return pipe
+
+    def __call__(
+        self,
+        volume: Volume | np.ndarray | torch.Tensor,
+        settings: RefineSettings | None = None,
+        show_progress: bool = True,
+        **overrides: Any,
+    ) -> Volume | np.ndarray | torch.Tensor:
+        """Refine ``volume`` and return the same kind of thing.
+
+        A :class:`~realdeal.data.io.Volume` comes back as a Volume with the same geometry
+        (its intensities and voxel size are handled as for files: see the module docstring).
+        An array or tensor ``(X, Y, Z)`` is taken to be on the refiner's training grid (voxel
+        size ``spacing``); ``(N, X, Y, Z)`` refines ``N`` volumes together (their windows share
+        network calls, up to ``max_batch``) — e.g. a batch straight from
+        :class:`~realdeal.pipelines.ldm.LatentDiffusionPipeline`. Arrays come back as float32
+        arrays, tensors as tensors of the input's dtype on its device. ``settings`` (default
+        :class:`RefineSettings`) with keyword ``overrides`` of its fields, e.g.
+        ``pipe(vol, steps=20, seed=1)``.
+        """
+        settings = dataclasses.replace(settings or RefineSettings(), **overrides)
+        if isinstance(volume, Volume):
+            return self._refine_volumes([volume], settings, show_progress)[0]
+        as_tensor = isinstance(volume, torch.Tensor)
+        arr = volume.detach().float().cpu().numpy() if as_tensor else np.asarray(volume)
+        if arr.ndim not in (3, 4):
+            raise ConfigError(f"refine an (X, Y, Z) or (N, X, Y, Z) volume, got shape {arr.shape}")
+        spacing = self.spacing or (1.0, 1.0, 1.0)
+        vols = [
+            Volume(np.asarray(a, dtype=np.float32), np.diag([*spacing, 1.0]))
+            for a in (arr if arr.ndim == 4 else arr[None])
+        ]
+        out = np.stack([v.data for v in self._refine_volumes(vols, settings, show_progress)])
+        out = out if arr.ndim == 4 else out[0]
+        if as_tensor:
+            return torch.from_numpy(out).to(device=volume.device, dtype=volume.dtype)
+        return out
+
+    def _refine_volumes(
+        self, vols: list[Volume], settings: RefineSettings, show_progress: bool
+    ) -> list[Volume]:
+        """Refined copies of in-memory volumes, in order."""
+        out: dict[int, Volume] = {}
+        for i, vol, refined, _, _ in self._refine_each(
+            ((i, lambda v=v: v) for i, v in enumerate(vols)), len(vols), settings, show_progress
+        ):
+            out[i] = vol.with_data(refined)
+        return [out[i] for i in range(len(vols))]
+
+    def _refine_each(self, sources, n: int, settings: RefineSettings, show_progress: bool):
+        """Refine ``(key, load)`` sources (``load()`` gives a :class:`Volume`) together; yields
+        ``(key, volume, refined data in the volume's space, job, result)`` as each finishes
+        (see :func:`refine_volumes`: at most ``n`` volumes in flight, ``max_batch`` windows a
+        network call). Volumes are loaded lazily, as the loop makes room."""
+
+        def jobs():
+            for key, load in sources:
+                vol = load()
+                x, back = self._to_model_space(vol, settings)
+                plan = self.plan(x, settings)
+                log.info(
+                    "%s: %d windows in %d waves (%d batches), %d skipped",
+                    vol.path or f"volume {key}", plan.stats.windows_run, plan.stats.waves,
+                    plan.stats.batches, plan.stats.windows_skipped,
+                )  # fmt: skip
+                yield RefineJob(x, plan, settings.seed, key=(key, vol, back))
+
+        with torch.no_grad():
+            for job, res in refine_volumes(
+                jobs(), max_batch=settings.max_batch, max_volumes=n,
+                **self._loop(settings, show_progress),
+            ):  # fmt: skip
+                key, vol, back = job.key
+                yield key, vol, back(res.refined).astype(np.float32), job, res
 
     def plan(self, coarse: np.ndarray, settings: RefineSettings) -> Plan:
         """The plan for ``coarse`` (printable without running the network)."""
@@ -222,42 +301,25 @@ class RefinerPipeline:
         from realdeal.diffusion.seams import seam_score
 
         resolved = resolve_sampling(settings, self.target)
-
-        def jobs():  # read lazily, as refine_volumes makes room
-            for i, (src, _) in enumerate(pairs):
-                vol = load_volume(src)
-                x, back = self._to_model_space(vol, settings)
-                plan = self.plan(x, settings)
-                log.info(
-                    "%s: %d windows in %d waves (%d batches), %d skipped",
-                    src, plan.stats.windows_run, plan.stats.waves, plan.stats.batches,
-                    plan.stats.windows_skipped,
-                )  # fmt: skip
-                yield RefineJob(x, plan, settings.seed, key=(i, vol, back))
-
+        sources = ((i, lambda src=src: load_volume(src)) for i, (src, _) in enumerate(pairs))
         records: dict[int, dict[str, Any]] = {}
-        with torch.no_grad():
-            for job, res in refine_volumes(
-                jobs(), max_batch=settings.max_batch, max_volumes=len(pairs),
-                **self._loop(settings, show_progress),
-            ):  # fmt: skip
-                i, vol, back = job.key
-                src, dst = pairs[i]
-                vol.with_data(back(res.refined).astype(np.float32)).save(dst)
-                brain = job.coarse > -1.0 + 0.05
-                records[i] = {
-                    "input": str(src),
-                    "output": str(dst),
-                    "seconds": res.seconds,
-                    "sampler": {
-                        "name": resolved.sampler, "steps": resolved.steps, "eta": resolved.eta
-                    },
-                    "unet_evaluations": res.unet_evaluations,
-                    "network_calls": res.network_calls,
-                    "plan": res.plan.stats.to_dict(),
-                    "seam_score_input": float(seam_score(job.coarse, res.plan, brain)),
-                    "seam_score_output": float(seam_score(res.refined, res.plan, brain)),
-                }  # fmt: skip
+        for i, vol, refined, job, res in self._refine_each(
+            sources, len(pairs), settings, show_progress
+        ):
+            src, dst = pairs[i]
+            vol.with_data(refined).save(dst)
+            brain = job.coarse > -1.0 + 0.05
+            records[i] = {
+                "input": str(src),
+                "output": str(dst),
+                "seconds": res.seconds,
+                "sampler": {"name": resolved.sampler, "steps": resolved.steps, "eta": resolved.eta},
+                "unet_evaluations": res.unet_evaluations,
+                "network_calls": res.network_calls,
+                "plan": res.plan.stats.to_dict(),
+                "seam_score_input": float(seam_score(job.coarse, res.plan, brain)),
+                "seam_score_output": float(seam_score(res.refined, res.plan, brain)),
+            }
         return [records[i] for i in range(len(pairs))]
 
 
@@ -309,7 +371,7 @@ def refine_paths(
             "(a smaller --batch-volumes spreads them)",
             len(files), len(groups), n, dist.world_size - len(groups), dist.world_size,
         )  # fmt: skip
-    pipe, _ = RefinerPipeline.from_checkpoint(checkpoint, device=resolve_device(device))
+    pipe = RefinerPipeline.from_checkpoint(checkpoint, device=resolve_device(device))
     show = dist is None or dist.is_main
     records: dict[int, dict[str, Any]] = {}
     for g in mine:
