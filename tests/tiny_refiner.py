@@ -20,7 +20,7 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
     from realdeal.diffusion.schedule import ScheduleConfig
     from realdeal.models.unet import UNetConfig, build_unet
     from realdeal.runtime.checkpoint import save_checkpoint
-    from realdeal.training.refiner import RefinerRunConfig
+    from realdeal.presets import RefinerRunConfig
 
     unet = UNetConfig(in_channels=3, out_channels=1, channels=(8, 8), num_res_blocks=1,
                       attention_levels=(False, False), num_head_channels=(0, 8),
