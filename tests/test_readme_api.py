@@ -43,7 +43,7 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     ref_dir.mkdir(parents=True)
     (tmp_path / "build").mkdir()
     shutil.move(tiny_ldm_checkpoint(tmp_path / "build"), ldm_dir / "checkpoint.pt")
-    tiny_refiner_checkpoint(ref_dir / "checkpoint.pt")
+    tiny_refiner_checkpoint(ref_dir / "checkpoint.pt", window=16)  # few windows: fast
     vols = coarse_volumes(demo / "data" / "images", n=3)
     (demo / "data" / "reconstructions").mkdir()
     shutil.copy(vols[0], demo / "data" / "reconstructions" / "sub-013.nii.gz")

@@ -12,8 +12,8 @@ from synthetic import save_nifti
 WINDOW = 8
 
 
-def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
-    """A refiner checkpoint with a 2-level, 8-channel U-Net, 8³ windows and no spacing or
+def tiny_refiner_checkpoint(path: Path, target: str = "residual", window: int = WINDOW) -> Path:
+    """A refiner checkpoint with a 2-level, 8-channel U-Net, ``window``³ windows and no spacing or
     scaler (so inputs in [−1, 1] of any voxel size are accepted)."""
     from realdeal.config import to_dict
     from realdeal.diffusion.schedule import ScheduleConfig
@@ -25,7 +25,7 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
                       attention_levels=(False, False), num_head_channels=(0, 8),
                       norm_num_groups=4)  # fmt: skip
     run = RefinerRunConfig(
-        preset="cpu-small", window=WINDOW, unet=unet, target=target, residual_scale=0.2,
+        preset="cpu-small", window=window, unet=unet, target=target, residual_scale=0.2,
         schedule=ScheduleConfig(schedule="scaled_linear_beta", prediction_type="v_prediction"),
     )  # fmt: skip
     torch.manual_seed(0)
@@ -36,7 +36,7 @@ def tiny_refiner_checkpoint(path: Path, target: str = "residual") -> Path:
     state = net.state_dict()
     return save_checkpoint(path, RefinerCheckpoint(
         preset="cpu-small", config=to_dict(run), model_config=to_dict(unet),
-        model=state, ema=state, window=WINDOW,
+        model=state, ema=state, window=window,
     ))  # fmt: skip
 
 
