@@ -1,4 +1,4 @@
-"""Refinement plan counts: the authors' traversal (`--schedule official`) against our wavefront plan.
+"""Refinement plan counts: the authors' traversal (`--traversal official`) against our wavefront plan.
 
 Two geometries: the HCP grid of the paper (224×288×224 at 0.7 mm, 64³ windows) and the 2 mm
 cohort grid (96×112×96, 32³ windows). Background skipping uses a real brain mask: nilearn's

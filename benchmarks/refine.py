@@ -59,8 +59,8 @@ def _run_one(args: argparse.Namespace) -> None:
             x = x[tuple(slice(a, a + k) for a, k in zip(c, args.crop, strict=True))]
     pipe = RefinerPipeline.from_checkpoint(args.checkpoint)
     settings = RefineSettings(
-        sampler=args.sampler, steps=args.run_steps, eta=args.eta, traversal=args.schedule,
-        skip_background=args.schedule == "wavefront", max_batch=args.max_batch, seed=0,
+        sampler=args.sampler, steps=args.run_steps, eta=args.eta, traversal=args.traversal,
+        skip_background=args.traversal == "wavefront", max_batch=args.max_batch, seed=0,
     )  # fmt: skip
     t0 = time.perf_counter()
     res = pipe.refine_array(x, settings)
@@ -68,7 +68,7 @@ def _run_one(args: argparse.Namespace) -> None:
     np.save(args.save, res.refined)
     np.save(args.save.replace(".npy", "_input.npy"), x)
     print(json.dumps({
-        "schedule": args.schedule, "sampler": args.sampler, "steps": args.run_steps,
+        "schedule": args.traversal, "sampler": args.sampler, "steps": args.run_steps,
         "shape": list(x.shape), "wall_s": wall, "unet_evaluations": res.unet_evaluations,
         "network_calls": res.network_calls, "waves": res.plan.stats.waves,
         "windows": res.plan.stats.windows_run, "skipped": res.plan.stats.windows_skipped,
@@ -112,7 +112,7 @@ def main() -> None:
     )
     # child-only arguments
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--schedule", default="wavefront", help=argparse.SUPPRESS)
+    p.add_argument("--traversal", default="wavefront", help=argparse.SUPPRESS)
     p.add_argument("--run-steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--synthetic", type=int, help=argparse.SUPPRESS)
     p.add_argument("--save", default="/tmp/realdeal_bench.npy", help=argparse.SUPPRESS)
@@ -140,7 +140,7 @@ def main() -> None:
             [
                 *common,
                 *src,
-                "--schedule",
+                "--traversal",
                 "official",
                 "--sampler",
                 "ddpm",
@@ -160,7 +160,7 @@ def main() -> None:
                 [
                     *common,
                     *src,
-                    "--schedule",
+                    "--traversal",
                     "wavefront",
                     "--sampler",
                     args.sampler,
