@@ -15,9 +15,25 @@ import torch
 
 import realdeal
 from tiny_ldm import tiny_ldm_checkpoint
-from tiny_refiner import coarse_volumes, tiny_refiner_checkpoint
+from tiny_refiner import tiny_refiner_checkpoint
+
+from synthetic import save_nifti
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _brains(folder: Path, n: int) -> list[Path]:
+    """``n`` noisy ellipsoid 'brains' in [−1, 1] big enough for the metrics' 64² patches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = np.array((66, 72, 66))
+    idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    d = np.sqrt((((idx - shape / 2) / (shape * 0.45)) ** 2).sum(-1))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        x = np.where(d < 1, 0.3 - 0.4 * d + 0.05 * rng.standard_normal(d.shape), -1.0)
+        paths.append(save_nifti(folder / f"sub-{i:03d}.nii.gz", x.astype(np.float32)))
+    return paths
 
 
 def _api_block() -> str:
@@ -43,8 +59,8 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     ref_dir.mkdir(parents=True)
     (tmp_path / "build").mkdir()
     shutil.move(tiny_ldm_checkpoint(tmp_path / "build"), ldm_dir / "checkpoint.pt")
-    tiny_refiner_checkpoint(ref_dir / "checkpoint.pt", window=16)  # few windows: fast
-    vols = coarse_volumes(demo / "data" / "images", n=3)
+    tiny_refiner_checkpoint(ref_dir / "checkpoint.pt", window=32)  # few windows: fast
+    vols = _brains(demo / "data" / "images", n=3)
     (demo / "data" / "reconstructions").mkdir()
     shutil.copy(vols[0], demo / "data" / "reconstructions" / "sub-013.nii.gz")
     monkeypatch.chdir(tmp_path)
