@@ -55,6 +55,7 @@ from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from realdeal.models.unet import UNetConfig, build_unet
+from realdeal.pipelines.refiner import RefineSettings
 from realdeal.presets import RefinerRunConfig, preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,7 +99,9 @@ def gpu_sizes() -> Sizes:
         variant_iters=3,
         e2e_steps=(10, 20),
         authors_probe_steps=2,
-        max_batch=20,
+        # ours at the pipeline's default (RefineSettings.max_batch); the authors' traversal keeps
+        # its own batching (up to 20 windows a step). Session 6 ran ours at 20: 30.9 GB peak.
+        max_batch=RefineSettings().max_batch,
         ae=preset("autoencoder", "paper").model,
         ae_image=(224, 288, 224),
         ldm=preset("ldm", "paper").unet,
@@ -501,7 +504,10 @@ def part_c(
                 continue
             row, y = _refine_run(label, pipe.unet, x, plan, sampler, steps, steps, eta=eta, **kw)
             row["quality"] = quality(y, x, plan, ref)
-            per_call = max(per_call or 0.0, row["wall_s"] / row["network_calls"])
+            # the latest run's rate: the first one also pays cuDNN's autotuning of each new
+            # batch shape (session 6 on an H100: 95 ms a call at 10 steps, 13 ms at 20, so
+            # the maximum overstated the 1,000-step reference 7× and skipped it)
+            per_call = row["wall_s"] / row["network_calls"]
             out["runs"].append(row)
     ref = [r for r in out["runs"] if r["plan"] == "official"]
     for r in out["runs"]:
@@ -568,6 +574,9 @@ def markdown(res: dict[str, Any]) -> str:
     if "sample" in b:
         s = b["sample"]
         lines.append(f"LDM DDIM-{s['steps']} sample: {s['wall_s']:.1f} s, peak {s['peak_memory_gb']:.1f} GB")  # fmt: skip
+    lines += [f"- ({k}) failed: {v['error']}" for k, v in res["parts"].items() if "error" in v]
+    if a.get("compiled_error"):
+        lines.append(f"- (a) compiled variants failed: {a['compiled_error']}")
     lines += [f"- skipped {s['item']}: {s['reason']}" for s in res["skipped"]]
     lines.append(f"\ntotal {res['seconds']:.0f} s of a {res['budget_s']:.0f} s budget")
     return "\n".join(lines)
@@ -602,23 +611,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "cudnn": torch.backends.cudnn.allow_tf32},
         "parts": {}, "skipped": budget.skipped, "complete": False,
     }  # fmt: skip
+    parts = {
+        "a": lambda: part_a(sizes, device, budget),
+        "b": lambda: part_b(sizes, device, budget),
+        "c": lambda: part_c(sizes, device, budget, args.quality_input),
+    }
     for part in args.parts:
         log.info("part (%s), %.0f s of the budget left", part, budget.left())
-        if part == "a":
-            res["parts"]["a"] = part_a(sizes, device, budget)
-        elif part == "b":
-            res["parts"]["b"] = part_b(sizes, device, budget)
-        elif part == "c":
-            res["parts"]["c"] = part_c(sizes, device, budget, args.quality_input)
+        # one device call is all there is: a part that fails is recorded, the next one runs
+        res["parts"][part] = _guarded(f"({part})", parts[part])
         if device.type == "cuda":
             torch.cuda.empty_cache()
         res["seconds"] = time.perf_counter() - budget.t0
         save(res, args.out)
-    if "a" in res["parts"]:
-        part_a_compiled(sizes, device, budget, res["parts"]["a"])
+    if "a" in res["parts"] and "error" not in res["parts"]["a"]:
+        failed = _guarded(
+            "(a) compiled", lambda: part_a_compiled(sizes, device, budget, res["parts"]["a"])
+        )
+        if failed:
+            res["parts"]["a"]["compiled_error"] = failed["error"]
     res["seconds"] = time.perf_counter() - budget.t0
     res["complete"] = True
     return res
+
+
+def _guarded(name: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or ``{"error": …}`` (logged with its traceback) if it raises."""
+    try:
+        return fn()
+    except Exception as e:
+        log.exception("%s failed", name)
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,13 +26,15 @@ from realdeal.errors import InputError
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["-q", "demo", "--quick", "-o", str(out)]) == 0
+    assert main(["-q", "demo", "--quick", "--device", "cpu", "-o", str(out)]) == 0
     return out
 
 
 def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     run = json.loads((demo_run / "run.json").read_text())
     assert run["format"] == "realdeal-run" and run["command"].startswith("realdeal demo")
+    assert "--device cpu" in run["command"]  # --device reaches the recorded command and models
+    assert {m["train"]["device"] for m in run["config"]["models"].values()} == {"cpu"}
     assert run["model_sources"] == {k: "trained" for k in MODEL_KINDS}
     for kind, rec in run["model_provenance"].items():
         assert rec["source"] == "trained in this run"

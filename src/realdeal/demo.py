@@ -87,6 +87,9 @@ class DemoConfig:
     refine_eta: float = DEFAULT_SAMPLING["residual"].eta
     max_batch: int = 8
     workers: int | None = None
+    device: str = "auto"
+    """Where the models train, reconstruct, sample and refine: ``auto`` (a CUDA GPU when
+    present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The metrics run on the CPU."""
 
     def __post_init__(self) -> None:
         from realdeal.errors import ConfigError
@@ -144,7 +147,7 @@ def model_configs(cfg: DemoConfig) -> dict[str, Any]:
     for kind in MODEL_KINDS:
         c = preset(kind, "cpu-small")
         steps = max(1, round(c.train.steps * cfg.train_scale))
-        c = with_overrides(c, {"train": {"steps": steps, "seed": cfg.seed}})
+        c = with_overrides(c, {"train": {"steps": steps, "seed": cfg.seed, "device": cfg.device}})
         out[kind] = with_overrides(c, QUICK_OVERRIDES[kind]) if cfg.quick else c
     return out
 
@@ -440,14 +443,14 @@ def run_demo(
     with stages("refine held-out reconstructions"):
         refined_test = out / "refined" / "test"
         recons = [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test]
-        _refine_missing(models.ckpt["refiner"], recons, refined_test, settings)
+        _refine_missing(models.ckpt["refiner"], recons, refined_test, settings, cfg.device)
     with stages("sample"):
         raw = out / "samples" / "raw"
         _sample_missing(models.ckpt["ldm"], ds, raw, cfg)
     with stages("refine samples"):
         refined_samples = out / "samples" / "refined"
         chosen = sorted(raw.glob("sample_*.nii.gz"))[: cfg.n_refined_samples]
-        _refine_missing(models.ckpt["refiner"], chosen, refined_samples, settings)
+        _refine_missing(models.ckpt["refiner"], chosen, refined_samples, settings, cfg.device)
         raw_subset = out / "samples" / "raw-subset"
         _copy_missing(chosen, raw_subset)
 
@@ -520,7 +523,7 @@ class _Models:
             self.obtain("autoencoder", lambda resume: train_autoencoder(
                 mcfg["autoencoder"], data, dirs["autoencoder"], resume))  # fmt: skip
         with stages("reconstruct"):
-            _reconstruct(ds, self.ckpt["autoencoder"])
+            _reconstruct(ds, self.ckpt["autoencoder"], self.cfg.device)
         with stages("train ldm"):
             self.obtain("ldm", lambda resume: train_ldm(
                 mcfg["ldm"], data, self.ckpt["autoencoder"], dirs["ldm"], resume))  # fmt: skip
@@ -642,7 +645,7 @@ def _choose_shipped(cfg: DemoConfig) -> dict[str, Path] | None:
     return _usable_checkpoints(cfg, folder)
 
 
-def _reconstruct(ds, autoencoder: Path) -> None:
+def _reconstruct(ds, autoencoder: Path, device: str = "auto") -> None:
     """Reconstructions of every subject, redone when the autoencoder file changed."""
     from realdeal.models.loading import load_autoencoder
     from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
@@ -654,14 +657,19 @@ def _reconstruct(ds, autoencoder: Path) -> None:
         if all(ds.has_derived("reconstructions", s) for s in ids):
             log.info("reusing the reconstructions (same autoencoder)")
             return
-    ae, ckpt = load_autoencoder(autoencoder, "cpu")
-    reconstruct_dataset(ae, ds, ids)
+    from realdeal.runtime.device import resolve_device
+
+    where = resolve_device(device)
+    ae, ckpt = load_autoencoder(autoencoder, where)
+    reconstruct_dataset(ae, ds, ids, where)
     write_json_atomic(
         stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": ckpt.step}
     )
 
 
-def _refine_missing(checkpoint: Path, inputs: list[Path], out: Path, settings) -> None:
+def _refine_missing(
+    checkpoint: Path, inputs: list[Path], out: Path, settings, device: str = "auto"
+) -> None:
     from realdeal.pipelines.refiner import refine_paths
 
     todo = [p for p in inputs if not (out / p.name).is_file()]
@@ -669,7 +677,7 @@ def _refine_missing(checkpoint: Path, inputs: list[Path], out: Path, settings) -
         log.info("reusing the refined volumes in %s", out)
         return
     out.mkdir(parents=True, exist_ok=True)
-    refine_paths(checkpoint, [str(p) for p in todo], out, settings)
+    refine_paths(checkpoint, [str(p) for p in todo], out, settings, device=device)
 
 
 def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
@@ -678,7 +686,9 @@ def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
     if len(list(out.glob("sample_*.nii.gz"))) >= cfg.n_samples:
         log.info("reusing the samples in %s", out)
         return
-    pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint)
+    from realdeal.runtime.device import resolve_device
+
+    pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint, device=resolve_device(cfg.device))
     reference = ds.load_image(ds.ids()[0])
     save_samples(
         pipe,

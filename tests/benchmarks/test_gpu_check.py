@@ -98,3 +98,25 @@ def test_budget_guard_skips_and_says_why(tmp_path):
     assert all("budget" in s["reason"] for s in res["skipped"])
     assert res["parts"]["a"]["note"] == "no variant ran"
     assert res["parts"]["b"]["train"] == [] and "sample" not in res["parts"]["b"]
+
+
+def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    """One device call is all a session gets: an error in one part must not lose the others."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # its dataclasses look themselves up there
+    spec.loader.exec_module(mod)
+
+    def broken(*a, **k):
+        raise RuntimeError("cuDNN said no\nsecond line")
+
+    monkeypatch.setattr(mod, "part_a", broken)
+    out = tmp_path / "g.json"
+    mod.main(["--tiny", "--device", "cpu", "--parts", "a", "b", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["parts"]["a"] == {"error": "RuntimeError: cuDNN said no"}
+    assert res["complete"] and [r["model"] for r in res["parts"]["b"]["train"]][:1] == [
+        "autoencoder"
+    ]

@@ -56,6 +56,31 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_run_with_a_checkpoint_that_resumes_exactly(tmp_path, signame):
+    """``timeout … realdeal train`` / Ctrl-C: the step finishes, a checkpoint is written at that
+    step (not only at the last periodic one) and --resume continues as if never stopped."""
+    import os
+    import signal
+
+    cfg = toy_config()
+    full, _ = _run(tmp_path / "full", cfg)
+    before = signal.getsignal(getattr(signal, signame))
+
+    def send(step, loss):
+        if step == 5:  # between the step-4 and step-6 checkpoints
+            os.kill(os.getpid(), getattr(signal, signame))
+
+    _, res = _run(tmp_path / "cut", cfg, on_step=send)
+    assert (res.step, res.stopped_by) == (5, signame)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt").step == 5
+    assert signal.getsignal(getattr(signal, signame)) == before  # handler restored
+    resumed, res = _run(tmp_path / "cut", cfg, resume=True, model=toy_model(seed=99))
+    assert (res.step, res.stopped_by) == (8, None)
+    for (k, v), w in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+
+
 def test_training_lowers_the_loss_and_ema_lags(tmp_path):
     cfg = toy_config(steps=30, lr=3e-2, log_every=5, checkpoint_every=100)
     model, _ = _run(tmp_path, cfg)
@@ -142,3 +167,85 @@ def test_auto_precision_picks_bf16_only_with_native_bf16_instructions(monkeypatc
     assert engine.resolve_precision("auto", torch.device("cpu")) == (None, False)
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
     assert engine.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16, False)
+
+
+def test_inference_auto_precision_is_bf16_on_cuda_and_fp32_on_any_cpu(monkeypatch):
+    """Inference ``auto`` (refine's default): bf16 on a CUDA card with bf16 (measured faster on
+    an H100), fp32 on every CPU, native bf16 or not, so CPU outputs do not depend on the chip."""
+    from realdeal.runtime import device as dev
+
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.inference_precision("auto", torch.device("cpu")) is None
+    assert dev.inference_precision("bf16", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.inference_precision("auto", torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dev.inference_precision("auto", torch.device("cuda")) is None
+    assert dev.inference_precision("fp32", torch.device("cuda")) is None
+
+
+_GROUP_STOP_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from _toy_training import MODEL_CONFIG, ToyData, ToyTask, toy_config, toy_model
+from realdeal.training.engine import train
+
+def on_step(step, loss):
+    if step == 3:
+        print("running", flush=True)
+
+res = train(ToyTask(), toy_model(), ToyData(), toy_config(steps=100000, checkpoint_every=100000,
+            log_every=1000, num_workers=2), sys.argv[1], run_config={}, model_config=MODEL_CONFIG,
+            on_step=on_step)
+print("stopped", res.step, res.stopped_by, flush=True)
+"""
+
+
+def test_sigterm_to_the_process_group_spares_data_workers_and_saves(tmp_path):
+    """``timeout`` signals the whole process group: data-loading workers must not die of it
+    (the loop would crash before saving); the main process stops at a step and saves."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _GROUP_STOP_SCRIPT,
+            str(tmp_path / "run"),
+            str(Path(__file__).parent),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as under `timeout`
+    )
+    try:
+        assert proc.stdout.readline().strip() == "running"
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    _, step, by = out.split()
+    assert by == "SIGTERM" and int(step) >= 3
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt.step == int(step)
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert recs[-1]["step"] == int(step)  # the partial window is logged on stopping
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs CUDA: resuming loads the checkpoint onto the GPU, RNG byte tensors included "
+    "(failed on an H100 in session 6: 'RNG state must be a torch.ByteTensor')",
+)
+def test_a_run_resumes_on_cuda(tmp_path):
+    cfg = toy_config(device="cuda", steps=4)
+    _run(tmp_path / "r", toy_config(device="cuda", steps=2))
+    _, res = _run(tmp_path / "r", cfg, resume=True)
+    assert res.step == 4

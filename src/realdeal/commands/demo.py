@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
     p.add_argument(
+        "--device",
+        default=d.device,
+        help="where models train, sample and refine: auto (a CUDA GPU when present), cpu, "
+        "cuda or cuda:N (default auto)",
+    )
+    p.add_argument(
         "--export-checkpoints",
         metavar="DIR",
         help="after the run, write its models as slim demo checkpoints into DIR "
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         refine_eta=args.refine_eta,
         max_batch=args.max_batch,
         workers=args.workers,
+        device=args.device,
     )
     import shlex
 
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         ("--refine-steps", cfg.refine_steps, d.refine_steps),
         ("--refine-eta", cfg.refine_eta, d.refine_eta),
         ("--max-batch", cfg.max_batch, d.max_batch),
+        ("--device", cfg.device, d.device),
     ):
         if value != default:
             words += [flag] if isinstance(value, bool) else [flag, str(value)]

@@ -230,4 +230,8 @@ def train_and_report(train_fn: Callable[..., Any], *args: Any, resume: bool) -> 
     logging.getLogger("realdeal.train").info(
         "step %d, loss %.5g; checkpoint %s", res.step, res.loss, res.checkpoint
     )
+    if res.stopped_by:  # stopped early on a signal: the checkpoint resumes it; exit as killed
+        import signal
+
+        return 128 + int(getattr(signal, res.stopped_by))
     return 0

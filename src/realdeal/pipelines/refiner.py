@@ -38,7 +38,7 @@ from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.loading import load_refiner
 from realdeal.runtime.checkpoint import RefinerCheckpoint
-from realdeal.runtime.device import resolve_precision
+from realdeal.runtime.device import inference_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
 
@@ -77,7 +77,9 @@ class RefineSettings:
     ``schedule`` before (``--schedule``, and in old ``refine.json`` files)."""
     skip_background: bool = True
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"
+    """``fp32``, ``bf16`` or ``auto`` (bf16 on CUDA, fp32 on the CPU; see
+    :func:`~realdeal.runtime.device.inference_precision`)."""
     intensity: Intensity = "auto"
     """See :mod:`realdeal.data.intensity`."""
     resample: bool = False
@@ -239,7 +241,7 @@ class RefinerPipeline:
             settings.sampler, self.schedule, settings.steps, settings.eta,
             clip_x0=self.target == "image",
         )  # fmt: skip
-        amp, _ = resolve_precision(settings.precision, self.device)  # type: ignore[arg-type]
+        amp = inference_precision(settings.precision, self.device)
         return dict(
             denoiser=Denoiser(self.unet, self.schedule), sampler=sampler, device=self.device,
             autocast_dtype=amp, target=self.target, residual_scale=self.residual_scale,

@@ -55,6 +55,9 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 
 def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    # a checkpoint loaded with map_location="cuda" puts these byte tensors on the GPU too;
+    # torch and CUDA take their generator states as CPU ByteTensors only
+    state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
     torch.set_rng_state(state["torch"])
     meta = state["numpy_meta"].tolist()
     np_state = (

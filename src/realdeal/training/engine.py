@@ -19,6 +19,8 @@ import dataclasses
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -75,6 +77,8 @@ class TrainResult:
     loss: float
     checkpoint: Path
     metrics: Path
+    stopped_by: str | None = None
+    """The signal's name (``SIGTERM``/``SIGINT``) if the run stopped early on one, else None."""
 
 
 # --------------------------------------------------------------------------- data order
@@ -198,19 +202,27 @@ def train(
         collate_fn=_collate,
         pin_memory=dist.device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals if cfg.num_workers else None,
     )
     metrics = _MetricsLog(metrics_path, dist.is_main, run.start if resume else None)
     steplog = _StepLog(task.kind, cfg, dist, run.start, metrics)
     batches = iter(loader)
     step = run.start
     run.model.train()
-    for step in range(run.start + 1, cfg.steps + 1):
-        step_loss, lr, grad_norm = _optimizer_step(run, task, cfg, batches, step)
-        if on_step is not None:
-            on_step(step, float(step_loss))
-        steplog.record(step, step_loss, lr, grad_norm)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save(ckpt_path, task.kind, run, step, stored)
+    with _StopOnSignal(enabled=not dist.distributed) as stop:
+        for step in range(run.start + 1, cfg.steps + 1):
+            step_loss, lr, grad_norm = _optimizer_step(run, task, cfg, batches, step)
+            if on_step is not None:
+                on_step(step, float(step_loss))
+            steplog.record(step, step_loss, lr, grad_norm, flush=stop.signal is not None)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.signal:
+                _save(ckpt_path, task.kind, run, step, stored)
+            if stop.signal:
+                log.warning(
+                    "%s: stopped at step %d of %d; checkpoint saved, continue with --resume",
+                    stop.signal, step, cfg.steps,
+                )  # fmt: skip
+                break
     steplog.close()
     if run.start >= cfg.steps:
         log.info("%s already trained for %d steps; nothing to do", task.kind, run.start)
@@ -219,7 +231,46 @@ def train(
         loss=steplog.last_loss,
         checkpoint=ckpt_path,
         metrics=metrics_path,
+        stopped_by=stop.signal,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loading workers ignore SIGTERM/SIGINT: ``timeout`` and Ctrl-C signal the whole
+    process group, and a worker killed by them would crash the loop before the main process
+    saves its checkpoint (workers end with the main process anyway)."""
+    for s in _StopOnSignal.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+class _StopOnSignal:
+    """While active, SIGTERM/SIGINT only set :attr:`signal`: the loop finishes its step, saves
+    a checkpoint and returns (``timeout 300 realdeal train …`` or Ctrl-C stop a run cleanly, to
+    be continued with ``--resume``). A second signal acts as usual. Only in the main thread of a
+    single-process run: under torchrun ranks would stop at different steps and the checkpoint's
+    collective save would hang, so there the signal acts as usual (the last periodic checkpoint
+    is the resume point)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        for s, old in self._old.items():  # a second signal acts as it did before
+            signal.signal(s, old)
+
+    def __enter__(self) -> _StopOnSignal:
+        if self.enabled:
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 @dataclasses.dataclass
@@ -368,11 +419,19 @@ class _StepLog:
         self.window_loss = torch.zeros((), device=self.dist.device)
         self.window_n, self.t0 = 0, time.perf_counter()
 
-    def record(self, step: int, step_loss: torch.Tensor, lr: float, grad_norm: torch.Tensor):
-        """Count step ``step``; every ``log_every`` steps (and the last) write a metrics line."""
+    def record(
+        self,
+        step: int,
+        step_loss: torch.Tensor,
+        lr: float,
+        grad_norm: torch.Tensor,
+        flush: bool = False,
+    ) -> None:
+        """Count step ``step``; every ``log_every`` steps, the last, and when ``flush`` (a run
+        stopping early) write a metrics line."""
         self.window_loss += step_loss
         self.window_n += 1
-        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps or flush:
             mean_loss = float(all_reduce_mean(self.window_loss / self.window_n, self.dist))
             dt = time.perf_counter() - self.t0
             self.metrics.write(
