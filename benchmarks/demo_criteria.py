@@ -45,6 +45,20 @@ def _step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
 
 
+def _batch(path: Path) -> int | None:
+    """The training batch recorded in a checkpoint's run config (None if it has none)."""
+    import torch
+
+    cfg = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
+    return (cfg.get("train") or {}).get("batch_size")
+
+
+def _seen(r: dict) -> int:
+    """Training samples seen: steps × batch (rows written before batch was recorded: batch 4,
+    every earlier run's)."""
+    return r["step"] * (r.get("batch") or 4)
+
+
 def ldm_row(ckpt: Path, data: Path, n: int, seed: int) -> dict:
     from realdeal.data.dataset import PreparedDataset
     from realdeal.metrics import suite
@@ -155,11 +169,11 @@ def table(rows: list[dict]) -> str:
     ldm = [r for r in rows if r["model"] == "ldm"]
     if ldm:
         out += [
-            "| LDM checkpoint | step | samples | coverage k=10 d0/d1/d2 | density k=10 | FD patch-stats | background |",
-            "|---|---|---|---|---|---|---|",
+            "| LDM checkpoint | step | batch | samples seen | samples | coverage k=10 d0/d1/d2 | density k=10 | FD patch-stats | background |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {Path(r['checkpoint']).name} | {r['step']} | {r['samples']} | {_fmt(r['coverage_k10'])} "
+            f"| {r['checkpoint']} | {r['step']} | {r.get('batch') or 4} | {_seen(r):,} | {r['samples']} | {_fmt(r['coverage_k10'])} "
             f"| {_fmt(r['density_k10'])} | {_fmt(r['fd_patchstats'])} | {_fmt(r['background_abs_dev'])} |"
             for r in ldm
         ]
@@ -167,11 +181,11 @@ def table(rows: list[dict]) -> str:
     ref = [r for r in rows if r["model"] == "refiner"]
     if ref:
         out += [
-            "| refiner checkpoint | step | sharpness ÷ original | noise KL WM | HOG whole ÷ recon d0/d1/d2 | PSNR |",
-            "|---|---|---|---|---|---|",
+            "| refiner checkpoint | step | batch | samples seen | sharpness ÷ original | noise KL WM | HOG whole ÷ recon d0/d1/d2 | PSNR |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {Path(r['checkpoint']).name} | {r['step']} | {_fmt(r['sharpness_ratio'])} "
+            f"| {r['checkpoint']} | {r['step']} | {r.get('batch') or 4} | {_seen(r):,} | {_fmt(r['sharpness_ratio'])} "
             f"| {_fmt(r['noise_kl_wm'])} | {_fmt(r['hog_ratio'])} | {_fmt(r['psnr'])} |"
             for r in ref
         ]
@@ -180,6 +194,7 @@ def table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -195,7 +210,8 @@ def plot(rows: list[dict], path: Path) -> None:
         runs: dict[str, list] = {}  # one line per training run (checkpoint folder or file)
         for r in rows:
             if r["model"] == model and r.get(key) is not None:
-                runs.setdefault(str(Path(r["checkpoint"]).parent), []).append((r["step"], r[key]))
+                run = str(Path(r["checkpoint"].split("@")[0]).parent)
+                runs.setdefault(run, []).append((_seen(r), r[key]))
         for run, pts in runs.items():
             pts.sort()
             ys = [
@@ -205,7 +221,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.plot([p[0] for p in pts], ys, "o-" if len(pts) > 1 else "*", ms=8, label=run)
         ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"required {sense} {target}")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("training steps (batch 4)")
+        ax.set_xlabel("training samples seen (steps × batch)")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -234,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "ldm"
                 else refiner_row(ckpt, args.data, args.seed, args.subjects)
             )
+            row["batch"] = _batch(ckpt)
             rows.append(row)
             args.out.write_text(json.dumps({"rows": rows}, indent=1))
     text = table(rows)

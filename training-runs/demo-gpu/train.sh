@@ -9,11 +9,11 @@
 # does. OUTDIR: gets ldm/ and refiner/ (resumable run folders: checkpoint.pt, config.json,
 # metrics.jsonl) and the logs.
 #
-# Both runs train at the same time on the one GPU (the networks are small: a step is bound by
-# kernel launches and data loading, not by the GPU's arithmetic). Their step counts come from a
-# 150-step probe of both (run together, as the real runs are): steps = 90 % of what fits in the
-# time left, so each run finishes its whole cosine schedule. A run that would still overrun gets
-# SIGTERM, saves a checkpoint at its current step and stops cleanly (continue with --resume).
+# The runs train one after the other (side by side on one GPU each ran about 3x slower, session
+# 6): the LDM gets LDM_SHARE (0.6) of the time left after a short probe of each, the refiner the
+# rest. Step counts come from the probes: steps = 90 % of what fits, so each run finishes its
+# whole cosine schedule. A run that would still overrun gets SIGTERM from `timeout`, saves a
+# checkpoint at its current step and stops cleanly (continue with --resume).
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
 # the CPU rehearsal of this script (e.g. PROBE_STEPS=4 EXTRA_ARGS="--batch-size 2").
 set -euo pipefail
@@ -33,41 +33,37 @@ if [ ! -f "$data/reconstructions/reconstruct_config.json" ]; then
 fi
 echo "[$(elapsed) s] reconstructions ready"
 
-# Probe: 150 steps of each, together.
+# Probe: PROBE_STEPS (150) steps of each, one after the other (as the real runs go).
 probe="$out/probe"
 rm -rf "$probe"
 rd -q train ldm --config "$here/ldm.json" --data "$data" --autoencoder "$AE" -o "$probe/ldm" \
     --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
-    > "$out/probe-ldm.log" 2>&1 &
+    > "$out/probe-ldm.log" 2>&1
 rd -q train refiner --config "$here/refiner.json" --data "$data" -o "$probe/refiner" \
     --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
-    > "$out/probe-refiner.log" 2>&1 &
-wait
-left=$(( budget - $(elapsed) - 30 ))   # 30 s: start-up (caches, latents) and the last save
-steps_for() {  # steps/s of the probe's last 50-step window (after warm-up) × 0.9 × left
-    python3 - "$probe/$1/metrics.jsonl" "$2" "$left" <<'PY'
+    > "$out/probe-refiner.log" 2>&1
+left=$(( budget - $(elapsed) - 10 ))
+t_ldm=$(python3 -c "print(int($left * ${LDM_SHARE:-0.6}))"); t_ref=$(( left - t_ldm ))
+steps_for() {  # steps/s of the probe's last 50-step window × 0.9 × (seconds − 20 s start-up)
+    python3 - "$probe/$1/metrics.jsonl" "$probe/$1/config.json" "$2" <<'PY'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rate = recs[-1]["samples_per_s"] / int(sys.argv[2])
-print(max(100, int(rate * 0.9 * float(sys.argv[3]) / 100) * 100))
+batch = json.load(open(sys.argv[2]))["config"]["train"]["batch_size"]
+rate = recs[-1]["samples_per_s"] / batch
+print(max(100, int(rate * 0.9 * (float(sys.argv[3]) - 20) / 100) * 100))
 PY
 }
-batch() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['train']['batch_size'])" "$1"; }
-n_ldm=$(steps_for ldm "$(batch "$probe/ldm/config.json")")
-n_ref=$(steps_for refiner "$(batch "$probe/refiner/config.json")")
-echo "[$(elapsed) s] probe done; ${left} s left: ldm ${n_ldm} steps, refiner ${n_ref} steps"
-rm -rf "$probe"
+n_ldm=$(steps_for ldm "$t_ldm"); n_ref=$(steps_for refiner "$t_ref")
+echo "[$(elapsed) s] probes done; ${left} s left: ldm ${n_ldm} steps in ${t_ldm} s, refiner ${n_ref} steps in ${t_ref} s"
+rm -rf "$probe" "$out/ldm" "$out/refiner"
 
-rm -rf "$out/ldm" "$out/refiner"
-timeout -s TERM "$left" python3 -m realdeal train ldm --config "$here/ldm.json" --data "$data" \
-    --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" ${EXTRA_ARGS:-} > "$out/train-ldm.log" 2>&1 &
-p1=$!
-timeout -s TERM "$left" python3 -m realdeal train refiner --config "$here/refiner.json" \
-    --data "$data" -o "$out/refiner" --steps "$n_ref" ${EXTRA_ARGS:-} > "$out/train-refiner.log" 2>&1 &
-p2=$!
+# One after the other: side by side on one GPU each ran ~3x slower (session 6).
 rc=0
-wait $p1 || rc=$?
-wait $p2 || rc=$?
+timeout -s TERM "$t_ldm" python3 -m realdeal train ldm --config "$here/ldm.json" --data "$data" \
+    --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" ${EXTRA_ARGS:-} > "$out/train-ldm.log" 2>&1 || rc=$?
+echo "[$(elapsed) s] ldm done (exit $rc)"
+timeout -s TERM "$t_ref" python3 -m realdeal train refiner --config "$here/refiner.json" \
+    --data "$data" -o "$out/refiner" --steps "$n_ref" ${EXTRA_ARGS:-} > "$out/train-refiner.log" 2>&1 || rc=$?
 echo "[$(elapsed) s] training done (exit $rc)"
 tail -n 2 "$out"/train-*.log
 exit $rc

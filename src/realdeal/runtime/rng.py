@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,32 @@ def sample_seed(run_seed: int, g: int) -> int:
 def generator_for(seed: int | torch.Tensor, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh generator seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def sample_randn(shape: tuple[int, ...], seed: int | torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """One sample's standard normal draw: row ``i`` of :func:`per_sample_randn` for ``seeds[i]``."""
+    return torch.randn(shape, generator=generator_for(int(seed) + salt))
+
+
+def sample_randint(high: int, seed: int | torch.Tensor, salt: int = 0) -> torch.Tensor:
+    """One sample's integer in ``[0, high)`` (0-d long): entry ``i`` of :func:`per_sample_randint`."""
+    return torch.randint(0, high, (1,), generator=generator_for(int(seed) + salt))[0]
+
+
+def batch_draws(task: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A training task's per-sample random draws for ``batch`` (keys ``task.DRAWN``).
+
+    The training engine makes them with each item (``task.draws(item)``, in the data-loading
+    workers when there are any: drawing them is most of a small network's step on a GPU);
+    a batch made by hand gets the same numbers drawn here, one sample at a time.
+    """
+    if all(k in batch for k in task.DRAWN):
+        return {k: batch[k] for k in task.DRAWN}
+    items = [
+        task.draws({k: v[i].cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)})
+        for i in range(len(batch["seed"]))
+    ]
+    return {k: torch.stack([it[k] for it in items]) for k in task.DRAWN}
 
 
 def per_sample_randn(shape: tuple[int, ...], seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:

@@ -193,6 +193,8 @@ def train(
             "already holds a checkpoint; pass --resume to continue it or choose another --out",
         )
     run = _setup(task.kind, model, cfg, dist, ckpt_path if resume else None, model_config)
+    if hasattr(task, "draws"):
+        dataset = _WithDraws(dataset, task.draws)
     stored = dict(preset=preset, config=run_config, model_config=model_config, **(extra or {}))
     sampler = StepBatchSampler(len(dataset), cfg, dist, run.start, cfg.steps)
     loader = torch.utils.data.DataLoader(
@@ -233,6 +235,23 @@ def train(
         metrics=metrics_path,
         stopped_by=stop.signal,
     )
+
+
+class _WithDraws(torch.utils.data.Dataset):
+    """``dataset``'s items plus the task's per-sample random draws (noise, timestep), made with
+    the item, in the data-loading workers when there are any. The numbers depend on the item's
+    seed alone, so they equal what the task would draw for the batch itself
+    (:func:`realdeal.runtime.rng.batch_draws`)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, draws: Callable[[dict], dict]):
+        self.dataset, self.draws = dataset, draws
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        item = self.dataset[key]
+        return {**item, **self.draws(item)}
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

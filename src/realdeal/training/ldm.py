@@ -18,7 +18,7 @@ from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
 from realdeal.presets import LDMRunConfig
 from realdeal.runtime.checkpoint import EmbeddedAutoencoder
-from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
+from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed_everything
 from realdeal.training.distributed import barrier, init_distributed
 from realdeal.training.engine import TrainResult, train
 
@@ -43,15 +43,23 @@ class LatentDiffusionTask:
     """Diffusion loss ‖f(z_t, t) − target‖² with per-sample noise and timestep."""
 
     kind = "ldm"
+    DRAWN = ("noise", "t")
 
     def __init__(self, schedule: NoiseSchedule):
         self.schedule = schedule
 
+    def draws(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One sample's noise and timestep, from its seed alone."""
+        seed = item["seed"]
+        return {
+            "noise": sample_randn(tuple(item["z"].shape), seed, salt=1),
+            "t": sample_randint(self.schedule.num_train_timesteps, seed, salt=2),
+        }
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        z, seeds = batch["z"], batch["seed"]
-        noise = per_sample_randn(tuple(z.shape[1:]), seeds, salt=1).to(z)
-        t = per_sample_randint(self.schedule.num_train_timesteps, seeds, salt=2)
-        return Denoiser(model, self.schedule).loss(z, noise, t)
+        z = batch["z"]
+        d = batch_draws(self, batch)
+        return Denoiser(model, self.schedule).loss(z, d["noise"].to(z), d["t"].to(z.device))
 
 
 def train_ldm(

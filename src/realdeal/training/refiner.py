@@ -49,7 +49,7 @@ from realdeal.errors import ConfigError, InputError
 from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import require_reconstructions
 from realdeal.presets import Positions, RefinerRunConfig, Target
-from realdeal.runtime.rng import per_sample_randint, per_sample_randn, seed_everything
+from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed_everything
 from realdeal.training.distributed import init_distributed
 from realdeal.training.engine import TrainResult, train
 from realdeal.utils.progress import progress
@@ -123,19 +123,27 @@ class RefinerTask:
     """The paper's masked loss: clean known region, noise only where M = 1, loss only there."""
 
     kind = "refiner"
+    DRAWN = ("g", "eps", "t")
 
     def __init__(self, schedule: NoiseSchedule, target: Target = "image", residual_scale=1.0):
         self.schedule, self.target, self.residual_scale = schedule, target, float(residual_scale)
 
+    def draws(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One sample's known-region noise ``g``, diffusion noise and timestep, from its seed."""
+        seed, shape = item["seed"], tuple(item["x"].shape)
+        return {
+            "g": sample_randn(shape, seed, salt=11),
+            "eps": sample_randn(shape, seed, salt=12),
+            "t": sample_randint(self.schedule.num_train_timesteps, seed, salt=13),
+        }
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x, xhat, seeds = batch["x"], batch["xhat"], batch["seed"]
+        x, xhat = batch["x"], batch["xhat"]
         if self.target == "residual":
             x = (x - xhat) / self.residual_scale
         m = batch["mask"].to(x.dtype)
-        shape = tuple(x.shape[1:])
-        g = per_sample_randn(shape, seeds, salt=11).to(x)
-        eps = per_sample_randn(shape, seeds, salt=12).to(x)
-        t = per_sample_randint(self.schedule.num_train_timesteps, seeds, salt=13).to(x.device)
+        d = batch_draws(self, batch)
+        g, eps, t = d["g"].to(x), d["eps"].to(x), d["t"].to(x.device)
         x_t, cond = training_inputs(x, xhat, m, g, self.schedule.add_noise(x, eps, t))
         return Denoiser(model, self.schedule).loss(x, eps, t, cond=cond, mask=m, x_t=x_t)
 
