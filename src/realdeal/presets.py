@@ -65,6 +65,10 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = False
     """Run 3D convolutions in channels-last memory layout (about 2× faster on CPU oneDNN)."""
+    init_from: str | None = None
+    """Start a new run from the weights of this checkpoint of the same kind and network (its
+    EMA weights where it has them: a training run's ``checkpoint.pt`` or a slim export such as a
+    shipped demo checkpoint), with a fresh optimizer, schedule and EMA. Ignored on resume."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:

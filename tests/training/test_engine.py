@@ -249,3 +249,29 @@ def test_a_run_resumes_on_cuda(tmp_path):
     _run(tmp_path / "r", toy_config(device="cuda", steps=2))
     _, res = _run(tmp_path / "r", cfg, resume=True)
     assert res.step == 4
+
+
+def test_init_from_starts_a_new_schedule_from_earlier_ema_weights(tmp_path):
+    """Fine-tuning: weights (EMA where stored) from a full or slim checkpoint, fresh optimizer,
+    schedule and EMA; a network that does not match is refused."""
+    _run(tmp_path / "a", toy_config(steps=4))
+    src = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    slim = tmp_path / "slim.pt"
+    from realdeal.runtime.checkpoint import save_checkpoint
+
+    save_checkpoint(slim, src.slimmed())
+    for start in (tmp_path / "a" / "checkpoint.pt", slim):
+        cfg = toy_config(steps=1, lr=0.0, weight_decay=0.0, init_from=str(start))
+        model, res = _run(tmp_path / f"b-{start.stem}", cfg, model=toy_model(seed=5))
+        assert res.step == 1  # a new run, counted from 0
+        for k, v in model.state_dict().items():  # lr 0: still exactly the source's EMA weights
+            assert torch.equal(v, src.ema[k]), k
+        b = load_checkpoint(tmp_path / f"b-{start.stem}" / "checkpoint.pt")
+        assert b.ema_updates == 1 and all(torch.equal(b.ema[k], src.ema[k]) for k in src.ema)
+
+    with pytest.raises(InputError, match="no such checkpoint"):
+        _run(tmp_path / "c", toy_config(init_from=str(tmp_path / "missing.pt")))
+    other = dict(MODEL_CONFIG, width=8)
+    with pytest.raises(InputError):
+        train(ToyTask(), toy_model(), ToyData(), toy_config(init_from=str(slim)), tmp_path / "d",
+              run_config={}, model_config=other)  # fmt: skip

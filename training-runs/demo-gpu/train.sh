@@ -14,6 +14,8 @@
 # rest. Step counts come from the probes: steps = 90 % of what fits, so each run finishes its
 # whole cosine schedule. A run that would still overrun gets SIGTERM from `timeout`, saves a
 # checkpoint at its current step and stops cleanly (continue with --resume).
+# FROM_SHIPPED=1 starts each run from the shipped demo checkpoint's weights (--init-from: a new
+# schedule that builds on the last session's models instead of starting from scratch).
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
 # the CPU rehearsal of this script (e.g. PROBE_STEPS=4 EXTRA_ARGS="--batch-size 2").
 set -euo pipefail
@@ -58,12 +60,15 @@ echo "[$(elapsed) s] probes done; ${left} s left: ldm ${n_ldm} steps in ${t_ldm}
 rm -rf "$probe" "$out/ldm" "$out/refiner"
 
 # One after the other: side by side on one GPU each ran ~3x slower (session 6).
+init() { [ "${FROM_SHIPPED:-0}" = 1 ] && echo "--init-from $repo/src/realdeal/demo_checkpoints/$1.pt" || true; }
 rc=0
 timeout -s TERM "$t_ldm" python3 -m realdeal train ldm --config "$here/ldm.json" --data "$data" \
-    --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" ${EXTRA_ARGS:-} > "$out/train-ldm.log" 2>&1 || rc=$?
+    --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" $(init ldm) ${EXTRA_ARGS:-} \
+    > "$out/train-ldm.log" 2>&1 || rc=$?
 echo "[$(elapsed) s] ldm done (exit $rc)"
 timeout -s TERM "$t_ref" python3 -m realdeal train refiner --config "$here/refiner.json" \
-    --data "$data" -o "$out/refiner" --steps "$n_ref" ${EXTRA_ARGS:-} > "$out/train-refiner.log" 2>&1 || rc=$?
+    --data "$data" -o "$out/refiner" --steps "$n_ref" $(init refiner) ${EXTRA_ARGS:-} \
+    > "$out/train-refiner.log" 2>&1 || rc=$?
 echo "[$(elapsed) s] training done (exit $rc)"
 tail -n 2 "$out"/train-*.log
 exit $rc

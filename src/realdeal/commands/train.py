@@ -53,6 +53,11 @@ ENGINE_FLAGS = ConfigFlags(
         "num_workers": Flag("data-loading worker processes per rank", name="--workers"),
         "device": "auto, cpu, cuda or cuda:N (auto: this rank's GPU if any)",
         "channels_last": "channels-last 3D memory layout (faster convolutions on CPU)",
+        "init_from": Flag(
+            "start from the (EMA) weights of this checkpoint of the same kind and network, "
+            "with a new optimizer and schedule (fine-tuning; ignored on --resume)",
+            metavar="CHECKPOINT",
+        ),
     },
     "optimisation (override the preset)",
 )

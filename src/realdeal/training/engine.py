@@ -345,12 +345,25 @@ def _setup(
     if resume_from is not None and resume_from.exists():
         run.start = _resume(resume_from, kind, run, model_config)
     else:
+        if cfg.init_from:
+            _init_weights(Path(cfg.init_from), kind, run, model_config)
         seed_everything(cfg.seed + dist.rank)
     if dist.distributed:
         run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     return run
+
+
+def _init_weights(path: Path, kind: str, run: _Run, model_config: dict[str, Any]) -> None:
+    """Load the (EMA) weights of ``path`` into the network and its EMA (``init_from``)."""
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint to start from (--init-from)")
+    ckpt = load_checkpoint(path, kind=kind, map_location=run.dist.device)
+    check_model_config(path, ckpt, model_config)
+    run.model.load_state_dict(ckpt.weights())
+    run.ema.load_state_dict(run.model.state_dict(), 0)
+    log.info("%s starts from the weights of %s (its step %d)", kind, path, ckpt.step)
 
 
 def _resume(path: Path, kind: str, run: _Run, model_config: dict[str, Any]) -> int:
