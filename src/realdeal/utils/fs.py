@@ -12,6 +12,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, directory: bool = False) -> None:
+    """Give a temporary file or folder the mode a plain ``open()``/``mkdir()`` would (``mkstemp``
+    and ``mkdtemp`` make them private, 0600/0700: outputs would be unreadable to a lab's group)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _split_suffix(name: str) -> tuple[str, str]:
     """Split ``name`` into stem and suffix, keeping double suffixes such as ``.nii.gz``."""
     for double in (".nii.gz", ".tar.gz"):
@@ -35,6 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _plain_mode(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -64,6 +78,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _plain_mode(tmp, directory=True)
     try:
         yield tmp
         if path.exists():
