@@ -50,13 +50,15 @@ def _batch(path: Path) -> int | None:
     import torch
 
     cfg = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
+    if isinstance(cfg, str):  # checkpoints store the run config as JSON text
+        cfg = json.loads(cfg)
     return (cfg.get("train") or {}).get("batch_size")
 
 
 def _seen(r: dict) -> int:
     """Training samples seen: steps × batch (rows written before batch was recorded: batch 4,
-    every earlier run's)."""
-    return r["step"] * (r.get("batch") or 4)
+    every earlier run's), plus ``samples_before`` for a run started from another's weights."""
+    return r["step"] * (r.get("batch") or 4) + r.get("samples_before", 0)
 
 
 def ldm_row(ckpt: Path, data: Path, n: int, seed: int) -> dict:
