@@ -62,7 +62,11 @@ class Sampling(NamedTuple):
 #: DPM-Solver++ (10 or 20 steps) overshot the white-matter noise (std of x − median₃ 0.072 /
 #: 0.070, original 0.042) and DDIM η = 1 matched it (0.043); 10 steps is the demo's
 #: speed/texture trade-off (benchmarks/refine.py: 20 steps recover about half of the remaining
-#: sharpness gap to a 50-step DDPM reference at twice the cost). ``image`` (the ``paper``
+#: sharpness gap to a 50-step DDPM reference at twice the cost). Rechecked on the session-6
+#: (GPU-trained) refiner: DPM-Solver++ 10 steps measures sharper (0.86× vs 0.55× of the
+#: original) with a lower white-matter noise KL (0.056 vs 0.107), but its images show dark
+#: mottle in white matter and background speckles that DDIM η = 1 does not add, so DDIM stays.
+#: ``image`` (the ``paper``
 #: refiner, ε-prediction): DPM-Solver++(2M), 20 steps.
 DEFAULT_SAMPLING: dict[str, Sampling] = {
     "ldm": Sampling("ddim", 50, 0.0),
