@@ -24,6 +24,7 @@ subjects 0.27-0.30 (k = 10), the ceiling for raw LDM samples decoded by that aut
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -39,20 +40,25 @@ def _summary(result, set_name: str, metric: str) -> list[float]:
     return [float(r["mean"]) for r in rows]
 
 
-def _step(path: Path) -> int:
+@functools.cache
+def _meta(path: Path) -> tuple[int, int | None]:
+    """(step, training batch) of a checkpoint, read once (the batch from its run config, which
+    checkpoints store as JSON text; None if it has none)."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ckpt.get("config") or {}
+    if isinstance(cfg, str):
+        cfg = json.loads(cfg)
+    return int(ckpt["step"]), (cfg.get("train") or {}).get("batch_size")
+
+
+def _step(path: Path) -> int:
+    return _meta(path)[0]
 
 
 def _batch(path: Path) -> int | None:
-    """The training batch recorded in a checkpoint's run config (None if it has none)."""
-    import torch
-
-    cfg = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
-    if isinstance(cfg, str):  # checkpoints store the run config as JSON text
-        cfg = json.loads(cfg)
-    return (cfg.get("train") or {}).get("batch_size")
+    return _meta(path)[1]
 
 
 def _seen(r: dict) -> int:

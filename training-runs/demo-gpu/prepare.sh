@@ -2,11 +2,12 @@
 # Run HERE before the device call: the carried files (under 64 MiB with the working tree).
 #   .device-wheels/  monai, nibabel, dipy wheels + the quality input (benchmarks/gpu_wheels.sh)
 #   .device-data/    the demo's prepared dataset without reconstructions (made there)
-# The resumable CPU runs' checkpoints (training-runs/demo/*/checkpoint.pt, 42 MB) are tracked
-# files and would travel too: move them aside for the call (this script prints how).
+# The working tree travels too (about 12 MB now): keep large untracked files out of it (the
+# retired CPU runs' checkpoints, if restored from history, are 42 MB: move them aside).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=training-runs/demo/data
+bash training-runs/demo/continue.sh --data-only   # the demo's cohort, data and reconstructions
 bash benchmarks/gpu_wheels.sh "$data"
 rm -rf .device-data && mkdir .device-data
 cp -r "$data"/{dataset.json,subjects.csv,images,labels,masks,fractions} .device-data/

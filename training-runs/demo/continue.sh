@@ -4,6 +4,7 @@
 #
 #   training-runs/demo/continue.sh              # train both runs (in parallel, one thread each)
 #   training-runs/demo/continue.sh --export     # export the runs into src/realdeal/demo_checkpoints
+#   training-runs/demo/continue.sh --data-only  # only the cohort, prepared data, reconstructions
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -30,6 +31,8 @@ fi
 if [ ! -f data/reconstructions/reconstruct_config.json ]; then
     realdeal -q reconstruct --autoencoder "$AE" --data data
 fi
+
+[ "${1:-}" = "--data-only" ] && exit 0
 
 # One thread per run: two runs fill two cores and training is deterministic per thread count.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"

@@ -13,7 +13,15 @@ from typing import Any
 
 
 def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
+    """The process umask: from ``/proc/self/status`` where Linux has it (reading it there leaves
+    it alone, so other threads creating files meanwhile are unaffected), else by setting it and
+    putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
