@@ -216,6 +216,11 @@ VARIANTS = (
 )
 
 
+def variant_name(precision: str, channels_last: bool, compiled: bool) -> str:
+    """``bf16``, ``fp32+cl``, ``bf16+compile``, ``bf16+cl+compile``: the ``--variants`` names."""
+    return precision + ("+cl" if channels_last else "") + ("+compile" if compiled else "")
+
+
 def _prepare(net: torch.nn.Module, channels_last: bool, compiled: bool, backend: str):
     m = copy.deepcopy(net)
     if channels_last:
@@ -336,7 +341,7 @@ def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]
     probe = sizes.authors_probe_steps
     items: list[tuple[str, Any, str, int, int]] = [
         (f"authors' traversal + DDPM ({probe} steps timed)", authors, "ddpm", probe, 1000)
-    ] + [(f"ours + DPM-Solver++ {n}", ours, "dpm++", n, n) for n in sizes.e2e_steps]
+    ] * (probe > 0) + [(f"ours + DPM-Solver++ {n}", ours, "dpm++", n, n) for n in sizes.e2e_steps]
     with torch.no_grad():
         for label, plan, sampler, steps, target in items:
             est = plan.stats.windows_run * steps * eager["s_per_window"]
@@ -597,6 +602,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = tiny_sizes() if args.tiny else gpu_sizes()
     if args.compile_backend:
         sizes = dataclasses.replace(sizes, compile_backend=args.compile_backend)
+    if args.variants:
+        known = {variant_name(*v): v for v in VARIANTS + sizes.variants}
+        if unknown := sorted(set(args.variants) - set(known)):
+            raise SystemExit(f"gpu_check: unknown --variants {unknown}; known: {sorted(known)}")
+        sizes = dataclasses.replace(sizes, variants=tuple(known[n] for n in args.variants))
+    if args.e2e_steps is not None:
+        sizes = dataclasses.replace(sizes, e2e_steps=tuple(args.e2e_steps))
+    if args.authors_probe_steps is not None:
+        sizes = dataclasses.replace(sizes, authors_probe_steps=args.authors_probe_steps)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes per item: let cuDNN pick kernels
@@ -655,6 +669,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     p.add_argument("--quality-input", default=str(ROOT / ".device-wheels/quality_input.npz"))
     p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="the (a) variants to time, e.g. bf16 fp32+cl bf16+compile (default: all)")  # fmt: skip
+    p.add_argument("--e2e-steps", type=int, nargs="*", metavar="N",
+                   help="(a) ours end to end at these DPM-Solver++ step counts (default 10 20)")  # fmt: skip
+    p.add_argument("--authors-probe-steps", type=int, metavar="N",
+                   help="(a) DDPM steps timed on the authors' traversal (default 2; 0 = skip)")  # fmt: skip
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --tiny eager)")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -19,7 +19,8 @@ SCRIPT = ROOT / "training-runs" / "demo-gpu" / "train.sh"
 
 
 @pytest.mark.slow
-def test_gpu_training_script_probes_trains_both_and_stops_cleanly(tmp_path, raw_folder):
+@pytest.mark.parametrize("runs", ["ldm refiner", "ldm"])
+def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folder, runs):
     data = tmp_path / "data"
     assert main(["-q", "prepare", str(raw_folder / "*_T1w.nii.gz"), "-o", str(data),
                  "--shape", "32", "32", "32", "--window", "32"]) == 0  # fmt: skip
@@ -30,6 +31,7 @@ def test_gpu_training_script_probes_trains_both_and_stops_cleanly(tmp_path, raw_
         PROBE_STEPS="2",
         EXTRA_ARGS="--batch-size 2 --workers 0",
         FROM_SHIPPED="1",
+        RUNS=runs,
     )
     proc = subprocess.run(
         ["bash", str(SCRIPT), str(data), "75", str(out)],
@@ -38,7 +40,7 @@ def test_gpu_training_script_probes_trains_both_and_stops_cleanly(tmp_path, raw_
     log = proc.stdout + proc.stderr
     assert proc.returncode in (0, 124), log  # 124: a run stopped by its time limit
     assert "probes done" in log and "training done" in log, log
-    for kind in ("ldm", "refiner"):
+    for kind in runs.split():
         ckpt = load_checkpoint(out / kind / "checkpoint.pt", kind=kind)
         assert ckpt.step >= 1 and ckpt.resumable
         config = json.loads((out / kind / "config.json").read_text())["config"]["train"]
@@ -46,3 +48,6 @@ def test_gpu_training_script_probes_trains_both_and_stops_cleanly(tmp_path, raw_
         assert config["init_from"].endswith(f"demo_checkpoints/{kind}.pt")  # FROM_SHIPPED=1
         assert (out / kind / "metrics.jsonl").stat().st_size > 0
     assert not (out / "probe").exists()  # the probes are cleaned up
+    if runs == "ldm":  # RUNS=ldm: the refiner is neither probed nor trained
+        assert not (out / "refiner").exists() and not (out / "probe-refiner.log").exists()
+        assert "refiner 0 steps" in log

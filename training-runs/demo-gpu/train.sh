@@ -16,6 +16,8 @@
 # checkpoint at its current step and stops cleanly (continue with --resume).
 # FROM_SHIPPED=1 starts each run from the shipped demo checkpoint's weights (--init-from: a new
 # schedule that builds on the last session's models instead of starting from scratch).
+# RUNS (default "ldm refiner") picks the runs: RUNS=ldm gives the LDM the whole budget and
+# neither probes nor trains the refiner.
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
 # the CPU rehearsal of this script (e.g. PROBE_STEPS=4 EXTRA_ARGS="--batch-size 2").
 set -euo pipefail
@@ -41,11 +43,17 @@ rm -rf "$probe"
 rd -q train ldm --config "$here/ldm.json" --data "$data" --autoencoder "$AE" -o "$probe/ldm" \
     --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
     > "$out/probe-ldm.log" 2>&1
-rd -q train refiner --config "$here/refiner.json" --data "$data" -o "$probe/refiner" \
-    --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
-    > "$out/probe-refiner.log" 2>&1
+runs=" ${RUNS:-ldm refiner} "
+share=${LDM_SHARE:-0.6}
+if [[ "$runs" == *" refiner "* ]]; then
+    rd -q train refiner --config "$here/refiner.json" --data "$data" -o "$probe/refiner" \
+        --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
+        > "$out/probe-refiner.log" 2>&1
+else
+    share=1
+fi
 left=$(( budget - $(elapsed) - 10 ))
-t_ldm=$(python3 -c "print(int($left * ${LDM_SHARE:-0.6}))"); t_ref=$(( left - t_ldm ))
+t_ldm=$(python3 -c "print(int($left * $share))"); t_ref=$(( left - t_ldm ))
 steps_for() {  # steps/s of the probe's last 50-step window × 0.9 × (seconds − 20 s start-up)
     python3 - "$probe/$1/metrics.jsonl" "$probe/$1/config.json" "$2" <<'PY'
 import json, sys
@@ -55,7 +63,8 @@ rate = recs[-1]["samples_per_s"] / batch
 print(max(100, int(rate * 0.9 * (float(sys.argv[3]) - 20) / 100) * 100))
 PY
 }
-n_ldm=$(steps_for ldm "$t_ldm"); n_ref=$(steps_for refiner "$t_ref")
+n_ldm=$(steps_for ldm "$t_ldm"); n_ref=0
+[[ "$runs" == *" refiner "* ]] && n_ref=$(steps_for refiner "$t_ref")
 echo "[$(elapsed) s] probes done; ${left} s left: ldm ${n_ldm} steps in ${t_ldm} s, refiner ${n_ref} steps in ${t_ref} s"
 rm -rf "$probe" "$out/ldm" "$out/refiner"
 
@@ -66,9 +75,11 @@ timeout -s TERM "$t_ldm" python3 -m realdeal train ldm --config "$here/ldm.json"
     --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" $(init ldm) ${EXTRA_ARGS:-} \
     > "$out/train-ldm.log" 2>&1 || rc=$?
 echo "[$(elapsed) s] ldm done (exit $rc)"
-timeout -s TERM "$t_ref" python3 -m realdeal train refiner --config "$here/refiner.json" \
-    --data "$data" -o "$out/refiner" --steps "$n_ref" $(init refiner) ${EXTRA_ARGS:-} \
-    > "$out/train-refiner.log" 2>&1 || rc=$?
+if [ "$n_ref" -gt 0 ]; then  # (timeout 0 would mean no limit at all)
+    timeout -s TERM "$t_ref" python3 -m realdeal train refiner --config "$here/refiner.json" \
+        --data "$data" -o "$out/refiner" --steps "$n_ref" $(init refiner) ${EXTRA_ARGS:-} \
+        > "$out/train-refiner.log" 2>&1 || rc=$?
+fi
 echo "[$(elapsed) s] training done (exit $rc)"
 tail -n 2 "$out"/train-*.log
 exit $rc
