@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -160,3 +161,35 @@ def test_export_from_training_runs_records_how_each_model_was_made(demo_run, tmp
     # A version-1 manifest (the format before per-model records) still reads.
     v1 = {"steps": {k: 5 for k in MODEL_KINDS}, "train_seconds": {"train ldm": 3.0}}
     assert model_records(v1)["ldm"]["train_seconds"] == 3.0
+
+
+def test_export_of_a_fine_tuned_run_keeps_the_lineage(demo_run, tmp_path):
+    """A run started from shipped weights (--init-from) records the model it started from, so
+    the manifest and the report tell its whole training, not only the last schedule."""
+    from realdeal.report.sections.training import _provenance_table
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    first = export_checkpoints(demo_run, tmp_path / "first")
+    before = model_records(json.loads((first / "manifest.json").read_text()))["ldm"]
+    tuned = tmp_path / "tuned"
+    shutil.copytree(demo_run / "models" / "ldm", tuned)
+    ckpt = load_checkpoint(tuned / "checkpoint.pt", kind="ldm")
+    ckpt.config["train"]["init_from"] = str(first / "ldm.pt")
+    save_checkpoint(tuned / "checkpoint.pt", ckpt)
+    run = json.loads((demo_run / "run.json").read_text())
+    kw = dict(cohort=run["config"]["cohort"], prepare=run["config"]["prepare"], made_by="test")
+    dest = export_models({"autoencoder": first, "ldm": tuned, "refiner": first},
+                         tmp_path / "second", **kw)  # fmt: skip
+    rec = json.loads((dest / "manifest.json").read_text())["models"]["ldm"]
+    assert rec["init_from"] == {"path": str(first / "ldm.pt"), **before}
+    # the report's provenance table shows both schedules
+    ctx = SimpleNamespace(run=SimpleNamespace(section=lambda name: {"ldm": rec} if name == "model_provenance" else None))  # fmt: skip
+    table = _provenance_table(ctx, ["ldm"])
+    assert f"after {before['steps']} at batch" in table.rows[0][2]
+    # weights that no longer match their manifest keep only the path
+    with open(first / "ldm.pt", "ab") as fh:
+        fh.write(b"junk")
+    dest = export_models({"autoencoder": first, "ldm": tuned, "refiner": demo_run / "models" / "refiner"},
+                         tmp_path / "third", **kw)  # fmt: skip
+    rec = json.loads((dest / "manifest.json").read_text())["models"]["ldm"]
+    assert rec["init_from"] == {"path": str(first / "ldm.pt")}

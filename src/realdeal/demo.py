@@ -307,6 +307,8 @@ def export_models(
                 "commit": commit,
                 "sha256": _sha256(path),
             }
+            if train_cfg.get("init_from"):
+                records[kind]["init_from"] = _init_record(kind, Path(train_cfg["init_from"]))
         manifest = {
             "format": "realdeal-demo-checkpoints",
             "version": 2,
@@ -340,6 +342,19 @@ def model_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
         }
         for kind in MODEL_KINDS
     }
+
+
+def _init_record(kind: str, path: Path) -> dict[str, Any]:
+    """The record of the weights a fine-tuned run started from (``--init-from``): the path, and
+    that model's record when the file is a demo checkpoint whose manifest still describes it
+    (the sha256 must match), so the manifest keeps the whole lineage."""
+    rec: dict[str, Any] = {"path": str(path)}
+    manifest = path.parent / "manifest.json"
+    if path.is_file() and manifest.is_file():
+        earlier = model_records(json.loads(manifest.read_text())).get(kind)
+        if earlier and earlier.get("sha256") == _sha256(path):
+            rec.update(earlier)
+    return rec
 
 
 def _carry_over(kind: str, folder: Path, tmp: Path) -> dict[str, Any]:

@@ -56,3 +56,53 @@ def test_shards_cover_every_item_once_in_turn():
     parts = [shard(items, DistInfo(rank=r, world_size=3)) for r in range(3)]
     assert parts == [[0, 3, 6], [1, 4], [2, 5]]
     assert shard(items, None) == items == shard(items, DistInfo())
+
+
+def test_compiled_network_pads_to_one_batch_shape_and_matches_eager(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from realdeal.runtime.device import FixedBatch
+
+    ckpt = tiny_refiner_checkpoint(tmp_path / "refiner.pt")
+    files = coarse_volumes(tmp_path / "in", 2)
+    eager = refine_paths(ckpt, [str(tmp_path / "in")], tmp_path / "eager", SETTINGS)
+    # the "eager" backend runs torch.compile's machinery without a C++ toolchain (fast on CI)
+    compiled = dataclasses.replace(SETTINGS, compile="eager")
+    seen: list[int] = []
+    forward = FixedBatch.forward
+
+    def spy(self, x, t):
+        out = forward(self, x, t)
+        seen.append(len(x))
+        assert out.shape[0] == len(x)  # cut back to the windows asked for
+        return out
+
+    FixedBatch.forward = spy
+    try:
+        comp = refine_paths(ckpt, [str(tmp_path / "in")], tmp_path / "comp", compiled)
+    finally:
+        FixedBatch.forward = forward
+    assert seen and max(seen) <= SETTINGS.max_batch and min(seen) < SETTINGS.max_batch
+    for a, b, f in zip(eager, comp, files, strict=True):
+        # zero padding changes nothing a window computes beyond float rounding
+        np.testing.assert_allclose(
+            load_volume(a["output"]).data, load_volume(b["output"]).data, rtol=0, atol=1e-5
+        )
+        assert load_volume(b["output"]).data.shape == load_volume(f).data.shape
+    report = json.loads((tmp_path / "comp" / "refine.json").read_text())
+    assert report["settings"]["compile"] == "eager"
+    class Echo(torch.nn.Module):  # returns its input with t added: shows what padding feeds
+        def forward(self, x, t):
+            assert x.shape[0] == 4 and t.shape == (4,)
+            return x + t[:, None]
+
+    net = FixedBatch(Echo(), size=4)
+    y = net(torch.ones(3, 2), torch.full((3,), 2.0))
+    assert torch.equal(y, torch.full((3, 2), 3.0))
+    with pytest.raises(ValueError, match="over the fixed batch size 4"):
+        net(torch.ones(5, 2), torch.zeros(5))
+    with pytest.raises(Exception, match="compile needs max_batch"):
+        no_bound = dataclasses.replace(compiled, max_batch=None)
+        refine_paths(ckpt, [str(files[0])], tmp_path / "x.nii.gz", no_bound)

@@ -76,6 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="network precision (default auto: bf16 on CUDA, measured 1.34x faster than fp32 "
         "on an H100; fp32 on the CPU)",
     )
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the network (backend default inductor), every call padded to "
+        "--max-batch windows: on an H100 1.9x faster a window in bf16 after 40 s of "
+        "compilation, so worth it for many volumes or steps (default off)",
+    )
     add_scan_flags(p)
     _add_execution_flags(p)
     p.set_defaults(func=run)
@@ -129,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         skip_background=False if args.no_skip_background else None,
         seed=args.seed,
         precision=args.precision,
+        compile=args.compile,
         intensity=args.intensity,
         resample=True if args.resample else None,
         brain_mask=args.brain_mask,

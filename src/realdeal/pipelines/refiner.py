@@ -38,7 +38,7 @@ from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.loading import load_refiner
 from realdeal.runtime.checkpoint import RefinerCheckpoint
-from realdeal.runtime.device import inference_precision
+from realdeal.runtime.device import compiled_network, inference_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
 
@@ -80,6 +80,13 @@ class RefineSettings:
     precision: str = "auto"
     """``fp32``, ``bf16`` or ``auto`` (bf16 on CUDA, fp32 on the CPU; see
     :func:`~realdeal.runtime.device.inference_precision`)."""
+    compile: str | None = None
+    """A ``torch.compile`` backend (``inductor``) for the network, or ``None`` (eager, the
+    default). Every call is padded to ``max_batch`` windows so that it compiles once
+    (:func:`~realdeal.runtime.device.compiled_network`). On an H100 (paper refiner, bf16) a
+    window took 0.0143 s compiled against 0.0269 s eager, after 40 s of compilation: that pays
+    only beyond ≈ 3,000 window evaluations (one full HCP volume at 20 steps is 2,200), so it is
+    off by default and worth it for many volumes or many steps. Not yet timed end to end."""
     intensity: Intensity = "auto"
     """See :mod:`realdeal.data.intensity`."""
     resample: bool = False
@@ -130,6 +137,7 @@ class RefinerPipeline:
         self.target, self.residual_scale = target, float(residual_scale)
         self.checkpoint: RefinerCheckpoint | None = None
         """The checkpoint's payload when made by :meth:`from_checkpoint`."""
+        self._compiled: tuple[Any, nn.Module | None] = (None, None)
 
     @classmethod
     def from_checkpoint(
@@ -243,10 +251,21 @@ class RefinerPipeline:
         )  # fmt: skip
         amp = inference_precision(settings.precision, self.device)
         return dict(
-            denoiser=Denoiser(self.unet, self.schedule), sampler=sampler, device=self.device,
+            denoiser=Denoiser(self._network(settings), self.schedule), sampler=sampler, device=self.device,
             autocast_dtype=amp, target=self.target, residual_scale=self.residual_scale,
             strength=settings.strength, show_progress=show_progress,
         )  # fmt: skip
+
+    def _network(self, settings: RefineSettings) -> nn.Module:
+        """The U-Net, or its compiled form at ``max_batch`` windows (made once, then kept)."""
+        if not settings.compile:
+            return self.unet
+        if settings.max_batch is None:
+            raise ConfigError("compile needs max_batch (the one batch size it compiles for)")
+        key = (settings.compile, settings.max_batch)
+        if self._compiled[0] != key:
+            self._compiled = (key, compiled_network(self.unet, settings.max_batch, settings.compile))
+        return self._compiled[1]
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):
         """(array in [−1, 1] on the model's spacing, function mapping a result back)."""

@@ -87,11 +87,14 @@ def _provenance_table(ctx: Context, kinds: list[str]) -> Table | None:
     for kind in kinds:
         rec = (provenance or {}).get(kind) or {"source": sources.get(kind, MISSING)}
         seconds = rec.get("train_seconds")
+        steps = str(rec.get("steps") or MISSING)
+        if (before := rec.get("init_from")) and before.get("steps"):  # fine-tuned: its lineage
+            steps += f", after {before['steps']} at batch {before.get('batch_size') or MISSING}"
         rows.append(
             [
                 kind,
                 str(rec.get("source", MISSING)),
-                str(rec.get("steps") or MISSING),
+                steps,
                 str(rec.get("batch_size") or MISSING),
                 str(rec.get("device") or MISSING),
                 fmt_duration(float(seconds)) if isinstance(seconds, (int, float)) else MISSING,
