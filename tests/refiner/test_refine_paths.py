@@ -93,6 +93,7 @@ def test_compiled_network_pads_to_one_batch_shape_and_matches_eager(tmp_path):
         assert load_volume(b["output"]).data.shape == load_volume(f).data.shape
     report = json.loads((tmp_path / "comp" / "refine.json").read_text())
     assert report["settings"]["compile"] == "eager"
+
     class Echo(torch.nn.Module):  # returns its input with t added: shows what padding feeds
         def forward(self, x, t):
             assert x.shape[0] == 4 and t.shape == (4,)

@@ -264,7 +264,10 @@ class RefinerPipeline:
             raise ConfigError("compile needs max_batch (the one batch size it compiles for)")
         key = (settings.compile, settings.max_batch)
         if self._compiled[0] != key:
-            self._compiled = (key, compiled_network(self.unet, settings.max_batch, settings.compile))
+            self._compiled = (
+                key,
+                compiled_network(self.unet, settings.max_batch, settings.compile),
+            )
         return self._compiled[1]
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):
