@@ -213,7 +213,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ("refiner", "noise_kl_wm", "noise KL, white matter", 0.1, "≤"),
         ("refiner", "hog_ratio", "HOG ÷ reconstruction (worst axis)", 0.9, "≤"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.6))
     for ax, (model, key, title, target, sense) in zip(axes, panels, strict=True):
         runs: dict[str, list] = {}  # one line per training run (checkpoint folder or file)
         for r in rows:
@@ -232,7 +232,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("training samples seen (steps × batch)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.legend(fontsize=7)
+        # below the axes: inside, the legend hid the points it names
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -67,8 +67,8 @@ class DemoConfig:
     a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
 
     Sampling defaults come from :data:`realdeal.diffusion.registry.DEFAULT_SAMPLING`: the LDM's
-    row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 steps; the
-    measurements behind it are there): a deterministic solver keeps all of a small model's
+    row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 quadratically
+    spaced steps; the measurements behind it are there): a deterministic solver keeps all of a small model's
     high-frequency error, the stochastic one lets it be denoised.
     """
 
@@ -85,6 +85,7 @@ class DemoConfig:
     refine_sampler: str = DEFAULT_SAMPLING["residual"].sampler
     refine_steps: int = DEFAULT_SAMPLING["residual"].steps  # type: ignore[assignment]
     refine_eta: float = DEFAULT_SAMPLING["residual"].eta
+    refine_spacing: str = DEFAULT_SAMPLING["residual"].spacing
     max_batch: int = 8
     workers: int | None = None
     device: str = "auto"
@@ -451,6 +452,7 @@ def run_demo(
         sampler=cfg.refine_sampler,
         steps=cfg.refine_steps,
         eta=cfg.refine_eta,
+        spacing=cfg.refine_spacing,
         max_batch=cfg.max_batch,
         seed=cfg.seed,
     )

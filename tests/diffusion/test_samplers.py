@@ -188,6 +188,18 @@ def test_make_sampler_and_bad_step_counts():
     assert strided_timesteps(1000, 4) == [999, 666, 333, 0]
     with pytest.raises(ConfigError):
         strided_timesteps(1000, 0)
+    # quadratic spacing: (T−1)·u², denser toward t = 0, for every sampler
+    assert strided_timesteps(1000, 4, "quadratic") == [999, 444, 111, 0]
+    assert make_sampler("ddim", s, 4, spacing="quadratic").timesteps() == [999, 444, 111, 0]
+    assert make_sampler("dpm++", s, 4, spacing="quadratic").timesteps() == [999, 444, 111, 0]
+    assert make_sampler("ddpm", s, 4, spacing="quadratic").timesteps() == [999, 444, 111, 0]
+    for n in (2, 3, 10, 50, 300, 999, 1000):  # ties near t = 0 are moved up, never repeated
+        for spacing in ("linear", "quadratic"):
+            ts = strided_timesteps(1000, n, spacing)
+            assert len(ts) == n and ts[0] == 999 and ts[-1] == 0
+            assert all(a > b for a, b in zip(ts, ts[1:], strict=False)), (n, spacing)
+    with pytest.raises(ConfigError, match="unknown timestep spacing 'cosine'"):
+        strided_timesteps(1000, 4, "cosine")
     with pytest.raises(ConfigError, match="unknown sampler 'euler'; choose ddpm, ddim, dpm"):
         make_sampler("euler", s)
 

@@ -204,14 +204,16 @@ def test_default_sampling_follows_the_refiner_target():
     )
 
     r = resolve_sampling(RefineSettings(), "residual")
-    assert (r.sampler, r.steps, r.eta) == ("ddim", 10, 1.0)
+    assert (r.sampler, r.steps, r.eta, r.spacing) == ("ddim", 10, 1.0, "quadratic")
     i = resolve_sampling(RefineSettings(), "image")
-    assert (i.sampler, i.steps, i.eta) == ("dpm++", 20, 0.0)
+    assert (i.sampler, i.steps, i.eta, i.spacing) == ("dpm++", 20, 0.0, "linear")
     # explicit flags win over the target's default; an explicit sampler without η gets 0
-    e = resolve_sampling(RefineSettings(steps=4, eta=0.5), "residual")
-    assert (e.sampler, e.steps, e.eta) == ("ddim", 4, 0.5)
+    e = resolve_sampling(RefineSettings(steps=4, eta=0.5, spacing="linear"), "residual")
+    assert (e.sampler, e.steps, e.eta, e.spacing) == ("ddim", 4, 0.5, "linear")
     d = resolve_sampling(RefineSettings(sampler="ddim"), "residual")
-    assert (d.sampler, d.steps, d.eta) == ("ddim", None, 0.0)
+    assert (d.sampler, d.steps, d.eta, d.spacing) == ("ddim", None, 0.0, "linear")
+    q = resolve_sampling(RefineSettings(sampler="dpm++", spacing="quadratic"), "image")
+    assert (q.sampler, q.spacing) == ("dpm++", "quadratic")
     assert resolve_sampling(RefineSettings(sampler="dpmpp"), "image").sampler == "dpm++"
     # the shipped cpu-small refiner is a residual one, so `realdeal refine` uses DDIM η = 1
     shipped = files("realdeal") / "demo_checkpoints" / "refiner.pt"
@@ -222,7 +224,9 @@ def test_default_sampling_follows_the_refiner_target():
     from realdeal.diffusion.registry import DEFAULT_SAMPLING
 
     d = DemoConfig()
-    assert (d.refine_sampler, d.refine_steps, d.refine_eta) == DEFAULT_SAMPLING["residual"]
+    assert (d.refine_sampler, d.refine_steps, d.refine_eta, d.refine_spacing) == DEFAULT_SAMPLING[
+        "residual"
+    ]
 
 
 def test_traversal_setting_and_its_old_name():

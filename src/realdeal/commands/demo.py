@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.cli import positive_int
-from realdeal.diffusion.registry import SAMPLERS
+from realdeal.diffusion.registry import SAMPLERS, SPACINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.refine_eta,
         help="DDIM η for refinement (1 = DDPM-like)",
     )
+    p.add_argument(
+        "--refine-spacing",
+        choices=list(SPACINGS),
+        default=d.refine_spacing,
+        help=f"refinement timestep spacing (default {d.refine_spacing}: denser toward t = 0)",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
     p.add_argument(
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         refine_sampler=args.refine_sampler,
         refine_steps=args.refine_steps,
         refine_eta=args.refine_eta,
+        refine_spacing=args.refine_spacing,
         max_batch=args.max_batch,
         workers=args.workers,
         device=args.device,
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ("--refine-sampler", cfg.refine_sampler, d.refine_sampler),
         ("--refine-steps", cfg.refine_steps, d.refine_steps),
         ("--refine-eta", cfg.refine_eta, d.refine_eta),
+        ("--refine-spacing", cfg.refine_spacing, d.refine_spacing),
         ("--max-batch", cfg.max_batch, d.max_batch),
         ("--device", cfg.device, d.device),
     ):

@@ -6,7 +6,13 @@ import argparse
 
 from realdeal.cli import positive_int
 from realdeal.commands._scan import add_input_flags, add_scan_flags
-from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, default_steps_help, describe
+from realdeal.diffusion.registry import (
+    DEFAULT_SAMPLING,
+    SAMPLERS,
+    SPACINGS,
+    default_steps_help,
+    describe,
+)
 
 TRAVERSALS = ["wavefront", "official"]
 
@@ -30,6 +36,12 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help="DDIM η (0 deterministic, 1 DDPM-like; default: without --sampler as said there, "
         "else 0)",
+    )
+    p.add_argument(
+        "--spacing",
+        choices=list(SPACINGS),
+        help="timestep spacing: linear, or quadratic (steps denser toward t = 0; default: "
+        "without --sampler as said there, else linear)",
     )
     p.add_argument(
         "--strength",
@@ -130,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
+        spacing=args.spacing,
         strength=args.strength,
         overlap=args.overlap,
         max_batch=args.max_batch,

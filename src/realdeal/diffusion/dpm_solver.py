@@ -37,13 +37,20 @@ class DPMState:
 
 
 class DPMSolverPP2M:
-    """DPM-Solver++(2M) over ``num_steps`` strided timesteps (default 20)."""
+    """DPM-Solver++(2M) over ``num_steps`` strided timesteps (default 20; ``spacing`` as in
+    :func:`~realdeal.diffusion.samplers.strided_timesteps`)."""
 
-    def __init__(self, schedule: NoiseSchedule, num_steps: int | None = 20, clip_x0: bool = True):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_steps: int | None = 20,
+        clip_x0: bool = True,
+        spacing: str = "linear",
+    ):
         self.schedule = schedule
         self.num_steps = 20 if num_steps is None else num_steps  # 0 must fail, not become 20
         self.clip_x0 = clip_x0
-        self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
+        self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps, spacing)
 
     def timesteps(self) -> list[int]:
         return list(self._timesteps)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser, Prediction
+from realdeal.diffusion.registry import SPACINGS
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
 
@@ -54,28 +55,45 @@ class Sampler(Protocol):
         ...
 
 
-def strided_timesteps(num_train: int, num_steps: int) -> list[int]:
-    """``num_steps`` descending timesteps evenly spread from T−1 to 0 (MONAI DDIM's list).
+def strided_timesteps(num_train: int, num_steps: int, spacing: str = "linear") -> list[int]:
+    """``num_steps`` strictly descending timesteps from T−1 to 0.
 
-    Unlike "leading" spacing (0, T/n, …) this always starts at the noisiest step T−1, which
+    ``linear``: evenly spread (MONAI DDIM's list). ``quadratic``: ``t = (T−1)·u²`` for ``u``
+    evenly spread from 1 to 0 (the DDIM paper's quadratic spacing), so the steps shrink toward
+    t = 0; ties among the smallest are moved up to keep the list strictly descending.
+    Unlike "leading" spacing (0, T/n, …) both always start at the noisiest step T−1, which
     a model trained on t ∈ {0, …, T−1} expects pure noise at. Each step then goes to the
     next listed timestep (not t − T/n as MONAI's ``step`` assumes).
     """
     if not 1 <= num_steps <= num_train:
         raise ConfigError(f"number of sampling steps must be in 1..{num_train}, got {num_steps}")
+    if spacing not in SPACINGS:
+        raise ConfigError(f"unknown timestep spacing {spacing!r}; choose {', '.join(SPACINGS)}")
     if num_steps == 1:
         return [num_train - 1]
-    ts = torch.linspace(num_train - 1, 0, num_steps, dtype=torch.float64).round().long().tolist()
+    if spacing == "linear":  # exactly the list of earlier versions (same outputs, same seeds)
+        t = torch.linspace(num_train - 1, 0, num_steps, dtype=torch.float64)
+    else:
+        t = (num_train - 1) * torch.linspace(1.0, 0.0, num_steps, dtype=torch.float64) ** 2
+    ts = t.round().long().tolist()
+    for i in range(len(ts) - 2, -1, -1):  # from t = 0 upward: each above the next
+        ts[i] = max(ts[i], ts[i + 1] + 1)
     return [int(t) for t in ts]
 
 
 class _Base:
-    def __init__(self, schedule: NoiseSchedule, num_steps: int | None = None, clip_x0: bool = True):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_steps: int | None = None,
+        clip_x0: bool = True,
+        spacing: str = "linear",
+    ):
         self.schedule = schedule
         # ``None`` means the default; 0 or a negative count must fail, not become the default
         self.num_steps = schedule.num_train_timesteps if num_steps is None else num_steps
         self.clip_x0 = clip_x0
-        self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps)
+        self._timesteps = strided_timesteps(schedule.num_train_timesteps, self.num_steps, spacing)
 
     def timesteps(self) -> list[int]:
         return list(self._timesteps)
@@ -110,8 +128,9 @@ class DDIMSampler(_Base):
         num_steps: int | None = 50,
         clip_x0: bool = True,
         eta: float = 0.0,
+        spacing: str = "linear",
     ):
-        super().__init__(schedule, num_steps, clip_x0)
+        super().__init__(schedule, num_steps, clip_x0, spacing)
         self.eta = eta
 
     def step(self, x_t, t, t_prev, pred, generator=None, state=None):

@@ -61,6 +61,10 @@ class RefineSettings:
     ``None``."""
     eta: float | None = None
     """DDIM η; ``None``: 0, or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None``."""
+    spacing: str | None = None
+    """Timestep spacing, ``linear`` or ``quadratic`` (denser toward t = 0); ``None``: linear,
+    or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (quadratic for a residual
+    refiner)."""
     strength: float = 1.0
     """< 1: start from the coarse input noised to ``strength·T`` (SDEdit); 1 = the paper."""
     overlap: int | None = None
@@ -110,8 +114,12 @@ class RefineSettings:
 def resolve_sampling(settings: RefineSettings, target: str) -> RefineSettings:
     """``settings`` with sampler, steps and η filled in for a refiner with ``target``
     (``DEFAULT_SAMPLING[target]`` in :mod:`realdeal.diffusion.registry`)."""
-    s = resolve(DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta)
-    return dataclasses.replace(settings, sampler=s.sampler, steps=s.steps, eta=s.eta)
+    s = resolve(
+        DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta, settings.spacing
+    )
+    return dataclasses.replace(
+        settings, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing
+    )
 
 
 class RefinerPipeline:
@@ -247,7 +255,7 @@ class RefinerPipeline:
         settings = resolve_sampling(settings, self.target)
         sampler = make_sampler(
             settings.sampler, self.schedule, settings.steps, settings.eta,
-            clip_x0=self.target == "image",
+            clip_x0=self.target == "image", spacing=settings.spacing,
         )  # fmt: skip
         amp = inference_precision(settings.precision, self.device)
         return dict(
