@@ -89,6 +89,9 @@ class Sizes:
     variants: tuple[tuple[str, bool, bool], ...]
     """(precision, channels_last_3d, torch.compile) of each variant timed in (a)."""
     train_precision: str
+    e2e_compile: bool = False
+    """(a) also runs ours end to end with the network compiled as ``refine --compile`` does
+    (:func:`~realdeal.runtime.device.compiled_network`: every call padded to ``max_batch``)."""
 
 
 def gpu_sizes() -> Sizes:
@@ -342,14 +345,24 @@ def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]
     items: list[tuple[str, Any, str, int, int]] = [
         (f"authors' traversal + DDPM ({probe} steps timed)", authors, "ddpm", probe, 1000)
     ] * (probe > 0) + [(f"ours + DPM-Solver++ {n}", ours, "dpm++", n, n) for n in sizes.e2e_steps]
+    compiled = None
+    if sizes.e2e_compile:  # as `refine --compile`: one padded batch shape, compiled once
+        from realdeal.runtime.device import compiled_network
+
+        compiled = compiled_network(m, sizes.max_batch, sizes.compile_backend)
+        items += [(f"ours + DPM-Solver++ {n}, compiled{' (incl. compiling)' * (i == 0)}", ours,
+                   "dpm++", n, n) for i, n in enumerate(sizes.e2e_steps)]  # fmt: skip
     with torch.no_grad():
         for label, plan, sampler, steps, target in items:
             est = plan.stats.windows_run * steps * eager["s_per_window"]
+            if "(incl. compiling)" in label:
+                est += 120  # a guess at inductor's compilation of the paper refiner
             if not budget.allows(f"(a) {label}", est):
                 continue
+            net_run = compiled if ", compiled" in label else m
             try:
                 row, _ = _refine_run(
-                    label, m, coarse, plan, sampler, steps, target, device, amp, schedule
+                    label, net_run, coarse, plan, sampler, steps, target, device, amp, schedule
                 )
             except Exception as e:
                 if not is_oom(e):
@@ -609,6 +622,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes = dataclasses.replace(sizes, variants=tuple(known[n] for n in args.variants))
     if args.e2e_steps is not None:
         sizes = dataclasses.replace(sizes, e2e_steps=tuple(args.e2e_steps))
+    if args.max_batch is not None:
+        sizes = dataclasses.replace(sizes, max_batch=args.max_batch)
+    if args.e2e_compile:
+        sizes = dataclasses.replace(sizes, e2e_compile=True)
     if args.authors_probe_steps is not None:
         sizes = dataclasses.replace(sizes, authors_probe_steps=args.authors_probe_steps)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -673,6 +690,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="the (a) variants to time, e.g. bf16 fp32+cl bf16+compile (default: all)")  # fmt: skip
     p.add_argument("--e2e-steps", type=int, nargs="*", metavar="N",
                    help="(a) ours end to end at these DPM-Solver++ step counts (default 10 20)")  # fmt: skip
+    p.add_argument("--max-batch", type=int, metavar="N",
+                   help="windows a network call for ours (default: the pipeline's, 8)")  # fmt: skip
+    p.add_argument("--e2e-compile", action="store_true",
+                   help="(a) also ours end to end compiled, as refine --compile")  # fmt: skip
     p.add_argument("--authors-probe-steps", type=int, metavar="N",
                    help="(a) DDPM steps timed on the authors' traversal (default 2; 0 = skip)")  # fmt: skip
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --tiny eager)")  # fmt: skip

@@ -120,3 +120,27 @@ def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path, monkey
     assert res["complete"] and [r["model"] for r in res["parts"]["b"]["train"]][:1] == [
         "autoencoder"
     ]
+
+
+def test_selected_items_and_compiled_end_to_end(tmp_path):
+    """What a short device call asks for: chosen variants, step counts, no authors' probe, a
+    max batch and ours compiled as `refine --compile` does (eager backend on the CPU)."""
+    res = _run(tmp_path, "--parts", "a", "--variants", "fp32", "--e2e-steps", "1", "2",
+               "--authors-probe-steps", "0", "--max-batch", "3", "--e2e-compile")  # fmt: skip
+    a = res["parts"]["a"]
+    assert [v["variant"] for v in a["variants"]] == ["fp32"] and set(res["parts"]) == {"a"}
+    labels = [r["run"] for r in a["runs"]]
+    assert labels == ["ours + DPM-Solver++ 1", "ours + DPM-Solver++ 2",
+                      "ours + DPM-Solver++ 1, compiled (incl. compiling)",
+                      "ours + DPM-Solver++ 2, compiled"]  # fmt: skip
+    eager, compiled = a["runs"][:2], a["runs"][2:]
+    for e, c in zip(eager, compiled, strict=True):  # the same plan and work, padded calls
+        assert (c["unet_evaluations"], c["network_calls"]) == (
+            e["unet_evaluations"],
+            e["network_calls"],
+        )
+        assert c["plan"] == "wavefront" and _finite(c["wall_s"])
+    # --max-batch 3: ours takes at most 3 windows a call
+    assert all(r["network_calls"] * 3 >= r["unet_evaluations"] for r in a["runs"])
+    with pytest.raises(AssertionError, match="unknown --variants"):
+        _run(tmp_path, "--parts", "a", "--variants", "fp16")

@@ -19,7 +19,7 @@ SCRIPT = ROOT / "training-runs" / "demo-gpu" / "train.sh"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runs", ["ldm refiner", "ldm"])
+@pytest.mark.parametrize("runs", ["ldm refiner", "refiner"])
 def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folder, runs):
     data = tmp_path / "data"
     assert main(["-q", "prepare", str(raw_folder / "*_T1w.nii.gz"), "-o", str(data),
@@ -48,6 +48,6 @@ def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folde
         assert config["init_from"].endswith(f"demo_checkpoints/{kind}.pt")  # FROM_SHIPPED=1
         assert (out / kind / "metrics.jsonl").stat().st_size > 0
     assert not (out / "probe").exists()  # the probes are cleaned up
-    if runs == "ldm":  # RUNS=ldm: the refiner is neither probed nor trained
-        assert not (out / "refiner").exists() and not (out / "probe-refiner.log").exists()
-        assert "refiner 0 steps" in log
+    if runs == "refiner":  # RUNS=refiner: the LDM is neither probed nor trained
+        assert not (out / "ldm").exists() and not (out / "probe-ldm.log").exists()
+        assert "refiner done" in log and "ldm done" not in log

@@ -16,8 +16,8 @@
 # checkpoint at its current step and stops cleanly (continue with --resume).
 # FROM_SHIPPED=1 starts each run from the shipped demo checkpoint's weights (--init-from: a new
 # schedule that builds on the last session's models instead of starting from scratch).
-# RUNS (default "ldm refiner") picks the runs: RUNS=ldm gives the LDM the whole budget and
-# neither probes nor trains the refiner.
+# RUNS (default "ldm refiner") picks the runs: RUNS=ldm or RUNS=refiner gives that one the
+# whole budget and neither probes nor trains the other.
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
 # the CPU rehearsal of this script (e.g. PROBE_STEPS=4 EXTRA_ARGS="--batch-size 2").
 set -euo pipefail
@@ -37,23 +37,29 @@ if [ ! -f "$data/reconstructions/reconstruct_config.json" ]; then
 fi
 echo "[$(elapsed) s] reconstructions ready"
 
+# The runs in RUNS (default "ldm refiner"), each with its own flags.
+runs=${RUNS:-ldm refiner}
+for kind in $runs; do
+    case $kind in ldm | refiner) ;; *) echo "RUNS: unknown run '$kind' (ldm, refiner)" >&2; exit 2 ;; esac
+done
+flags() {  # the run's own flags: its config, and the LDM's autoencoder
+    if [ "$1" = ldm ]; then echo "--config $here/ldm.json --autoencoder $AE"; else echo "--config $here/refiner.json"; fi
+}
+
 # Probe: PROBE_STEPS (150) steps of each, one after the other (as the real runs go).
 probe="$out/probe"
 rm -rf "$probe"
-rd -q train ldm --config "$here/ldm.json" --data "$data" --autoencoder "$AE" -o "$probe/ldm" \
-    --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
-    > "$out/probe-ldm.log" 2>&1
-runs=" ${RUNS:-ldm refiner} "
-share=${LDM_SHARE:-0.6}
-if [[ "$runs" == *" refiner "* ]]; then
-    rd -q train refiner --config "$here/refiner.json" --data "$data" -o "$probe/refiner" \
+for kind in $runs; do
+    rd -q train "$kind" $(flags "$kind") --data "$data" -o "$probe/$kind" \
         --steps "${PROBE_STEPS:-150}" --log-every 50 --checkpoint-every 100000 ${EXTRA_ARGS:-} \
-        > "$out/probe-refiner.log" 2>&1
-else
-    share=1
-fi
+        > "$out/probe-$kind.log" 2>&1
+done
 left=$(( budget - $(elapsed) - 10 ))
-t_ldm=$(python3 -c "print(int($left * $share))"); t_ref=$(( left - t_ldm ))
+share() {  # the seconds of run $1: LDM_SHARE (0.6) for the LDM when both run, else all
+    if [ "$(wc -w <<< "$runs")" -lt 2 ]; then echo "$left"
+    elif [ "$1" = ldm ]; then python3 -c "print(int($left * ${LDM_SHARE:-0.6}))"
+    else python3 -c "print($left - int($left * ${LDM_SHARE:-0.6}))"; fi
+}
 steps_for() {  # steps/s of the probe's last 50-step window × 0.9 × (seconds − 20 s start-up)
     python3 - "$probe/$1/metrics.jsonl" "$probe/$1/config.json" "$2" <<'PY'
 import json, sys
@@ -63,23 +69,24 @@ rate = recs[-1]["samples_per_s"] / batch
 print(max(100, int(rate * 0.9 * (float(sys.argv[3]) - 20) / 100) * 100))
 PY
 }
-n_ldm=$(steps_for ldm "$t_ldm"); n_ref=0
-[[ "$runs" == *" refiner "* ]] && n_ref=$(steps_for refiner "$t_ref")
-echo "[$(elapsed) s] probes done; ${left} s left: ldm ${n_ldm} steps in ${t_ldm} s, refiner ${n_ref} steps in ${t_ref} s"
+declare -A secs steps
+plan=""
+for kind in $runs; do
+    secs[$kind]=$(share "$kind"); steps[$kind]=$(steps_for "$kind" "${secs[$kind]}")
+    plan+=" $kind ${steps[$kind]} steps in ${secs[$kind]} s;"
+done
+echo "[$(elapsed) s] probes done; ${left} s left:${plan}"
 rm -rf "$probe" "$out/ldm" "$out/refiner"
 
 # One after the other: side by side on one GPU each ran ~3x slower (session 6).
 init() { [ "${FROM_SHIPPED:-0}" = 1 ] && echo "--init-from $repo/src/realdeal/demo_checkpoints/$1.pt" || true; }
 rc=0
-timeout -s TERM "$t_ldm" python3 -m realdeal train ldm --config "$here/ldm.json" --data "$data" \
-    --autoencoder "$AE" -o "$out/ldm" --steps "$n_ldm" $(init ldm) ${EXTRA_ARGS:-} \
-    > "$out/train-ldm.log" 2>&1 || rc=$?
-echo "[$(elapsed) s] ldm done (exit $rc)"
-if [ "$n_ref" -gt 0 ]; then  # (timeout 0 would mean no limit at all)
-    timeout -s TERM "$t_ref" python3 -m realdeal train refiner --config "$here/refiner.json" \
-        --data "$data" -o "$out/refiner" --steps "$n_ref" $(init refiner) ${EXTRA_ARGS:-} \
-        > "$out/train-refiner.log" 2>&1 || rc=$?
-fi
+for kind in $runs; do
+    timeout -s TERM "${secs[$kind]}" python3 -m realdeal train "$kind" $(flags "$kind") \
+        --data "$data" -o "$out/$kind" --steps "${steps[$kind]}" $(init "$kind") ${EXTRA_ARGS:-} \
+        > "$out/train-$kind.log" 2>&1 || rc=$?
+    echo "[$(elapsed) s] $kind done (exit $rc)"
+done
 echo "[$(elapsed) s] training done (exit $rc)"
 tail -n 2 "$out"/train-*.log
 exit $rc
