@@ -92,9 +92,16 @@ def inference_group(device: str = "auto") -> Iterator[DistInfo]:
     info = init_distributed(device)
     try:
         yield info
-    finally:
+    except BaseException:
         if joined and info.distributed:
-            cleanup()
+            cleanup()  # no barrier: the other ranks may never get there
+        raise
+    if joined and info.distributed:
+        # Every rank waits for the others before any leaves: a gloo rank that tore its group
+        # down while rank 0 was still writing refine.json made rank 0 abort at its own
+        # teardown now and then ("terminate called without an active exception", CI).
+        dist.barrier()
+        cleanup()
 
 
 def shard(items: Sequence[T], info: DistInfo | None) -> list[T]:
