@@ -47,8 +47,9 @@ def test_help_texts_follow_the_default_sampling_table():
     sample_help = " ".join(sub["sample"].format_help().split())
     for use, helps in (("residual", [refine_help]), ("image", [refine_help]),
                        ("ldm", [sample_help])):  # fmt: skip
-        sampler, steps, eta, spacing = DEFAULT_SAMPLING[use]
+        sampler, steps, eta, spacing, variance = DEFAULT_SAMPLING[use]
         steps_text = f"{steps} steps" if spacing == "linear" else f"{steps} {spacing} steps"
+        steps_text += "" if variance == "fixed" else f", {variance} variance"
         expected = f"{sampler}, eta {eta:g}, {steps_text}" if eta else f"{sampler}, {steps_text}"
         assert all(expected in h for h in helps), (use, expected)
     assert "ddim 50" not in refine_help.split("--steps")[1].split("with --sampler")[0]

@@ -68,7 +68,7 @@ class DemoConfig:
 
     Sampling defaults come from :data:`realdeal.diffusion.registry.DEFAULT_SAMPLING`: the LDM's
     row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 quadratically
-    spaced steps; the measurements behind it are there): a deterministic solver keeps all of a small model's
+    spaced steps, analytic variance; the measurements behind it are there): a deterministic solver keeps all of a small model's
     high-frequency error, the stochastic one lets it be denoised.
     """
 
@@ -86,6 +86,7 @@ class DemoConfig:
     refine_steps: int = DEFAULT_SAMPLING["residual"].steps  # type: ignore[assignment]
     refine_eta: float = DEFAULT_SAMPLING["residual"].eta
     refine_spacing: str = DEFAULT_SAMPLING["residual"].spacing
+    refine_variance: str = DEFAULT_SAMPLING["residual"].variance
     max_batch: int = 8
     workers: int | None = None
     device: str = "auto"
@@ -453,6 +454,7 @@ def run_demo(
         steps=cfg.refine_steps,
         eta=cfg.refine_eta,
         spacing=cfg.refine_spacing,
+        variance=cfg.refine_variance,
         max_batch=cfg.max_batch,
         seed=cfg.seed,
     )

@@ -236,3 +236,37 @@ def test_truncate_for_strength():
 def test_invalid_step_counts_are_refused_not_replaced_by_the_default(name, steps):
     with pytest.raises(ConfigError, match="sampling steps"):
         make_sampler(name, NoiseSchedule(ScheduleConfig()), steps)
+
+
+def test_ddim_analytic_variance_adds_what_the_mean_estimate_leaves_out():
+    """Analytic-DPM's correction: c²(1 − Γ) more variance, Γ = ‖ε̂‖²/d per sample over the
+    weighted (generated) voxels; none where the weight is 0, none when ε̂ is certain (Γ = 1),
+    none on the last step; DDIM only."""
+    from realdeal.diffusion.denoiser import Prediction
+
+    s = NoiseSchedule()
+    fixed = make_sampler("ddim", s, 10, eta=1.0, clip_x0=False, spacing="quadratic")
+    analytic = make_sampler("ddim", s, 10, eta=1.0, clip_x0=False, spacing="quadratic",
+                            variance="analytic")  # fmt: skip
+    t, t_prev = analytic.timesteps()[3], analytic.timesteps()[4]
+    x_t = torch.zeros(2, 1, 24, 24, 24)
+    eps = torch.cat([torch.full((1, 1, 24, 24, 24), 0.5), torch.ones(1, 1, 24, 24, 24)])
+    weight = torch.ones_like(x_t)
+    weight[:, :, :12] = 0  # half of each window is known / background
+    pred = Prediction(x0=torch.zeros_like(x_t), eps=eps, weight=weight)
+    a, _ = analytic.step(x_t, t, t_prev, pred, torch.Generator().manual_seed(1))
+    f, _ = fixed.step(x_t, t, t_prev, pred, torch.Generator().manual_seed(1))
+    extra = a - f  # the same first draw: what is left is the added noise
+    ab_t, ab_p = float(s.alpha_bar(t)), float(s.alpha_bar(t_prev))
+    sigma = ((1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p)) ** 0.5
+    c = (1 - ab_p - sigma**2) ** 0.5 - (ab_p * (1 - ab_t) / ab_t) ** 0.5
+    gen = extra[0][weight[0] > 0]
+    assert gen.std().item() == pytest.approx(abs(c) * (1 - 0.25) ** 0.5, rel=0.05)
+    assert torch.count_nonzero(extra[0][weight[0] == 0]) == 0  # nothing outside the weight
+    assert torch.count_nonzero(extra[1]) == 0  # Γ = 1: ε̂ certain, nothing to add
+    last, _ = analytic.step(x_t, 0, -1, pred, torch.Generator().manual_seed(1))
+    assert torch.equal(last, fixed.step(x_t, 0, -1, pred, torch.Generator().manual_seed(1))[0])
+    with pytest.raises(ConfigError, match="variance 'analytic' is DDIM's"):
+        make_sampler("dpm++", s, 10, variance="analytic")
+    with pytest.raises(ConfigError, match="unknown DDIM variance"):
+        make_sampler("ddim", s, 10, variance="learned")

@@ -204,14 +204,34 @@ def test_default_sampling_follows_the_refiner_target():
     )
 
     r = resolve_sampling(RefineSettings(), "residual")
-    assert (r.sampler, r.steps, r.eta, r.spacing) == ("ddim", 10, 1.0, "quadratic")
+    assert (r.sampler, r.steps, r.eta, r.spacing, r.variance) == (
+        "ddim",
+        10,
+        1.0,
+        "quadratic",
+        "analytic",
+    )
     i = resolve_sampling(RefineSettings(), "image")
-    assert (i.sampler, i.steps, i.eta, i.spacing) == ("dpm++", 20, 0.0, "linear")
+    assert (i.sampler, i.steps, i.eta, i.spacing, i.variance) == (
+        "dpm++",
+        20,
+        0.0,
+        "linear",
+        "fixed",
+    )
     # explicit flags win over the target's default; an explicit sampler without η gets 0
-    e = resolve_sampling(RefineSettings(steps=4, eta=0.5, spacing="linear"), "residual")
-    assert (e.sampler, e.steps, e.eta, e.spacing) == ("ddim", 4, 0.5, "linear")
+    e = resolve_sampling(
+        RefineSettings(steps=4, eta=0.5, spacing="linear", variance="fixed"), "residual"
+    )
+    assert (e.sampler, e.steps, e.eta, e.spacing, e.variance) == ("ddim", 4, 0.5, "linear", "fixed")
     d = resolve_sampling(RefineSettings(sampler="ddim"), "residual")
-    assert (d.sampler, d.steps, d.eta, d.spacing) == ("ddim", None, 0.0, "linear")
+    assert (d.sampler, d.steps, d.eta, d.spacing, d.variance) == (
+        "ddim",
+        None,
+        0.0,
+        "linear",
+        "fixed",
+    )
     q = resolve_sampling(RefineSettings(sampler="dpm++", spacing="quadratic"), "image")
     assert (q.sampler, q.spacing) == ("dpm++", "quadratic")
     assert resolve_sampling(RefineSettings(sampler="dpmpp"), "image").sampler == "dpm++"
@@ -224,9 +244,8 @@ def test_default_sampling_follows_the_refiner_target():
     from realdeal.diffusion.registry import DEFAULT_SAMPLING
 
     d = DemoConfig()
-    assert (d.refine_sampler, d.refine_steps, d.refine_eta, d.refine_spacing) == DEFAULT_SAMPLING[
-        "residual"
-    ]
+    demo = (d.refine_sampler, d.refine_steps, d.refine_eta, d.refine_spacing, d.refine_variance)
+    assert demo == DEFAULT_SAMPLING["residual"]
 
 
 def test_traversal_setting_and_its_old_name():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.cli import positive_int
-from realdeal.diffusion.registry import SAMPLERS, SPACINGS
+from realdeal.diffusion.registry import SAMPLERS, SPACINGS, VARIANCES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.refine_spacing,
         help=f"refinement timestep spacing (default {d.refine_spacing}: denser toward t = 0)",
     )
+    p.add_argument(
+        "--refine-variance",
+        choices=list(VARIANCES),
+        default=d.refine_variance,
+        help=f"refinement DDIM step variance (default {d.refine_variance})",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
     p.add_argument(
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         refine_steps=args.refine_steps,
         refine_eta=args.refine_eta,
         refine_spacing=args.refine_spacing,
+        refine_variance=args.refine_variance,
         max_batch=args.max_batch,
         workers=args.workers,
         device=args.device,
@@ -126,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         ("--refine-steps", cfg.refine_steps, d.refine_steps),
         ("--refine-eta", cfg.refine_eta, d.refine_eta),
         ("--refine-spacing", cfg.refine_spacing, d.refine_spacing),
+        ("--refine-variance", cfg.refine_variance, d.refine_variance),
         ("--max-batch", cfg.max_batch, d.max_batch),
         ("--device", cfg.device, d.device),
     ):

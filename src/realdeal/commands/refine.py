@@ -10,6 +10,7 @@ from realdeal.diffusion.registry import (
     DEFAULT_SAMPLING,
     SAMPLERS,
     SPACINGS,
+    VARIANCES,
     default_steps_help,
     describe,
 )
@@ -42,6 +43,12 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
         choices=list(SPACINGS),
         help="timestep spacing: linear, or quadratic (steps denser toward t = 0; default: "
         "without --sampler as said there, else linear)",
+    )
+    p.add_argument(
+        "--variance",
+        choices=list(VARIANCES),
+        help="DDIM step variance: fixed, or analytic (adds the noise a large step loses to "
+        "x0's uncertainty; default: without --sampler as said there, else fixed)",
     )
     p.add_argument(
         "--strength",
@@ -143,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         eta=args.eta,
         spacing=args.spacing,
+        variance=args.variance,
         strength=args.strength,
         overlap=args.overlap,
         max_batch=args.max_batch,

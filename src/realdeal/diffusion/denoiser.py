@@ -20,10 +20,13 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclasses.dataclass
 class Prediction:
-    """Estimates at one step: ``x0`` (clean data) and ``eps`` (noise), same shape as x_t."""
+    """Estimates at one step: ``x0`` (clean data) and ``eps`` (noise), same shape as x_t;
+    ``weight`` (optional, 1/0 of the same shape): the voxels whose content is generated (the
+    rest is known or fixed), where DDIM's analytic variance estimates and adds its noise."""
 
     x0: torch.Tensor
     eps: torch.Tensor
+    weight: torch.Tensor | None = None
 
 
 class Denoiser:

@@ -244,7 +244,10 @@ def _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps) -
     den = denoiser
     if residual:
         s = float(residual_scale)
-        den = BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s)
+        # the generated brain voxels: unknown and inside the coarse brain (DDIM's analytic
+        # variance adds noise there only, so the background stays clean)
+        weight = ((m > 0.5) & (xhat > -0.95)).to(x_T.dtype)
+        den = BoundedResidual(denoiser, (-1.0 - xhat) / s, (1.0 - xhat) / s, weight)
     groups, start = [], 0
     for v in group:
         n = len(v.windows)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser, Prediction
-from realdeal.diffusion.registry import SPACINGS
+from realdeal.diffusion.registry import SPACINGS, VARIANCES
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
 
@@ -120,7 +120,15 @@ class DDPMSampler(_Base):
 
 
 class DDIMSampler(_Base):
-    """DDIM (Song et al. 2021); ``eta = 0`` is deterministic, ``eta = 1`` is DDPM-like."""
+    """DDIM (Song et al. 2021); ``eta = 0`` is deterministic, ``eta = 1`` is DDPM-like.
+
+    ``variance="analytic"`` adds the variance a large step loses because x̂₀ is a mean
+    (Bao et al. 2022, Analytic-DPM, Theorem 1): the step's x_{t'} has the coefficient
+    ``c = √(1−ᾱ_{t'} − σ²) − √(ᾱ_{t'}(1−ᾱ_t)/ᾱ_t)`` on ε̂, and the error of ε̂ has variance
+    ``1 − Γ`` per voxel with ``Γ = E‖ε̂‖²/d``; so ``c²(1 − Γ)`` more noise is added. Γ is
+    estimated per sample from the step's own ε̂ (over ``Prediction.weight`` when given) rather
+    than from the training set, so windows of plain background (Γ ≈ 1) get none.
+    """
 
     def __init__(
         self,
@@ -129,9 +137,12 @@ class DDIMSampler(_Base):
         clip_x0: bool = True,
         eta: float = 0.0,
         spacing: str = "linear",
+        variance: str = "fixed",
     ):
         super().__init__(schedule, num_steps, clip_x0, spacing)
-        self.eta = eta
+        if variance not in VARIANCES:
+            raise ConfigError(f"unknown DDIM variance {variance!r}; choose {', '.join(VARIANCES)}")
+        self.eta, self.variance = eta, variance
 
     def step(self, x_t, t, t_prev, pred, generator=None, state=None):
         ab_t = float(self.schedule.alpha_bar(t))
@@ -142,7 +153,20 @@ class DDIMSampler(_Base):
             x = x + sigma * torch.randn(
                 x.shape, generator=generator, device=x.device, dtype=x.dtype
             )
+        if self.variance == "analytic" and t_prev >= 0:
+            x = x + self._analytic_noise(pred, ab_t, ab_p, sigma, generator)
         return x, None
+
+    def _analytic_noise(self, pred, ab_t: float, ab_p: float, sigma: float, generator):
+        """The noise Analytic-DPM adds to a step from ``ab_t`` to ``ab_p`` (see the class)."""
+        c = max(1 - ab_p - sigma**2, 0.0) ** 0.5 - (ab_p * (1 - ab_t) / ab_t) ** 0.5
+        eps = pred.eps.float()
+        w = torch.ones_like(eps) if pred.weight is None else pred.weight.to(eps)
+        dims = tuple(range(1, eps.ndim))
+        gamma = (eps.square() * w).sum(dims, keepdim=True) / w.sum(dims, keepdim=True).clamp(min=1)
+        std = (c * c * (1 - gamma).clamp(min=0)).sqrt()
+        z = torch.randn(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
+        return (std * z * w).to(pred.eps.dtype)
 
 
 @dataclasses.dataclass
@@ -209,7 +233,10 @@ def sample_groups(
         pred = denoiser(x, tt, cond)
         parts = []
         for k, g in enumerate(groups):
-            p = pred if whole else Prediction(pred.x0[g.rows], pred.eps[g.rows])
+            p = pred if whole else Prediction(
+                pred.x0[g.rows], pred.eps[g.rows],
+                None if pred.weight is None else pred.weight[g.rows],
+            )  # fmt: skip
             xg, states[k] = g.sampler.step(
                 x if whole else x[g.rows], t, t_prev, p, g.generator, states[k]
             )

@@ -61,6 +61,10 @@ class RefineSettings:
     ``None``."""
     eta: float | None = None
     """DDIM η; ``None``: 0, or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None``."""
+    variance: str | None = None
+    """DDIM's step variance, ``fixed`` or ``analytic`` (adds what x̂₀'s uncertainty leaves out;
+    :class:`~realdeal.diffusion.samplers.DDIMSampler`); ``None``: fixed, or as
+    ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (analytic for a residual refiner)."""
     spacing: str | None = None
     """Timestep spacing, ``linear`` or ``quadratic`` (denser toward t = 0); ``None``: linear,
     or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (quadratic for a residual
@@ -115,11 +119,13 @@ def resolve_sampling(settings: RefineSettings, target: str) -> RefineSettings:
     """``settings`` with sampler, steps and η filled in for a refiner with ``target``
     (``DEFAULT_SAMPLING[target]`` in :mod:`realdeal.diffusion.registry`)."""
     s = resolve(
-        DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta, settings.spacing
-    )
+        DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta,
+        settings.spacing, settings.variance,
+    )  # fmt: skip
     return dataclasses.replace(
-        settings, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing
-    )
+        settings, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
+        variance=s.variance,
+    )  # fmt: skip
 
 
 class RefinerPipeline:
@@ -256,6 +262,7 @@ class RefinerPipeline:
         sampler = make_sampler(
             settings.sampler, self.schedule, settings.steps, settings.eta,
             clip_x0=self.target == "image", spacing=settings.spacing,
+            variance=settings.variance,
         )  # fmt: skip
         amp = inference_precision(settings.precision, self.device)
         return dict(
