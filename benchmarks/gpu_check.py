@@ -51,7 +51,7 @@ import torch
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
 from realdeal.diffusion.refine import refine_volume
-from realdeal.diffusion.registry import make_sampler
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from realdeal.models.unet import UNetConfig, build_unet
@@ -292,9 +292,12 @@ def _refine_run(
     eta: float = 0.0,
     target: str = "image",
     residual_scale: float = 1.0,
+    spacing: str = "linear",
+    variance: str = "fixed",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """One refinement over ``plan``; figures extrapolated ×``target_steps/steps`` if they differ."""
-    smp = make_sampler(sampler, schedule, steps, eta=eta, clip_x0=target == "image")
+    smp = make_sampler(sampler, schedule, steps, eta=eta, clip_x0=target == "image",
+                       spacing=spacing, variance=variance)  # fmt: skip
     with Meter(device) as me:
         res = refine_volume(
             coarse, Denoiser(net, schedule), smp, plan, seed=0, device=device,
@@ -512,15 +515,22 @@ def part_c(
                            "shape": list(x.shape), "input_quality": quality(x, x, ours, ref),
                            "original_quality": quality(orig, x, ours), "runs": []}  # fmt: skip
     per_call = None
-    items = [(f"ours + DDIM η=1, {n} steps", ours, "ddim", n, 1.0) for n in sizes.ours_steps]
+    # ours with the residual refiner's default sampling (session 7: quadratic spacing,
+    # analytic variance), and with session 6's (linear, fixed) for comparison
+    d = DEFAULT_SAMPLING["residual"]
+    items = [(f"ours + DDIM η=1, {n} steps", ours, "ddim", n, 1.0, "linear", "fixed")
+             for n in sizes.ours_steps]  # fmt: skip
+    items += [(f"ours + DDIM η=1, {n} {d.spacing} steps, {d.variance} variance", ours, "ddim",
+               n, 1.0, d.spacing, d.variance) for n in sizes.ours_steps]  # fmt: skip
     items.append((f"authors' traversal + DDPM {sizes.ref_steps}", authors, "ddpm",
-                  sizes.ref_steps, 0.0))  # fmt: skip
+                  sizes.ref_steps, 0.0, "linear", "fixed"))  # fmt: skip
     with torch.no_grad():
-        for label, plan, sampler, steps, eta in items:
+        for label, plan, sampler, steps, eta, spacing, variance in items:
             calls = plan.stats.batches * steps
             if not budget.allows(f"(c) {label}", calls * (per_call or 0.05)):
                 continue
-            row, y = _refine_run(label, pipe.unet, x, plan, sampler, steps, steps, eta=eta, **kw)
+            row, y = _refine_run(label, pipe.unet, x, plan, sampler, steps, steps, eta=eta,
+                                 spacing=spacing, variance=variance, **kw)  # fmt: skip
             row["quality"] = quality(y, x, plan, ref)
             # the latest run's rate: the first one also pays cuDNN's autotuning of each new
             # batch shape (session 6 on an H100: 95 ms a call at 10 steps, 13 ms at 20, so
