@@ -29,7 +29,9 @@ def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folde
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 = ours
         PROBE_STEPS="2",
-        EXTRA_ARGS="--batch-size 2 --workers 0",
+        # --log-every 1: a run that the time limit stops after a few steps on a slow machine
+        # still has its metrics (CI once stopped the refiner before its first 100-step log)
+        EXTRA_ARGS="--batch-size 2 --workers 0 --log-every 1",
         FROM_SHIPPED="1",
         RUNS=runs,
     )
