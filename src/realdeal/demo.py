@@ -68,8 +68,9 @@ class DemoConfig:
 
     Sampling defaults come from :data:`realdeal.diffusion.registry.DEFAULT_SAMPLING`: the LDM's
     row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 quadratically
-    spaced steps, analytic variance; the measurements behind it are there): a deterministic solver keeps all of a small model's
-    high-frequency error, the stochastic one lets it be denoised.
+    spaced steps, analytic variance; the measurements behind it are there): a deterministic
+    solver keeps all of a small model's high-frequency error, the stochastic one lets it be
+    denoised.
     """
 
     quick: bool = False
