@@ -54,3 +54,16 @@ def quality(
     if noise_ref is not None:
         out["noise_kl_wm"] = noise_ref.kl(y)
     return out
+
+
+def save(out, result: dict, md: str) -> int:
+    """Write a benchmark's JSON (``out``) and Markdown table (beside it) atomically, print the
+    table; the exit status for ``main``."""
+    from pathlib import Path
+
+    from realdeal.utils.fs import write_json_atomic, write_text_atomic
+
+    write_json_atomic(out, result)
+    write_text_atomic(Path(out).with_suffix(".md"), md)
+    print(md)
+    return 0

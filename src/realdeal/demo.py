@@ -88,6 +88,9 @@ class DemoConfig:
     refine_eta: float = DEFAULT_SAMPLING["residual"].eta
     refine_spacing: str = DEFAULT_SAMPLING["residual"].spacing
     refine_variance: str = DEFAULT_SAMPLING["residual"].variance
+    refine_precision: str = "auto"
+    """The refiner's arithmetic: ``auto``, ``fp32`` or ``bf16`` (see
+    :func:`~realdeal.runtime.device.inference_precision`)."""
     max_batch: int = 8
     workers: int | None = None
     device: str = "auto"
@@ -456,6 +459,7 @@ def run_demo(
         eta=cfg.refine_eta,
         spacing=cfg.refine_spacing,
         variance=cfg.refine_variance,
+        precision=cfg.refine_precision,
         max_batch=cfg.max_batch,
         seed=cfg.seed,
     )

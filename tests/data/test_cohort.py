@@ -116,3 +116,22 @@ def test_refuses_foreign_folder(tmp_path):
     with pytest.raises(InputError, match="not a realdeal cohort"):
         build_cohort(tmp_path, SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_noise_seed_redraws_only_the_scanner_noise(cohort):
+    """Another noise seed is another scan of the same subject: same anatomy, labels and noise
+    level, independent noise (what ``benchmarks/oracle_refiner.py`` scores as a perfect refiner);
+    no seed reproduces the cohort's file."""
+    from realdeal.data.cohort import _subject, load_sources
+
+    sources = load_sources(SMALL)
+    own, lab, _ = _subject(sources[0], SMALL, 0)
+    np.testing.assert_allclose(own, _arrays(cohort, 1)[0][0], atol=1e-4)
+    other, lab2, info = _subject(sources[0], SMALL, 0, noise_seed=12345)
+    np.testing.assert_array_equal(lab, lab2)
+    wm = L.region_mask(lab, "white_matter")
+    diff = (other - own)[wm]
+    assert np.abs(diff).mean() > 0.5 * info["noise_sigma_added"] * np.median(own[wm])
+    # a new draw at the same level, around the same mean
+    assert 0.5 < wm_noise_sigma(other, wm) / wm_noise_sigma(own, wm) < 2.0
+    assert abs(np.mean(other[wm]) - np.mean(own[wm])) < 0.01 * np.median(own[wm])

@@ -169,12 +169,15 @@ def test_auto_precision_picks_bf16_only_with_native_bf16_instructions(monkeypatc
     assert engine.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16, False)
 
 
-def test_inference_auto_precision_is_bf16_on_cuda_and_fp32_on_any_cpu(monkeypatch):
-    """Inference ``auto`` (refine's default): bf16 on a CUDA card with bf16 (measured faster on
-    an H100), fp32 on every CPU, native bf16 or not, so CPU outputs do not depend on the chip."""
+def test_inference_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch):
+    """Inference ``auto`` (refine's default): bf16 on a CUDA card with bf16 and on a CPU with
+    native bf16 (both measured faster at the same quality), fp32 on a CPU that would emulate it."""
     from realdeal.runtime import device as dev
 
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.inference_precision("auto", torch.device("cpu")) is torch.bfloat16
+    assert dev.inference_precision("fp32", torch.device("cpu")) is None
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
     assert dev.inference_precision("auto", torch.device("cpu")) is None
     assert dev.inference_precision("bf16", torch.device("cpu")) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

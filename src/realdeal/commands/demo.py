@@ -78,6 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.refine_variance,
         help=f"refinement DDIM step variance (default {d.refine_variance})",
     )
+    p.add_argument(
+        "--refine-precision",
+        choices=["auto", "fp32", "bf16"],
+        default=d.refine_precision,
+        help="the refiner's arithmetic (default auto: bf16 on CUDA and on CPUs with native "
+        "bf16, else fp32)",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
     p.add_argument(
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         refine_eta=args.refine_eta,
         refine_spacing=args.refine_spacing,
         refine_variance=args.refine_variance,
+        refine_precision=args.refine_precision,
         max_batch=args.max_batch,
         workers=args.workers,
         device=args.device,
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         ("--refine-eta", cfg.refine_eta, d.refine_eta),
         ("--refine-spacing", cfg.refine_spacing, d.refine_spacing),
         ("--refine-variance", cfg.refine_variance, d.refine_variance),
+        ("--refine-precision", cfg.refine_precision, d.refine_precision),
         ("--max-batch", cfg.max_batch, d.max_batch),
         ("--device", cfg.device, d.device),
     ):

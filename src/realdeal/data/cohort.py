@@ -324,8 +324,15 @@ def _deformation_grid(shape: tuple[int, ...], cfg: CohortConfig, seed: int):
     return CenterSpatialCrop(roi_size=shape)(grid[0])
 
 
-def _subject(src: Source, cfg: CohortConfig, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One synthetic subject from a source: deformation, bias, contrast, gain, Rician noise."""
+def _subject(
+    src: Source, cfg: CohortConfig, index: int, noise_seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One synthetic subject from a source: deformation, bias, contrast, gain, Rician noise.
+
+    ``noise_seed`` replaces the subject's own seed of the Rician noise only: the same anatomy,
+    bias, contrast, gain and noise level under an independent noise draw (another scan of the
+    same subject; ``benchmarks/oracle_refiner.py`` uses it as the perfect refiner's output).
+    """
     import torch
     from monai.transforms import RandAdjustContrast, RandBiasField, RandRicianNoise, Resample
 
@@ -355,7 +362,7 @@ def _subject(src: Source, cfg: CohortConfig, index: int) -> tuple[np.ndarray, np
     add = float(np.sqrt(max(target**2 - src.sigma_rel**2, 0.0)))
     level = float(np.median(x[wm]))
     noise = RandRicianNoise(prob=1.0, std=add * level, relative=False, sample_std=False)
-    noise.set_random_state(int(seeds[3]))
+    noise.set_random_state(int(seeds[3]) if noise_seed is None else int(noise_seed))
     clean = np.where(brain, x, 0.0).astype(np.float32)
     x = torch.as_tensor(noise(torch.from_numpy(x[None]))).numpy()[0]
     x = np.where(brain, x, 0.0).astype(np.float32)
