@@ -186,6 +186,18 @@ def test_export_of_a_fine_tuned_run_keeps_the_lineage(demo_run, tmp_path):
     ctx = SimpleNamespace(run=SimpleNamespace(section=lambda name: {"ldm": rec} if name == "model_provenance" else None))  # fmt: skip
     table = _provenance_table(ctx, ["ldm"])
     assert f"after {before['steps']} at batch" in table.rows[0][2]
+    # exported into the folder it started from, twice: the second export finds the run's own
+    # weights there and must not record the run as its own ancestor
+    again = tmp_path / "again"
+    shutil.copytree(first, again)
+    ckpt.config["train"]["init_from"] = str(again / "ldm.pt")
+    save_checkpoint(tuned / "checkpoint.pt", ckpt)
+    for expected in ({"path": str(again / "ldm.pt"), **before}, {"path": str(again / "ldm.pt")}):
+        export_models({"autoencoder": first, "ldm": tuned, "refiner": first}, again, **kw)
+        rec = json.loads((again / "manifest.json").read_text())["models"]["ldm"]
+        assert rec["init_from"] == expected
+    ckpt.config["train"]["init_from"] = str(first / "ldm.pt")
+    save_checkpoint(tuned / "checkpoint.pt", ckpt)
     # weights that no longer match their manifest keep only the path
     with open(first / "ldm.pt", "ab") as fh:
         fh.write(b"junk")

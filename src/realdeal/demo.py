@@ -314,7 +314,9 @@ def export_models(
                 "sha256": _sha256(path),
             }
             if train_cfg.get("init_from"):
-                records[kind]["init_from"] = _init_record(kind, Path(train_cfg["init_from"]))
+                records[kind]["init_from"] = _init_record(
+                    kind, Path(train_cfg["init_from"]), records[kind]["sha256"]
+                )
         manifest = {
             "format": "realdeal-demo-checkpoints",
             "version": 2,
@@ -350,16 +352,27 @@ def model_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _init_record(kind: str, path: Path) -> dict[str, Any]:
+def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
     """The record of the weights a fine-tuned run started from (``--init-from``): the path, and
     that model's record when the file is a demo checkpoint whose manifest still describes it
-    (the sha256 must match), so the manifest keeps the whole lineage."""
+    (the sha256 must match), so the manifest keeps the whole lineage.
+
+    A run exported into the very folder it started from has replaced that file with its own
+    export (``own_sha256``): that record describes the run itself, not where it started, so it
+    is not taken (exporting again into that folder would otherwise make the run its own
+    ancestor). Export from a copy of the folder the run started from to keep the lineage."""
     rec: dict[str, Any] = {"path": str(path)}
     manifest = path.parent / "manifest.json"
     if path.is_file() and manifest.is_file():
         earlier = model_records(json.loads(manifest.read_text())).get(kind)
-        if earlier and earlier.get("sha256") == _sha256(path):
+        sha = _sha256(path)
+        if earlier and earlier.get("sha256") == sha and sha != own_sha256:
             rec.update(earlier)
+        elif sha == own_sha256:
+            log.warning(
+                "%s: %s is this run's own export now; the manifest records only its path as the "
+                "run's starting point", kind, path,
+            )  # fmt: skip
     return rec
 
 

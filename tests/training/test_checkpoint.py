@@ -21,6 +21,13 @@ def test_round_trip_and_no_temp_files_left(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_same_payload_same_bytes(tmp_path):
+    """The file's bytes depend on the payload only (not on the temporary name it was written
+    under), so a sha256 in a manifest identifies the weights of an export made again."""
+    a, b = _save(tmp_path / "a.pt"), _save(tmp_path / "b" / "other-name.pt")
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_wrong_kind_is_refused(tmp_path):
     p = _save(tmp_path / "c.pt", kind="ldm")
     with pytest.raises(InputError, match="kind 'ldm', but kind 'autoencoder' is needed"):

@@ -329,12 +329,16 @@ def checkpoint_class(kind: str) -> type[Checkpoint]:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Checkpoint) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file + rename); returns ``path``."""
+    """Write ``payload`` to ``path`` atomically (temp file + rename); returns ``path``.
+
+    Written through a file handle: given a path, ``torch.save`` names the archive inside after
+    the (random) temporary file, so the same payload would give different bytes each time;
+    this way the same payload gives the same file, and sha256 records identify it."""
     if payload.kind not in KINDS:
         raise ValueError(f"checkpoint kind must be one of {KINDS}, got {payload.kind!r}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload.to_dict()}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, **payload.to_dict()}, fh)
     return path
 
 
