@@ -53,7 +53,7 @@ def oracle_volumes(data: Path, cohort: Path, draws: int, tmp: Path) -> dict[str,
     for sid in ds.ids("test"):
         i = int(sid.split("-")[1])
         src = sources[i % len(sources)]
-        rec = ds.record(sid)
+        rec, image = ds.record(sid), ds.load_image(sid)
         stored = np.asarray(nib.load(cohort / f"{sid}_T1w.nii.gz").dataobj, np.float32)
         for k in range(-1, draws):
             x, _, _ = _subject(src, cfg, i, None if k < 0 else NOISE_SEED_BASE + 97 * i + k)
@@ -64,13 +64,12 @@ def oracle_volumes(data: Path, cohort: Path, draws: int, tmp: Path) -> dict[str,
             if k < 0:  # the subject's own seed must give back the cohort file and the image
                 if not np.allclose(x, stored, atol=1e-3):
                     raise SystemExit(f"{sid}: rebuilding the cohort subject does not reproduce it")
-                image = ds.load_image(sid).data
-                if not np.allclose(prepared, image, atol=1e-4):
+                if not np.allclose(prepared, image.data, atol=1e-4):
                     raise SystemExit(f"{sid}: its transform does not reproduce images/{sid}")
                 continue
             dst = tmp / f"oracle-{k + 1}" / f"{sid}.nii.gz"
             dst.parent.mkdir(exist_ok=True)
-            Volume(prepared.astype(np.float32), ds.load_image(sid).affine).save(dst)
+            Volume(prepared.astype(np.float32), image.affine).save(dst)
             out[f"oracle {k + 1}"].append(dst)
         print(f"  {sid}: {draws} noise draws", flush=True)
     return out

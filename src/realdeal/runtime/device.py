@@ -92,11 +92,8 @@ def inference_precision(precision: str, device: torch.device) -> torch.dtype | N
     depend on the chip's bf16 support, as they already did on its vector width in the last
     float bits; ``--precision fp32`` gives the fp32 result anywhere.
     """
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "auto" and device.type == "cuda":  # training's auto would pick fp16
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return resolve_precision(precision, device)[0]  # type: ignore[arg-type]
 
 
