@@ -92,6 +92,10 @@ class Sizes:
     e2e_compile: bool = False
     """(a) also runs ours end to end with the network compiled as ``refine --compile`` does
     (:func:`~realdeal.runtime.device.compiled_network`: every call padded to ``max_batch``)."""
+    ours_sampling: str = "both"
+    """(c) ours with the residual refiner's default sampling, session 6's linear one, or both."""
+    refiner_checkpoint: Path = DEMO_REFINER
+    """(c) the refiner: the shipped demo one, or a training run's checkpoint."""
 
 
 def gpu_sizes() -> Sizes:
@@ -355,10 +359,14 @@ def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]
         from realdeal.runtime.device import compiled_network
 
         compiled = compiled_network(m, sizes.max_batch, sizes.compile_backend)
-        # the first compiled run pays the compilation (a guess: 120 s for the paper refiner)
-        items += [(f"ours + DPM-Solver++ {n}, compiled{' (incl. compiling)' * (i == 0)}", ours,
-                   "dpm++", n, n, compiled, 120.0 * (i == 0))
-                  for i, n in enumerate(sizes.e2e_steps)]  # fmt: skip
+        # the first compiled run pays the compilation (session 7 on an H100: 40 s for the
+        # paper refiner at 4 windows a call); then each step count again, compiled already:
+        # what every later volume of a `refine --compile` run costs
+        n0 = sizes.e2e_steps[0]
+        items += [(f"ours + DPM-Solver++ {n0}, compiled (incl. compiling)", ours, "dpm++", n0,
+                   n0, compiled, 60.0)]  # fmt: skip
+        items += [(f"ours + DPM-Solver++ {n}, compiled", ours, "dpm++", n, n, compiled, 0.0)
+                  for n in sizes.e2e_steps]  # fmt: skip
     with torch.no_grad():
         for label, plan, sampler, steps, target, net_run, extra_s in items:
             est = plan.stats.windows_run * steps * eager["s_per_window"] + extra_s
@@ -506,23 +514,27 @@ def part_c(
     data = load_quality_input(input_path, sizes.quality_crop)
     x, orig = data["coarse"].astype(np.float32), data["original"].astype(np.float32)
     ref = NoiseReference.of(orig, np.isin(data["labels"], (2, 41)))
-    pipe = RefinerPipeline.from_checkpoint(DEMO_REFINER, device=device)
+    pipe = RefinerPipeline.from_checkpoint(sizes.refiner_checkpoint, device=device)
     amp = None  # the demo refiner is small: fp32 keeps the reference exact
     kw = dict(device=device, amp=amp, schedule=pipe.schedule, target=pipe.target,
               residual_scale=pipe.residual_scale)  # fmt: skip
     ours = make_plan(x.shape, PlanConfig(window=pipe.window, max_batch=sizes.max_batch), coarse=x)
     authors = official_plan(x.shape, window=pipe.window)
-    out: dict[str, Any] = {"checkpoint": str(DEMO_REFINER.relative_to(ROOT)),
+    ckpt = Path(sizes.refiner_checkpoint).resolve()
+    out: dict[str, Any] = {"checkpoint": str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else str(ckpt),
                            "shape": list(x.shape), "input_quality": quality(x, x, ours, ref),
                            "original_quality": quality(orig, x, ours), "runs": []}  # fmt: skip
     per_call = None
     # ours with the residual refiner's default sampling (session 7: quadratic spacing,
     # analytic variance), and with session 6's (linear, fixed) for comparison
     d = DEFAULT_SAMPLING["residual"]
-    items = [(f"ours + DDIM η=1, {n} steps", ours, "ddim", n, 1.0, "linear", "fixed")
-             for n in sizes.ours_steps]  # fmt: skip
-    items += [(f"ours + DDIM η=1, {n} {d.spacing} steps, {d.variance} variance", ours, "ddim",
-               n, 1.0, d.spacing, d.variance) for n in sizes.ours_steps]  # fmt: skip
+    items = []
+    if sizes.ours_sampling in ("both", "linear"):
+        items += [(f"ours + DDIM η=1, {n} steps", ours, "ddim", n, 1.0, "linear", "fixed")
+                  for n in sizes.ours_steps]  # fmt: skip
+    if sizes.ours_sampling in ("both", "default"):
+        items += [(f"ours + DDIM η=1, {n} {d.spacing} steps, {d.variance} variance", ours,
+                   "ddim", n, 1.0, d.spacing, d.variance) for n in sizes.ours_steps]  # fmt: skip
     items.append((f"authors' traversal + DDPM {sizes.ref_steps}", authors, "ddpm",
                   sizes.ref_steps, 0.0, "linear", "fixed"))  # fmt: skip
     with torch.no_grad():
@@ -639,6 +651,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes = dataclasses.replace(sizes, e2e_compile=True)
     if args.authors_probe_steps is not None:
         sizes = dataclasses.replace(sizes, authors_probe_steps=args.authors_probe_steps)
+    if args.ours_steps:
+        sizes = dataclasses.replace(sizes, ours_steps=tuple(args.ours_steps))
+    sizes = dataclasses.replace(sizes, ours_sampling=args.ours_sampling)
+    if args.refiner:
+        if not Path(args.refiner).is_file():
+            raise SystemExit(f"gpu_check: --refiner {args.refiner}: no such file")
+        sizes = dataclasses.replace(sizes, refiner_checkpoint=Path(args.refiner))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes per item: let cuDNN pick kernels
@@ -707,6 +726,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="(a) also ours end to end compiled, as refine --compile")  # fmt: skip
     p.add_argument("--authors-probe-steps", type=int, metavar="N",
                    help="(a) DDPM steps timed on the authors' traversal (default 2; 0 = skip)")  # fmt: skip
+    p.add_argument("--ours-steps", type=int, nargs="+", metavar="N",
+                   help="(c) ours at these DDIM step counts (default 10 20 50)")  # fmt: skip
+    p.add_argument("--ours-sampling", choices=["both", "default", "linear"], default="both",
+                   help="(c) ours with the default sampling (quadratic spacing, analytic "
+                   "variance), session 6's linear one, or both (default)")  # fmt: skip
+    p.add_argument("--refiner", metavar="PATH",
+                   help="(c) refiner checkpoint: a `realdeal train refiner` run's checkpoint.pt "
+                   "or an export (default: the shipped demo refiner)")  # fmt: skip
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; --tiny eager)")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -133,8 +133,11 @@ def test_selected_items_and_compiled_end_to_end(tmp_path):
     labels = [r["run"] for r in a["runs"]]
     assert labels == ["ours + DPM-Solver++ 1", "ours + DPM-Solver++ 2",
                       "ours + DPM-Solver++ 1, compiled (incl. compiling)",
+                      "ours + DPM-Solver++ 1, compiled",
                       "ours + DPM-Solver++ 2, compiled"]  # fmt: skip
-    eager, compiled = a["runs"][:2], a["runs"][2:]
+    # the first compiled run pays the compilation; then each step count compiled already
+    eager, compiled = a["runs"][:2], a["runs"][3:]
+    assert a["runs"][2]["unet_evaluations"] == eager[0]["unet_evaluations"]
     for e, c in zip(eager, compiled, strict=True):  # the same plan and work, padded calls
         assert (c["unet_evaluations"], c["network_calls"]) == (
             e["unet_evaluations"],
@@ -145,3 +148,21 @@ def test_selected_items_and_compiled_end_to_end(tmp_path):
     assert all(r["network_calls"] * 3 >= r["unet_evaluations"] for r in a["runs"])
     with pytest.raises(AssertionError, match="unknown --variants"):
         _run(tmp_path, "--parts", "a", "--variants", "fp16")
+
+
+def test_quality_reference_takes_a_run_checkpoint_and_chosen_steps(tmp_path):
+    """(c) as a session that has just trained a refiner asks for it: that run's checkpoint
+    (the committed CPU run's, optimizer state and all), ours with the default sampling only, at
+    chosen step counts."""
+    run = ROOT / "training-runs/demo-cpu/refiner-s8/checkpoint.pt"
+    res = _run(tmp_path, "--parts", "c", "--refiner", str(run), "--ours-steps", "1", "2",
+               "--ours-sampling", "default")  # fmt: skip
+    c = res["parts"]["c"]
+    assert c["checkpoint"] == "training-runs/demo-cpu/refiner-s8/checkpoint.pt"
+    assert [(r["plan"], r["steps"]) for r in c["runs"]] == [
+        ("wavefront", 1), ("wavefront", 2), ("official", 2)
+    ]  # fmt: skip
+    assert all("quadratic steps, analytic variance" in r["run"] for r in c["runs"][:2])
+    assert _finite(*c["runs"][1]["quality_over_reference"].values())
+    with pytest.raises(AssertionError, match="--refiner .*no such file"):
+        _run(tmp_path, "--parts", "c", "--refiner", str(tmp_path / "missing.pt"))
