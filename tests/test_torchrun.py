@@ -83,3 +83,25 @@ def test_sample_under_torchrun_equals_one_process(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         [*names, "sample_config.json"]
     )
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun with more processes per node than GPUs: each rank computes on cuda:LOCAL_RANK,
+    so a rank past the last GPU says so in one line instead of failing inside CUDA."""
+    import torch
+
+    from realdeal.errors import ConfigError
+    from realdeal.runtime.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+    with pytest.raises(
+        ConfigError, match=r"local rank 1 needs GPU cuda:1.*1 GPU\(s\).*nproc_per_node=1"
+    ):
+        resolve_device("auto", local_rank=1)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # explicit index
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+        resolve_device("cuda", local_rank=0)
+    assert resolve_device("cpu", local_rank=3) == torch.device("cpu")

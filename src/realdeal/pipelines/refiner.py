@@ -91,10 +91,11 @@ class RefineSettings:
     compile: str | None = None
     """A ``torch.compile`` backend (``inductor``) for the network, or ``None`` (eager, the
     default). Every call is padded to ``max_batch`` windows so that it compiles once
-    (:func:`~realdeal.runtime.device.compiled_network`). On an H100 (paper refiner, bf16) a
-    window took 0.0143 s compiled against 0.0269 s eager, after 40 s of compilation: that pays
-    only beyond ≈ 3,000 window evaluations (one full HCP volume at 20 steps is 2,200), so it is
-    off by default and worth it for many volumes or many steps. Not yet timed end to end."""
+    (:func:`~realdeal.runtime.device.compiled_network`). On an H100 (paper refiner, bf16, a
+    full HCP volume at 20 steps, ``max_batch`` 12; ``benchmarks/gpu_check.md``, session 9) a
+    volume took 41.4 s and 11.5 GB compiled against 61.1 s and 18.9 GB eager, after 104 s of
+    compilation once per process: that pays from the sixth volume on, so it is off by default
+    and worth it for many volumes or many steps."""
     intensity: Intensity = "auto"
     """See :mod:`realdeal.data.intensity`."""
     resample: bool = False

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from realdeal.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -57,6 +59,13 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     dev = torch.device(name)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
+        if local_rank >= (n := torch.cuda.device_count()):
+            if n == 0:
+                raise ConfigError("device cuda: no CUDA GPU is available here (use auto or cpu)")
+            raise ConfigError(
+                f"local rank {local_rank} needs GPU cuda:{local_rank}, but this machine has {n} "
+                f"GPU(s): start at most {n} processes per node (torchrun --nproc_per_node={n})"
+            )
     return dev
 
 
