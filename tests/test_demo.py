@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -161,6 +162,19 @@ def test_export_from_training_runs_records_how_each_model_was_made(demo_run, tmp
     # A version-1 manifest (the format before per-model records) still reads.
     v1 = {"steps": {k: 5 for k in MODEL_KINDS}, "train_seconds": {"train ldm": 3.0}}
     assert model_records(v1)["ldm"]["train_seconds"] == 3.0
+
+
+def test_init_record_path_is_relative_below_the_working_directory(tmp_path, monkeypatch):
+    """A manifest ships in the package: a starting point below the working directory (the
+    repository's shipped folder, say) is recorded relative to it, one elsewhere as given."""
+    from realdeal.demo import _init_record
+
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "src" / "ckpts" / "refiner.pt"
+    assert _init_record("refiner", inside, "0" * 64) == {"path": "src/ckpts/refiner.pt"}
+    assert _init_record("refiner", Path("src/x.pt"), "0" * 64) == {"path": "src/x.pt"}
+    outside = Path("/nonexistent-folder/refiner.pt")
+    assert _init_record("refiner", outside, "0" * 64) == {"path": str(outside)}
 
 
 def test_export_of_a_fine_tuned_run_keeps_the_lineage(demo_run, tmp_path):

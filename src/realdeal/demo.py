@@ -361,7 +361,12 @@ def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
     export (``own_sha256``): that record describes the run itself, not where it started, so it
     is not taken (exporting again into that folder would otherwise make the run its own
     ancestor). Export from a copy of the folder the run started from to keep the lineage."""
-    rec: dict[str, Any] = {"path": str(path)}
+    # relative to the working directory where it lies below it: a manifest ships in the package,
+    # and the machine's own folder layout says nothing to its readers
+    shown = (
+        os.path.relpath(path) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+    )
+    rec: dict[str, Any] = {"path": str(shown)}
     manifest = path.parent / "manifest.json"
     if path.is_file() and manifest.is_file():
         earlier = model_records(json.loads(manifest.read_text())).get(kind)

@@ -148,6 +148,10 @@ def test_selected_items_and_compiled_end_to_end(tmp_path):
     assert all(r["network_calls"] * 3 >= r["unet_evaluations"] for r in a["runs"])
     with pytest.raises(AssertionError, match="unknown --variants"):
         _run(tmp_path, "--parts", "a", "--variants", "fp16")
+    # no end-to-end step counts: nothing to compile end to end either (session 7's call)
+    res = _run(tmp_path, "--parts", "a", "--variants", "fp32", "--e2e-steps",
+               "--authors-probe-steps", "0", "--e2e-compile")  # fmt: skip
+    assert res["parts"]["a"]["runs"] == [] and res["complete"]
 
 
 def test_quality_reference_takes_a_run_checkpoint_and_chosen_steps(tmp_path):
@@ -166,3 +170,33 @@ def test_quality_reference_takes_a_run_checkpoint_and_chosen_steps(tmp_path):
     assert _finite(*c["runs"][1]["quality_over_reference"].values())
     with pytest.raises(AssertionError, match="--refiner .*no such file"):
         _run(tmp_path, "--parts", "c", "--refiner", str(tmp_path / "missing.pt"))
+
+
+def test_warm_compiled_runs_need_their_compilation(tmp_path, monkeypatch):
+    """If the run that pays the compilation fails (out of memory), the 'compiled' runs after it
+    are skipped and say why: they would compile unbudgeted and report that as a warm time."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_warm", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)
+    spec.loader.exec_module(mod)
+    real = mod._refine_run
+
+    def refine_run(label, *a, **k):
+        if "incl. compiling" in label:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(label, *a, **k)
+
+    monkeypatch.setattr(mod, "_refine_run", refine_run)
+    out = tmp_path / "g.json"
+    mod.main(["--tiny", "--device", "cpu", "--parts", "a", "--variants", "fp32", "--e2e-steps",
+              "1", "--authors-probe-steps", "0", "--e2e-compile", "--out", str(out)])  # fmt: skip
+    res = json.loads(out.read_text())
+    runs = res["parts"]["a"]["runs"]
+    assert [r["run"] for r in runs] == [
+        "ours + DPM-Solver++ 1", "ours + DPM-Solver++ 1, compiled (incl. compiling)"
+    ]  # fmt: skip
+    assert runs[1]["error"].startswith("out of memory")
+    assert {"item": "(a) ours + DPM-Solver++ 1, compiled",
+            "reason": "its compilation did not run"} in res["skipped"]  # fmt: skip
