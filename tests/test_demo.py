@@ -67,6 +67,10 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     assert set(paired["sets"]) >= {"reconstruction", "refined"}
     unpaired = json.loads((demo_run / "eval" / "unpaired" / "results.json").read_text())
     assert set(unpaired["sets"]) >= {"sample", "sample subset", "refined sample"}
+    mem = json.loads((demo_run / "eval" / "memorization" / "memorization.json").read_text())
+    assert [s["set"] for s in mem["summary"]] == ["training (nearest other)", "held-out", "sample"]
+    assert [s["volumes"] for s in mem["summary"]] == [len(ds.ids("train")), len(test), n]
+    assert run["memorization"]["eval"] == "eval/memorization"
     assert (demo_run / "report" / "figures" / "samples_gallery.png").is_file()
     html = (demo_run / "report" / "report.html").read_text()
     assert "<img" in html and (demo_run / "report" / "report.md").is_file()

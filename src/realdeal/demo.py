@@ -19,7 +19,9 @@ left in the folder, so an interrupted demo continues where it stopped):
    their refined versions; weight-free patch-statistics features; ``eval/unpaired``).
    Coverage and density grow with the number of generated volumes (on the demo cohort the
    autoencoder's reconstructions of 16 subjects cover 0.65–0.70 of the real patches at k = 10,
-   of 3 subjects 0.27–0.30), so refined samples are compared with the same raw ones;
+   of 3 subjects 0.27–0.30), so refined samples are compared with the same raw ones; and
+   memorisation (each raw sample's similarity to its nearest training reconstruction, against
+   the held-out subjects'; ``eval/memorization``), which coverage cannot see;
 7. write ``run.json`` and the report (``report/report.html``, ``report.md``).
 
 ``--quick`` makes everything tiny (4 subjects at 4 mm, a few training steps) for tests.
@@ -655,6 +657,11 @@ def _run_record(
             "real": "data/images",
             "eval": "eval/unpaired",
         },
+        "memorization": {
+            "eval": "eval/memorization",
+            "train": "data/reconstructions",  # its train split; held-out: the paired subjects
+            "generated": {"sample": "samples/raw"},
+        },
         "timings": {},
         "config": {
             "demo": to_dict(cfg),
@@ -805,4 +812,15 @@ def _evaluate(
         unpaired_cfg,
         workers=cfg.workers,
         out_dir=out / "eval" / "unpaired",
+    )
+    # Coverage cannot tell new brains from recalled ones: the raw samples against the
+    # reconstructions the LDM's training latents came from, the held-out ones as the baseline.
+    from realdeal.metrics.memorization import evaluate_memorization
+
+    recon = root / "reconstructions"
+    evaluate_memorization(
+        find_set("train", [recon / f"{s}.nii.gz" for s in ds.ids("train")]),
+        [find_set("sample", raw)],
+        find_set("held-out", [recon / f"{s}.nii.gz" for s in test]),
+        out_dir=out / "eval" / "memorization",
     )

@@ -22,6 +22,7 @@ from realdeal.data.io import Volume
 from realdeal.data.labels import region_mask
 from realdeal.errors import InputError
 from realdeal.metrics import tables as T
+from realdeal.metrics.memorization import evaluate_memorization
 from realdeal.metrics.noise import NoiseConfig, noise_maps, noise_residual
 from realdeal.metrics.phantom import make_phantom
 from realdeal.metrics.sharpness import SharpnessConfig
@@ -115,6 +116,13 @@ def run_dir(tmp_path_factory) -> Path:
         workers=1,
         out_dir=run / "eval" / "unpaired",
     )  # fmt: skip
+    # the raw samples are blurred training images: copies, which memorisation must call so
+    evaluate_memorization(
+        find_set("train", [ds.image_path(s) for s in train]),
+        [find_set("sample", run / "samples" / "raw")],
+        find_set("held-out", [ds.image_path(s) for s in test]),
+        out_dir=run / "eval" / "memorization",
+    )
     _write_metrics(run / "models" / "autoencoder", 8, 0.5, bad_line=True)
     _write_metrics(run / "models" / "ldm", 5, 2.0)
     manifest = {
@@ -137,6 +145,11 @@ def run_dir(tmp_path_factory) -> Path:
             "sets": {"sample": "samples/raw", "refined sample": "samples/refined"},
             "real": "data/images",
             "eval": "eval/unpaired",
+        },
+        "memorization": {
+            "eval": "eval/memorization",
+            "train": "data/images",
+            "generated": {"sample": "samples/raw"},
         },
         "timings": {"cohort": 31.2, "prepare": 6.0, "train autoencoder": 300.1},
         "config": {"preset": "cpu-small", "autoencoder": {"channels": [8, 16]}},
@@ -195,9 +208,8 @@ def test_report_files_and_images(report, run_dir):
         assert (out / name).is_file()
     text = report.read_text()
     imgs = _images(text)
-    assert (
-        len(imgs.srcs) == 2 + 1 + 1 + 2 + 1
-    )  # 2 subjects, noise map, sample gallery, 2 samples, curves
+    # 2 subjects, noise map, sample gallery, 2 samples, closest generated/training pair, curves
+    assert len(imgs.srcs) == 2 + 1 + 1 + 2 + 1 + 1
     for src in imgs.srcs:
         assert not src.startswith(("/", "http")), src
         f = out / src
@@ -271,6 +283,24 @@ def test_rebuild_replaces_report_and_cli_out(run_dir, report, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- partial runs
+def test_memorization_section_names_the_copies(report, run_dir):
+    """The fixture's raw samples are blurred training images: both are copies, and the figure
+    shows the closest one above the training subject it copies."""
+    md = (report.parent / "report.md").read_text()
+    section = md.split("## Memorisation")[1].split("\n## ")[0]
+    assert "| sample | 2 |" in section and "2 of 2" in section
+    assert "2 of 2 volumes of set 'sample' are copies of training subjects" in section
+    res = json.loads((run_dir / "eval" / "memorization" / "memorization.json").read_text())
+    closest = max(
+        (r for r in res["records"] if r["set"] == "sample"), key=lambda r: r["similarity"]
+    )
+    assert f"({closest['nearest']})" in section and "figures/memorization_closest.png" in section
+    # without the entry (runs made before it), the section is skipped, the rest builds
+    run = _copy_run(run_dir, run_dir.parent / "no-memorization", memorization=None)
+    st = _status(build_report(run))
+    assert st["memorization"] == "skipped" and st["unpaired-metrics"] == "ok"
+
+
 def test_partial_run_without_unpaired_and_models(run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run", unpaired=None, models=None, timings=None)
     out = build_report(run)
@@ -452,7 +482,9 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert m, f"no probe output; stderr: {dom.stderr[-2000:]}"
     loaded = [line.split() for line in m.group(1).splitlines()]
     assert [src for src, *_ in loaded] == _images(out.read_text()).srcs
-    assert len(loaded) == 7  # 2 subjects, noise map, sample gallery, 2 samples, curves
+    assert (
+        len(loaded) == 8
+    )  # 2 subjects, noise map, sample gallery, 2 samples, closest pair, curves
     for src, width, complete in loaded:
         assert int(width) > 0 and complete == "true", (src, width)
     shot = tmp_path / "shot.png"

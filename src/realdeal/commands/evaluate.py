@@ -7,6 +7,10 @@ AAL atlas via affine registration of the MNI152 template; written to ``OUT/label
 unpaired mode: real vs generated sets. Files are matched by
 name (subject id = file name without ``.nii``/``.nii.gz``). Writes ``tables.md``,
 ``summary.csv``, ``per_subject.csv`` and ``results.json`` to ``--out`` and prints the tables.
+Memorization mode: each generated volume's similarity to its nearest training volume
+(``--train``), against held-out subjects' (``--held-out``), which coverage and FID cannot
+see (:mod:`realdeal.metrics.memorization`); writes ``memorization.json``, ``per_subject.csv``
+and ``tables.md``.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "mode",
-        choices=("paired", "unpaired"),
-        help="paired: originals vs candidates; unpaired: real vs generated",
+        choices=("paired", "unpaired", "memorization"),
+        help="paired: originals vs candidates; unpaired: real vs generated; memorization: "
+        "generated vs the generator's training set (copies of training subjects)",
     )
     p.add_argument("--out", required=True, help="output folder for tables, CSV and JSON")
     _add_paired_flags(p.add_argument_group("paired mode"))
-    _add_unpaired_flags(p.add_argument_group("unpaired mode"))
+    _add_unpaired_flags(p.add_argument_group("unpaired mode (--generated also for memorization)"))
+    _add_memorization_flags(p.add_argument_group("memorization mode"))
     _add_common_flags(p.add_argument_group("common"))
     p.set_defaults(func=run)
 
@@ -108,6 +114,24 @@ def _add_unpaired_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_memorization_flags(g: argparse._ArgumentGroup) -> None:
+    """The generator's training set and the held-out baseline."""
+    g.add_argument(
+        "--train",
+        nargs="+",
+        metavar="PATH",
+        help="folder(s) or NIfTI files the generator was trained on (for an LDM: their "
+        "autoencoder reconstructions, the space its samples are decoded in)",
+    )
+    g.add_argument(
+        "--held-out",
+        nargs="+",
+        metavar="PATH",
+        help="real subjects it never saw, prepared the same way: the baseline; a generated "
+        "volume closer to a training volume than all of them counts as a copy",
+    )
+
+
 def _add_common_flags(g: argparse._ArgumentGroup) -> None:
     """Patch sampling, intervals, workers, pretrained weights and device."""
     g.add_argument(
@@ -167,6 +191,17 @@ def run(args: argparse.Namespace) -> int:
             network,
             args.workers,
             args.out,
+        )
+    elif args.mode == "memorization":
+        from realdeal.metrics.memorization import evaluate_memorization
+
+        if not args.train or not args.generated:
+            raise ConfigError("memorization mode needs --train and at least one --generated NAME=PATH")  # fmt: skip
+        result = evaluate_memorization(
+            find_set("train", args.train),
+            [find_set(name, path) for name, path in args.generated],
+            find_set("held-out", args.held_out) if args.held_out else None,
+            out_dir=args.out,
         )
     else:
         if not args.real or not args.generated:

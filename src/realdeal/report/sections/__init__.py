@@ -12,6 +12,7 @@ from realdeal.report.document import Block
 from realdeal.report.sections.comparison import paired_metrics_section, unpaired_metrics_section
 from realdeal.report.sections.configuration import config_section
 from realdeal.report.sections.context import Context, Skipped
+from realdeal.report.sections.memorization import memorization_section
 from realdeal.report.sections.noise import noise_section
 from realdeal.report.sections.samples import samples_section
 from realdeal.report.sections.subjects import subjects_section
@@ -23,6 +24,11 @@ SECTIONS: tuple[tuple[str, str, Callable[[Context], list[Block]]], ...] = (
     ("paired-metrics", "Paired metrics against the paper", paired_metrics_section),
     ("samples", "LDM samples and their refined versions", samples_section),
     ("unpaired-metrics", "Unpaired metrics against the paper", unpaired_metrics_section),
+    (
+        "memorization",
+        "Memorisation: new brains or recalled training subjects?",
+        memorization_section,
+    ),
     ("training", "Training curves", training_section),
     ("timings", "Timings", timings_section),
     ("config", "Configuration and versions", config_section),
