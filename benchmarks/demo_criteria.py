@@ -185,6 +185,12 @@ def table(rows: list[dict]) -> str:
             f"| {_fmt(r['density_k10'])} | {_fmt(r['fd_patchstats'])} | {_fmt(r['background_abs_dev'])} |"
             for r in ldm
         ]
+        out += [
+            "",
+            "Coverage and density count a copy of a training subject as realistic. The GPU LDMs' "
+            "samples are such copies (session 9, `memorization.md`): their coverage gains are "
+            "copies getting closer, not new brains.",
+        ]
         out.append("")
     ref = [r for r in rows if r["model"] == "refiner"]
     if ref:

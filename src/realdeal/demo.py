@@ -818,9 +818,16 @@ def _evaluate(
     from realdeal.metrics.memorization import evaluate_memorization
 
     recon = root / "reconstructions"
-    evaluate_memorization(
+    mem = evaluate_memorization(
         find_set("train", [recon / f"{s}.nii.gz" for s in ds.ids("train")]),
         [find_set("sample", raw)],
         find_set("held-out", [recon / f"{s}.nii.gz" for s in test]),
         out_dir=out / "eval" / "memorization",
     )
+    copies = mem.summary[-1]["copies"]
+    if copies:
+        log.warning(
+            "memorisation: %d of %d LDM samples are copies of training subjects (report section "
+            "'Memorisation'); coverage and density count them as realistic",
+            copies, mem.summary[-1]["volumes"],
+        )  # fmt: skip
