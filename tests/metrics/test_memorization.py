@@ -88,7 +88,7 @@ def test_copies_are_found_and_named_new_subjects_are_not(sets, tmp_path):
     assert saved["threshold"] == res.threshold and saved["summary"] == res.summary
     assert "3 of 5" in (tmp_path / "o" / "tables.md").read_text()
     assert (tmp_path / "o" / "per_subject.csv").read_text().count("\n") == 1 + 6 + 6 + 5
-    assert not list((tmp_path / "o").glob(".*.tmp"))
+    assert not list((tmp_path / "o").glob(".*tmp*"))
 
 
 def test_without_held_out_subjects_there_is_no_copy_threshold(sets):

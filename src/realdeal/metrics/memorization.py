@@ -31,10 +31,7 @@ training subjects.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
 from collections import Counter
@@ -45,9 +42,12 @@ import numpy as np
 
 from realdeal.errors import ConfigError, InputError
 from realdeal.metrics.subjects import SubjectSet
+from realdeal.metrics.tables import write_csv
+from realdeal.utils.fs import write_json_atomic, write_text_atomic
 
 TRAINING_SET = "training (nearest other)"
 HELD_OUT_SET = "held-out"
+RECORD_COLUMNS = ("set", "subject", "nearest", "similarity", "copy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,24 +112,12 @@ class MemorizationResult:
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """``memorization.json``, ``per_subject.csv`` and ``tables.md`` in ``out_dir``, each
-        written to a temporary name and renamed."""
+        written atomically."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["set", "subject", "nearest", "similarity", "copy"])
-        w.writeheader()
-        w.writerows(self.records)
-        texts = {
-            "memorization.json": json.dumps(self.to_json(), indent=1),
-            "per_subject.csv": buf.getvalue(),
-            "tables.md": self.markdown + "\n",
-        }
-        paths = {}
-        for name, text in texts.items():
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
-            paths[name] = out / name
+        paths = {n: out / n for n in ("memorization.json", "per_subject.csv", "tables.md")}
+        write_json_atomic(paths["memorization.json"], self.to_json())
+        write_csv(paths["per_subject.csv"], self.records, RECORD_COLUMNS)
+        write_text_atomic(paths["tables.md"], self.markdown + "\n")
         return paths
 
 
