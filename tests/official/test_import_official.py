@@ -1,17 +1,24 @@
 """``realdeal import-official``: the released checkpoint layouts → realdeal checkpoints.
 
 State dicts are built here in the released layouts with random weights: the autoencoder from
-its module names (SPEC §3 and the import issue), the U-Nets in MONAI Generative 0.2.x's key
-layout with DataParallel's ``module.`` prefix (and, for the refiner, the buffers of the
-authors' running-statistics GroupNorm). References are independent of the converter: a
-functional forward written from the released autoencoder's description, and MONAI's own
-``DiffusionModelUNet.load_old_state_dict``. Networks are small, except for shape-only checks of
-the released sizes (meta tensors).
+its module names (SPEC §3), the U-Nets in MONAI Generative 0.2.x's key layout with
+DataParallel's ``module.`` prefix (and, for the refiner, the buffers of the authors'
+running-statistics GroupNorm). References are independent of the converter: a functional
+forward written from the released autoencoder's description, and for the U-Nets what MONAI
+Generative 0.2.x computes, which applies no projection after self-attention (its
+``proj_attn`` is created, never applied): the source network with identity projections, and
+MONAI's own ``DiffusionModelUNet.load_old_state_dict`` into an ``include_fc=False`` network.
+``test_generative_reference`` compares with the real MONAI Generative package. Networks are
+small, except for shape-only checks of the released sizes (meta tensors).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import pickle
+import types
 
 import numpy as np
 import pytest
@@ -262,10 +269,21 @@ def test_full_size_autoencoder_converts():
 # --------------------------------------------------------------------------- U-Nets
 
 
+def without_projection(net: nn.Module) -> nn.Module:
+    """``net`` with every self-attention output projection set to the identity: what MONAI
+    Generative 0.2.x computes from the same weights (it never applies ``proj_attn``)."""
+    with torch.no_grad():
+        for name, m in net.named_modules():
+            if name.endswith("attn.out_proj"):
+                m.weight.copy_(torch.eye(m.weight.shape[0]))
+                m.bias.zero_()
+    return net
+
+
 @pytest.mark.parametrize("kind", ["ldm", "refiner"])
-def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
+def test_unet_import_computes_what_the_released_network_computes(tmp_path, kind):
     cfg = SMALL[kind]
-    net = random_unet(cfg)
+    net = random_unet(cfg)  # its random attn.out_proj becomes the released (unused) proj_attn
     old = to_old_layout(net, groupnorm_buffers=kind == "refiner")
     src = save_released(tmp_path / f"{kind}.pth", kind, old)
     ae = save_released(tmp_path / "ae.pth", "autoencoder", released_ae_state(base=8))
@@ -273,23 +291,28 @@ def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
     got_kind, out = official.import_official(src, tmp_path / f"{kind}.pt", **opts)
     assert got_kind == kind
     ckpt = load_checkpoint(out, kind=kind)
-    assert ckpt.model_config == json.loads(json.dumps(to_dict(cfg)))
+    imported_cfg = dataclasses.replace(cfg, include_fc=False)
+    assert ckpt.model_config == json.loads(json.dumps(to_dict(imported_cfg)))
     converted = unet_from_checkpoint(ckpt, out)
+    assert not any(k.endswith("out_proj.weight") for k in ckpt.ema)
 
-    reference = build_unet(cfg)  # MONAI's own converter of the old layout
     plain_old = {k[len("module.") :]: v for k, v in old.items()}
     plain_old = {k: v for k, v in plain_old.items() if k.rpartition(".")[2] not in
                  official.GROUPNORM_BUFFERS}  # fmt: skip
-    reference.load_old_state_dict(dict(plain_old))
-    reference.eval()
+    monai_old = build_unet(imported_cfg)  # MONAI's own old-layout loader, right architecture
+    monai_old.load_old_state_dict(dict(plain_old))
+    released = without_projection(random_unet(cfg))
 
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, cfg.in_channels, 16, 16, 16, generator=g)
     t = torch.tensor([10, 900])
     with torch.no_grad():
-        y, y_ref = converted(x, t), reference(x, t)
-    assert y.abs().max() > 1e-3
-    assert torch.equal(y, y_ref)  # same weights, same modules: bit-identical
+        y = converted(x, t)
+        assert y.abs().max() > 1e-3
+        assert torch.equal(y, monai_old.eval()(x, t))  # same weights, same modules
+        torch.testing.assert_close(y, released(x, t), atol=1e-5, rtol=1e-5)
+        # applying the trained-but-unused projection (include_fc=True) is far off
+        assert (net(x, t) - y).abs().max() > 1e-2
 
     run = ckpt.config
     assert run["schedule"]["schedule"] == "scaled_linear_beta"
@@ -307,7 +330,7 @@ def test_unet_import_matches_monai_old_state_loader(tmp_path, kind):
         assert run["schedule"]["prediction_type"] == "epsilon"
         assert ckpt.window == 16 and ckpt.spacing == (0.7, 0.7, 0.7)
         # the authors' inference: their GroupNorm variant in train mode = plain GroupNorm
-        variant = with_running_groupnorm(build_unet(cfg))
+        variant = with_running_groupnorm(build_unet(imported_cfg))
         variant.load_old_state_dict({k[len("module.") :]: v for k, v in old.items()})
         assert float(variant.out[0].running_var[0]) == 2.0  # buffers were loaded
         with torch.no_grad():
@@ -318,20 +341,22 @@ def test_released_unet_sizes_are_inferred():
     """Shapes only (meta tensors): the released LDM and refiner layouts give the paper configs."""
     from realdeal.presets import LDMRunConfig, RefinerRunConfig
 
-    for paper, buffers, n_params in [
-        (LDMRunConfig().unet, False, 441_435_652),
-        (RefinerRunConfig().unet, True, 68_017_921),
+    for paper, buffers, n_params, n_imported in [
+        (LDMRunConfig().unet, False, 441_435_652, 436_578_820),
+        (RefinerRunConfig().unet, True, 68_017_921, 67_623_169),
     ]:
         with torch.device("meta"):
-            net = build_unet(paper)
+            net = build_unet(paper)  # the released layout has proj_attn: include_fc=True
+            imported = build_unet(dataclasses.replace(paper, include_fc=False))
         old = to_old_layout(net, groupnorm_buffers=buffers)
         cfg = official.infer_unet_config(old)
-        assert cfg == paper
+        assert cfg == dataclasses.replace(paper, include_fc=False)
         new = official.convert_unet_state(old, cfg)
         assert {k: tuple(v.shape) for k, v in new.items()} == {
-            k: tuple(v.shape) for k, v in net.state_dict().items()
+            k: tuple(v.shape) for k, v in imported.state_dict().items()
         }
         assert sum(p.numel() for p in net.parameters()) == n_params
+        assert sum(p.numel() for p in imported.parameters()) == n_imported
         assert official.detect_kind({"diffusion": old}) == ("refiner" if buffers else "ldm")
 
 
@@ -342,9 +367,46 @@ def test_unet_conversion_is_strict():
     extra = dict(old, **{"module.conv_in.conv.running_mean": torch.zeros(8)})
     with pytest.raises(InputError, match="unexpected U-Net weight"):
         official.convert_unet_state(extra, cfg)
+    # the unused projection must still be there, with its shape
     missing = {k: v for k, v in old.items() if not k.endswith("proj_attn.bias")}
     with pytest.raises(InputError, match="proj_attn.bias"):
         official.convert_unet_state(missing, cfg)
+    key = next(k for k in old if k.endswith("proj_attn.weight"))
+    wrong = dict(old, **{key: old[key][:, :8]})
+    with pytest.raises(InputError, match=r"proj_attn.weight' has shape \(16, 8\)"):
+        official.convert_unet_state(wrong, cfg)
+    with pytest.raises(ConfigError, match="include_fc=False"):
+        official.convert_unet_state(old, dataclasses.replace(cfg, include_fc=True))
+
+
+def test_realdeal_unets_keep_their_attention_projection():
+    """``include_fc`` defaults to True, also for configs and checkpoints written without it."""
+    from importlib import resources
+
+    from realdeal.config import from_dict
+    from realdeal.models.loading import load_ldm, load_refiner
+
+    old = {k: v for k, v in to_dict(SMALL["ldm"]).items() if k != "include_fc"}
+    assert from_dict(UNetConfig, old).include_fc is True
+    assert any(k.endswith("attn.out_proj.weight") for k in build_unet(SMALL["ldm"]).state_dict())
+    shipped = resources.files("realdeal") / "demo_checkpoints"
+    for load, name in ((load_ldm, "ldm.pt"), (load_refiner, "refiner.pt")):
+        loaded = load(str(shipped / name))
+        assert "include_fc" not in loaded.checkpoint.model_config  # written before the field
+        assert any(k.endswith("attn.out_proj.weight") for k in loaded.unet.state_dict())
+
+
+def test_head_channels_follow_monai_generative():
+    """MONAI Generative makes C // h heads (h need not divide C); one head by default."""
+    ch, att = (8, 16, 24), (False, True, True)
+    assert official.head_channels(ch, att) == (0, 16, 24)
+    assert official.head_channels(ch, att, 8) == (0, 8, 8)
+    assert official.head_channels(ch, att, (0, 10, 10)) == (0, 16, 12)
+    assert official.head_channels(ch, (False, False, False), 24) == (0, 0, 24)  # middle block
+    with pytest.raises(ConfigError, match="one per level"):
+        official.head_channels(ch, att, (8, 8))
+    with pytest.raises(ConfigError, match="no head"):
+        official.head_channels(ch, att, 0)
 
 
 # --------------------------------------------------------------------------- commands
@@ -460,3 +522,137 @@ def test_errors_are_one_line(main, released_files, tmp_path, capsys):
     assert main([*args, "--kind", "refiner"]) == 2
     assert "no 'diffusion' state dict" in one_line_error(capsys)
     assert not (tmp_path / "x.pt").exists()
+
+
+# --------------------------------------------------------------------------- NumPy values
+
+
+class NumPy1Pickler(pickle._Pickler):
+    """Pickles NumPy's reconstructors under NumPy 1.x's module name, ``numpy.core.multiarray``
+    (NumPy ≥ 2 writes ``numpy._core.multiarray``), as an older training run's file has them."""
+
+    def save_global(self, obj, name=None):
+        core = np._core if hasattr(np, "_core") else np.core
+        if obj in (core.multiarray.scalar, core.multiarray._reconstruct):
+            self.write(pickle.GLOBAL + f"numpy.core.multiarray\n{obj.__name__}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+NUMPY1_PICKLE = types.SimpleNamespace(Pickler=NumPy1Pickler, __name__="numpy1_pickle")
+
+
+@pytest.mark.parametrize("names", ["numpy-now", "numpy-1.x"])
+def test_numpy_losses_are_read_and_stored_as_python_numbers(tmp_path, names):
+    """The released autoencoder's ``tot_loss`` is a NumPy number; the file is still read with
+    ``weights_only=True``, and the import stores plain floats (readable with weights_only)."""
+    loss = torch.tensor(0.0125)
+    tot_loss = 0 + loss.data.cpu().numpy()  # a NumPy scalar, as a training loop sums it
+    assert isinstance(tot_loss, np.float32)
+    payload = {"epoch": np.int64(3), "model": released_ae_state(base=8), "optimizer": {},
+               "tot_loss": tot_loss, "arrays": [loss.numpy(), np.arange(3, dtype=np.int16),
+                                                np.float64(2.5), np.bool_(True)]}  # fmt: skip
+    src = tmp_path / "autoencoder_checkpoint.pth"
+    kw = {"pickle_module": NUMPY1_PICKLE} if names == "numpy-1.x" else {}
+    torch.save(payload, src, **kw)
+    if names == "numpy-1.x":
+        data = torch.serialization.get_unsafe_globals_in_checkpoint(src)
+        assert "numpy.core.multiarray.scalar" in data
+    got = official.read_official(src)
+    assert got["tot_loss"] == tot_loss and type(got["tot_loss"]) is np.float32
+    assert np.array_equal(got["arrays"][1], np.arange(3))
+    with pytest.raises(Exception, match="numpy"):  # only for that read
+        torch.load(src, weights_only=True)
+    kind, out = official.import_official(src, tmp_path / "ae.pt")
+    ckpt = torch.load(out, weights_only=True)  # plain values only
+    assert ckpt["extra"]["imported_from"] == {
+        "file": src.name,
+        "epoch": 3,
+        "tot_loss": pytest.approx(0.0125),
+    }
+    assert type(ckpt["extra"]["imported_from"]["tot_loss"]) is float
+
+
+def test_other_numpy_objects_are_still_refused(main, tmp_path, capsys):
+    out = tmp_path / "ae.pt"
+    for i, extra in enumerate([np.array([1, "code"], dtype=object), np.random.default_rng(0),
+                               np.dtype([("a", "f4"), ("b", "i4")])]):  # fmt: skip
+        src = tmp_path / f"ae{i}.pth"
+        torch.save({"model": released_ae_state(base=8), "tot_loss": extra}, src)
+        with pytest.raises(InputError, match="weights_only=True"):
+            official.read_official(src)
+        assert main(["import-official", str(src), "-o", str(out)]) == 2
+        assert "weights_only=True" in one_line_error(capsys)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- overwriting
+
+
+def snapshot(folder) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_output_that_is_an_input_is_refused(main, released_files, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for kind in ("ae", "ldm", "refiner"):
+        shutil.copy(released_files[kind], folder / f"{kind}.pth")
+    (folder / "link.pth").symlink_to(folder / "refiner.pth")
+    os.link(folder / "refiner.pth", folder / "hard.pth")
+    before = snapshot(folder)
+    ae, ldm, ref = (str(folder / f"{k}.pth") for k in ("ae", "ldm", "refiner"))
+    sub = folder / "sub"
+    for args in (
+        [ae, "-o", ae],
+        [ref, "-o", str(folder / "." / "refiner.pth"), "--window", "16"],
+        [ref, "-o", str(sub / ".." / "refiner.pth")],  # sub does not exist
+        [ref, "-o", str(folder / "link.pth")],
+        [str(folder / "link.pth"), "-o", ref],
+        [ref, "-o", str(folder / "hard.pth")],
+        [ldm, "--autoencoder", ae, "-o", ldm, "--norm-groups", "8"],
+        [ldm, "--autoencoder", ae, "-o", ae, "--norm-groups", "8"],
+        [ae, "--kind", "refiner", "-o", ae],  # refused before the file is read
+    ):
+        assert main(["import-official", *args]) == 2, args
+        err = one_line_error(capsys)
+        assert "is the input file" in err and "write the realdeal checkpoint elsewhere" in err
+    assert snapshot(folder) == before  # nothing written, renamed or created
+    for fn, kw in ((official.import_autoencoder, {}), (official.import_refiner, {})):
+        with pytest.raises(InputError, match="is the input file"):
+            fn(ae if fn is official.import_autoencoder else ref,
+               ae if fn is official.import_autoencoder else ref, **kw)  # fmt: skip
+    with pytest.raises(InputError, match="is the input file"):
+        official.import_ldm(ldm, ae, ae)
+    assert snapshot(folder) == before
+
+    # a real import goes through a temporary file renamed into place, and may overwrite
+    # an earlier output
+    out = folder / "refiner.pt"
+    assert main(["-q", "import-official", ref, "-o", str(out), "--window", "16"]) == 0
+    first = out.read_bytes()
+    assert main(["-q", "import-official", ref, "-o", str(out), "--window", "16"]) == 0
+    assert out.read_bytes() == first
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*before, "refiner.pt"])
+
+
+def test_output_goes_through_a_temporary_file(monkeypatch, released_files, tmp_path):
+    """A failure while writing leaves no partial output and keeps an earlier one."""
+    from realdeal.runtime import checkpoint as ckpt_module
+
+    out = tmp_path / "ae.pt"
+    out.write_bytes(b"earlier")
+    official.numpy_loss_globals()  # its one-time check saves with the real torch.save
+
+    def broken_save(obj, fh, *a, **kw):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        official.import_official(released_files["ae"], out)
+    assert out.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["ae.pt"]

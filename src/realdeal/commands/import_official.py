@@ -6,7 +6,9 @@ One command per file (kind detected from keys and shapes, ``--kind`` forces it):
     realdeal import-official checkpoint750.pth --autoencoder autoencoder_checkpoint.pth -o ldm.pt
     realdeal import-official checkpoint2690.pth -o refiner.pt
 
-The results work with ``realdeal reconstruct``, ``sample`` and ``refine`` unchanged.
+The results work with ``realdeal reconstruct``, ``sample`` and ``refine`` unchanged. The
+output must not be one of the inputs (refused before anything is read); it is written under a
+temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="GroupNorm groups of the U-Net (default: from the refiner's norm buffers, else 32)",
     )
+    p.add_argument(
+        "--head-channels",
+        type=int,
+        nargs="+",
+        metavar="H",
+        help="LDM/refiner: the num_head_channels the U-Net was trained with in MONAI Generative "
+        "(one value or one per level; the weights do not show it). Default: one head per "
+        "attention level, as in the released configs",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         options["image_shape"] = tuple(args.image_shape)
     if args.window:
         options["window"] = args.window
+    if args.head_channels:
+        heads = tuple(args.head_channels)
+        options["num_head_channels"] = heads[0] if len(heads) == 1 else heads
     kind, path = import_official(
         args.checkpoint, args.out, kind=args.kind, autoencoder=args.autoencoder, **options
     )

@@ -19,8 +19,13 @@ from realdeal.errors import ConfigError
 class UNetConfig:
     """Arguments of MONAI's ``DiffusionModelUNet``; defaults are the paper's LDM (SPEC §4).
 
-    ``num_head_channels`` is per level (0 where there is no attention).
+    ``num_head_channels`` is per level (0 where there is no attention); the last level's
+    also serves the middle block, which always attends.
     ``use_flash_attention`` selects PyTorch SDPA (much less memory, SPEC §8).
+    ``include_fc``: each self-attention ends with a learnt output projection (``attn.out_proj``,
+    MONAI's default). Imports of the authors' U-Nets set it to ``False``: MONAI Generative
+    0.2.x, which they trained with, creates that projection (``proj_attn``) but never applies
+    it. Configs written before the field existed read as ``True``, the network they built.
     """
 
     in_channels: int = 4
@@ -31,6 +36,7 @@ class UNetConfig:
     num_head_channels: tuple[int, ...] = (0, 512, 768)
     norm_num_groups: int = 32
     use_flash_attention: bool = True
+    include_fc: bool = True
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -42,6 +48,17 @@ class UNetConfig:
         if self.num_head_channels[-1] < 1:
             raise ConfigError(
                 "U-Net: MONAI's middle block always attends; the last level needs head channels > 0"
+            )
+        attending = [*self.attention_levels[:-1], True]  # the middle block attends at the last
+        bad = [
+            (c, h)
+            for c, h, a in zip(self.channels, self.num_head_channels, attending, strict=True)
+            if a and (h < 1 or c % h)
+        ]
+        if bad:
+            raise ConfigError(
+                f"U-Net: an attention level's channels ({bad[0][0]}) must be a multiple of its "
+                f"head channels ({bad[0][1]}); got num_head_channels={self.num_head_channels}"
             )
         if any(c % self.norm_num_groups for c in self.channels):
             raise ConfigError(
@@ -69,6 +86,7 @@ def build_unet(cfg: UNetConfig) -> nn.Module:
         num_head_channels=list(cfg.num_head_channels),
         norm_num_groups=cfg.norm_num_groups,
         use_flash_attention=cfg.use_flash_attention,
+        include_fc=cfg.include_fc,
     )
 
 

@@ -1,14 +1,17 @@
-"""Mapping the released state dicts onto realdeal's networks, strictly (every key used).
+"""Mapping the released state dicts onto realdeal's networks, strictly (every key accounted for).
 
-The released U-Nets are MONAI Generative 0.2.x ``DiffusionModelUNet`` state dicts; the
-released autoencoder is :class:`realdeal.models.official_autoencoder.OfficialAutoencoder`.
+The released U-Nets are MONAI Generative 0.2.x ``DiffusionModelUNet`` state dicts; they
+become MONAI 1.x ``DiffusionModelUNet`` state dicts of a U-Net built with
+``include_fc=False`` (see :func:`convert_unet_state`), which computes what the released
+network computes. The released autoencoder is
+:class:`realdeal.models.official_autoencoder.OfficialAutoencoder`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -57,14 +60,17 @@ def infer_unet_config(
     state: Mapping[str, torch.Tensor],
     norm_num_groups: int | None = None,
     where: str | os.PathLike | None = None,
+    num_head_channels: int | Sequence[int] | None = None,
 ) -> UNetConfig:
     """The :class:`~realdeal.models.unet.UNetConfig` of an old-layout U-Net state dict.
 
-    Widths, levels, residual blocks per level and attention levels come from the weights.
-    Attention uses one head per level (head channels = the level's width), as both released
-    configs (LDM 0/512/768, refiner 0/0/256) — the head count does not show in weight shapes.
-    ``norm_num_groups``: from the GroupNorm-variant buffers when present, else MONAI
-    Generative's default 32, unless given.
+    Widths, levels, residual blocks per level and attention levels come from the weights;
+    ``include_fc`` is ``False`` (see :func:`convert_unet_state`). The number of attention
+    heads does not show in the weights: by default one head per attending level (head
+    channels = the level's width), as in both released configs (LDM 0/512/768, refiner
+    0/0/256); ``num_head_channels`` states the value the network was built with in MONAI
+    Generative instead (see :func:`head_channels`). ``norm_num_groups``: from the
+    GroupNorm-variant buffers when present, else MONAI Generative's default 32, unless given.
     """
     from realdeal.models.unet import UNetConfig
 
@@ -92,6 +98,7 @@ def infer_unet_config(
         if len(groups) > 1:
             raise InputError(where, f"GroupNorm buffers disagree on the group count: {groups}")
         norm_num_groups = groups.pop() if groups else OFFICIAL_NORM_GROUPS
+    heads = head_channels(channels, attention, num_head_channels)
     try:
         return UNetConfig(
             in_channels=int(state[UNET_KEY].shape[1]),
@@ -99,13 +106,54 @@ def infer_unet_config(
             channels=channels,
             num_res_blocks=len(res_blocks),
             attention_levels=attention,
-            num_head_channels=tuple(
-                c if a else 0 for c, a in zip(channels, attention, strict=True)
-            ),
+            num_head_channels=heads,
             norm_num_groups=norm_num_groups,
+            include_fc=False,
         )
     except ConfigError as e:
         raise InputError(where, f"U-Net weights give an unusable architecture ({e})") from e
+
+
+def head_channels(
+    channels: Sequence[int],
+    attention: Sequence[bool],
+    generative: int | Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """MONAI 1.x ``num_head_channels`` computing what MONAI Generative 0.2.x computes.
+
+    ``generative``: the ``num_head_channels`` the network was built with (one value for all
+    levels, or one per level); ``None``: one head per attending level. MONAI Generative splits
+    a level of ``C`` channels into ``C // h`` heads of ``C / (C // h)`` channels each (it does
+    not require ``h`` to divide ``C``), the same split as MONAI 1.x with that head width, so
+    several heads convert exactly. Levels without attention get 0, except the last, whose value
+    the middle block's attention uses. A value MONAI Generative cannot build or run (no head,
+    or ``C`` not divisible into ``C // h`` heads) is a :class:`ConfigError`.
+    """
+    n = len(channels)
+    if generative is None:
+        given = tuple(channels)
+    elif isinstance(generative, int):
+        given = (generative,) * n
+    else:
+        given = tuple(int(h) for h in generative)
+        if len(given) != n:
+            raise ConfigError(
+                f"head channels {list(given)}: need one value, or one per level ({n})"
+            )
+    out = []
+    for i, (c, h) in enumerate(zip(channels, given, strict=True)):
+        if not (attention[i] or i == n - 1):
+            out.append(0)
+            continue
+        heads = c // h if h > 0 else 0
+        problem = "no head" if heads < 1 else f"{c} not divisible into {heads} heads"
+        if heads < 1 or c % heads:
+            raise ConfigError(
+                f"head channels {h} at level {i} ({c} channels): MONAI Generative cannot build "
+                f"that attention ({problem})"
+            )
+        out.append(c // heads)
+    return tuple(out)
 
 
 def old_unet_key(new_key: str) -> str:
@@ -113,7 +161,8 @@ def old_unet_key(new_key: str) -> str:
 
     The inverse of what ``DiffusionModelUNet.load_old_state_dict`` renames: self-attention
     ``X.attn.to_{q,k,v}`` ← ``X.to_{q,k,v}``, ``X.attn.out_proj`` ← ``X.proj_attn``, and the
-    upsampler's ``postconv`` ← ``conv``.
+    upsampler's ``postconv`` ← ``conv``. (A U-Net converted by :func:`convert_unet_state`
+    has no ``attn.out_proj``: the ``proj_attn`` weights are not applied by MONAI Generative.)
     """
     for name in ("to_q", "to_k", "to_v"):
         new_key = new_key.replace(f".attn.{name}.", f".{name}.")
@@ -126,11 +175,24 @@ def convert_unet_state(
     """MONAI 1.x state dict of the U-Net ``cfg`` from an old-layout (``module.``) state dict.
 
     Strict: every parameter of the new model must be found with its shape, and every old key
-    used, except the GroupNorm-variant buffers of norm layers, which are dropped (see module
-    docstring). Tensors are not copied.
+    is used, except two kinds of keys, which are checked and dropped:
+
+    * ``X.proj_attn.weight``/``.bias`` of every self-attention: MONAI Generative 0.2.x's
+      ``AttentionBlock`` creates this projection but never applies it, so the released weights
+      never touched an output. They must be present with their shapes (``C×C``, ``C``), as
+      the layout has them; ``cfg.include_fc`` must be ``False`` (a U-Net that applies a
+      projection there computes something else, and ``True`` is refused).
+    * the GroupNorm-variant buffers of norm layers (see :mod:`realdeal.official`).
+
+    Tensors are not copied.
     """
     from realdeal.models.unet import build_unet
 
+    if cfg.include_fc:
+        raise ConfigError(
+            "released U-Nets convert to include_fc=False: MONAI Generative 0.2.x never applies "
+            "the attention output projection (proj_attn)"
+        )
     old = strip_prefix(old_state, where)
     with torch.device("meta"):
         model = build_unet(cfg)
@@ -140,14 +202,21 @@ def convert_unet_state(
         src = old_unet_key(key)
         if src not in old:
             raise InputError(where, f"U-Net weights lack {src!r} (for {key!r})")
-        if tuple(old[src].shape) != tuple(ref.shape):
-            raise InputError(
-                where,
-                f"U-Net weight {src!r} has shape {tuple(old[src].shape)}, the architecture "
-                f"needs {tuple(ref.shape)}",
-            )
+        _check_shape(old, src, tuple(ref.shape), where)
         new[key] = old[src]
     used = {old_unet_key(k) for k in new}
+    unapplied = []
+    for key in new:  # one per attention block: its never-applied projection
+        if key.endswith(".attn.to_q.weight"):
+            block = old_unet_key(key).removesuffix(".to_q.weight")
+            width = int(new[key].shape[0])
+            for leaf, shape in (("weight", (width, width)), ("bias", (width,))):
+                src = f"{block}.proj_attn.{leaf}"
+                if src not in old:
+                    raise InputError(where, f"U-Net weights lack {src!r}")
+                _check_shape(old, src, shape, where)
+                unapplied.append(src)
+    used.update(unapplied)
     dropped = []
     for key in old:
         if key in used:
@@ -157,6 +226,12 @@ def convert_unet_state(
             dropped.append(key)
             continue
         raise InputError(where, f"unexpected U-Net weight {key!r} for architecture {cfg}")
+    if unapplied:
+        log.info(
+            "dropped the proj_attn weights of %d attention blocks: MONAI Generative 0.2.x never "
+            "applies them",
+            len(unapplied) // 2,
+        )
     if dropped:
         log.info(
             "dropped %d running-statistics GroupNorm buffers (%d norm layers): the authors ran "
@@ -165,6 +240,20 @@ def convert_unet_state(
             len({k.rpartition(".")[0] for k in dropped}),
         )
     return new
+
+
+def _check_shape(
+    old: Mapping[str, torch.Tensor],
+    key: str,
+    shape: tuple[int, ...],
+    where: str | os.PathLike | None,
+) -> None:
+    if tuple(old[key].shape) != shape:
+        raise InputError(
+            where,
+            f"U-Net weight {key!r} has shape {tuple(old[key].shape)}, the architecture "
+            f"needs {shape}",
+        )
 
 
 def meta_state(build: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:

@@ -5,8 +5,11 @@ See :mod:`realdeal.official` for the three files and their layouts.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +42,94 @@ UNET_IN_CHANNELS = {"ldm": 4, "refiner": 3}
 def read_official(path: str | os.PathLike) -> dict[str, Any]:
     """The dict of a released ``.pth`` file, read with ``weights_only=True`` (memory-mapped).
 
-    Raises :class:`InputError` for a missing, unreadable or non-weights file.
+    Besides tensors and plain values, the file may hold numeric NumPy scalars and 0-d arrays:
+    the released autoencoder's ``tot_loss`` is one (made from ``loss.data.cpu().numpy()``).
+    Exactly the globals those need are allowed, for this read only (see
+    :func:`numpy_loss_globals`); anything else (code, other NumPy objects, object arrays) is
+    still refused. Raises :class:`InputError` for a missing, unreadable or non-weights file.
     """
-    ckpt = read_torch_file(path, mmap=True)
+    try:
+        with _allow_numpy_numbers():
+            ckpt = read_torch_file(path, mmap=True)
+    except InputError as e:
+        if "Can only build" in str(e.__cause__):  # e.g. a NumPy object or string dtype
+            raise InputError(
+                path,
+                "holds objects other than tensors and plain values (refused: weights_only=True)",
+            ) from e.__cause__
+        raise
     if not isinstance(ckpt, dict):
         raise InputError(path, f"holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
+
+
+#: NumPy's numeric dtype codes: bool, signed and unsigned integers, float16/32/64.
+_NUMERIC_DTYPES = "?bhilqBHILQefd"
+
+
+def numpy_loss_globals() -> list[Any]:
+    """The globals ``torch.load(weights_only=True)`` needs for numeric NumPy scalars and arrays.
+
+    A NumPy scalar pickles as ``numpy.core.multiarray.scalar(dtype, bytes)`` and an array as
+    ``numpy.core.multiarray._reconstruct`` + ``ndarray.__setstate__``; the dtype is rebuilt
+    from ``numpy.dtype`` and then given its state, which torch allows only for listed types:
+    the dtype classes of :data:`_NUMERIC_DTYPES` (``numpy.dtypes.Float32DType`` …; the
+    ``object``, string and structured dtypes are not among them, so such arrays stay refused).
+    Files written with NumPy 1.x name the module ``numpy.core.multiarray``, NumPy ≥ 2
+    ``numpy._core.multiarray``: both names are listed where PyTorch takes ``(object, name)``
+    entries (2.6+), else only the running NumPy's. Empty without NumPy.
+    """
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return []
+    return _numpy_globals(named=_takes_named_globals())
+
+
+def _numpy_globals(named: bool) -> list[Any]:
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core
+    functions: list[Any] = [core.multiarray.scalar, core.multiarray._reconstruct]
+    if named:
+        functions = [
+            (fn, f"numpy.{pkg}.multiarray.{fn.__name__}")
+            for fn in functions
+            for pkg in ("core", "_core")
+        ]
+    dtype_classes = dict.fromkeys(type(np.dtype(c)) for c in _NUMERIC_DTYPES)
+    return [*functions, np.dtype, np.ndarray, *dtype_classes]
+
+
+@functools.cache
+def _takes_named_globals() -> bool:
+    """Whether this PyTorch reads a NumPy scalar with ``(object, name)`` allowlist entries."""
+    import numpy as np
+
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        return False
+    try:
+        buf = io.BytesIO()
+        torch.save(np.float32(0.5), buf)
+        buf.seek(0)
+        with safe_globals(_numpy_globals(named=True)):
+            return bool(torch.load(buf, weights_only=True) == np.float32(0.5))
+    except Exception:  # older PyTorch: entries must be the objects themselves
+        return False
+
+
+@contextlib.contextmanager
+def _allow_numpy_numbers() -> Iterator[None]:
+    """:func:`numpy_loss_globals` allowed during the block only (with PyTorch ≥ 2.5, which has
+    ``torch.serialization.safe_globals``; before, NumPy values stay refused)."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    allowed = numpy_loss_globals()
+    if safe_globals is None or not allowed:
+        yield
+        return
+    with safe_globals(allowed):
+        yield
 
 
 def detect_kind(ckpt: Mapping[str, Any], path: str | os.PathLike | None = None) -> OfficialKind:
@@ -102,10 +187,25 @@ def unet_state(ckpt: Mapping[str, Any], where: str | os.PathLike) -> Mapping[str
 
 
 def provenance(src: str | os.PathLike, ckpt: Mapping[str, Any], loss_key: str) -> dict[str, Any]:
+    """File name, epoch and loss of a released file, as plain Python values.
+
+    One-element tensors and NumPy values become Python numbers (a NumPy value stored in a
+    realdeal checkpoint would make it unreadable with ``weights_only=True``); anything else
+    that is not a plain value is stored as its text.
+    """
+
     def plain(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and v.numel() == 1:
-            return v.item()
-        return v if isinstance(v, (int, float, str)) or v is None else str(v)
+            v = v.item()
+        elif type(v).__module__ == "numpy" and getattr(v, "size", 0) == 1:
+            v = v.item()  # NumPy scalar or one-element array
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, int):
+            return int(v)
+        if isinstance(v, float):
+            return float(v)  # also NumPy's float64, a float subclass
+        return str(v)
 
     return {
         "file": Path(src).name,

@@ -2,13 +2,16 @@
 
 Each writes the kind's typed payload (:mod:`realdeal.runtime.checkpoint`) with the released
 weights as both the training and the EMA weights, step 0 and preset ``official``, and records
-where the weights came from in ``imported_from``.
+where the weights came from in ``imported_from``. An output that is one of the input files
+(the same path, a link to it, or the same file under another name) is refused before anything
+is read; the output is written under a temporary name beside it and renamed into place, so a
+failed or refused import leaves the files on disk as they were.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,7 @@ def import_autoencoder(
     src: str | os.PathLike, out: str | os.PathLike, ckpt: Mapping[str, Any] | None = None
 ) -> Path:
     """Convert ``autoencoder_checkpoint.pth`` into a realdeal autoencoder checkpoint ``out``."""
+    refuse_overwrite(out, src)
     ckpt = read_official(src) if ckpt is None else ckpt
     if not isinstance(ckpt.get("model"), Mapping):
         raise InputError(src, "has no 'model' state dict (not the released autoencoder)")
@@ -103,6 +107,7 @@ def import_ldm(
     latent_ranges: tuple[tuple[float, float], ...] = OFFICIAL_RANGES,
     data: str | os.PathLike | None = None,
     norm_num_groups: int | None = None,
+    num_head_channels: int | Sequence[int] | None = None,
     ckpt: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert ``checkpoint750.pth`` (+ its autoencoder) into a realdeal LDM checkpoint ``out``.
@@ -111,12 +116,14 @@ def import_ldm(
     carries its decoder). ``image_shape``: the grid samples are decoded to (X, Y, Z), each
     divisible by 4 × the U-Net's size multiple. ``latent_ranges``: per-channel [lo, hi] of
     the latent scaling (the official hard-coded ranges). ``data``: a prepared dataset on
-    that grid, recorded as the default geometry for ``realdeal sample``.
+    that grid, recorded as the default geometry for ``realdeal sample``. ``norm_num_groups``,
+    ``num_head_channels``: see :func:`realdeal.official.convert.infer_unet_config`.
     """
     from realdeal.presets import LDMRunConfig
 
+    refuse_overwrite(out, src, autoencoder)
     ckpt = read_official(src) if ckpt is None else ckpt
-    cfg, state = _convert_unet(ckpt, src, norm_num_groups)
+    cfg, state = _convert_unet(ckpt, src, norm_num_groups, num_head_channels)
     ae = embedded_autoencoder(autoencoder)
     latent_channels = ae.model_config["latent_channels"]
     if cfg.in_channels != latent_channels or cfg.out_channels != latent_channels:
@@ -152,18 +159,21 @@ def import_refiner(
     spacing: tuple[float, float, float] = OFFICIAL_SPACING,
     data: str | os.PathLike | None = None,
     norm_num_groups: int | None = None,
+    num_head_channels: int | Sequence[int] | None = None,
     ckpt: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert ``checkpoint2690.pth`` into a realdeal refiner checkpoint ``out``.
 
     ``window``: patch side in voxels (64); ``spacing``: voxel size (mm) inputs must have.
     ``data``: a prepared dataset whose intensity scaler and spacing are stored, so that
-    ``realdeal refine`` also accepts raw-intensity inputs.
+    ``realdeal refine`` also accepts raw-intensity inputs. ``norm_num_groups``,
+    ``num_head_channels``: see :func:`realdeal.official.convert.infer_unet_config`.
     """
     from realdeal.presets import RefinerRunConfig
 
+    refuse_overwrite(out, src)
     ckpt = read_official(src) if ckpt is None else ckpt
-    cfg, state = _convert_unet(ckpt, src, norm_num_groups)
+    cfg, state = _convert_unet(ckpt, src, norm_num_groups, num_head_channels)
     dataset = _check_dataset(data, None)
     try:
         run = RefinerRunConfig(
@@ -195,7 +205,9 @@ def import_official(
     ``kind`` is detected from the keys and shapes unless given. The LDM needs
     ``autoencoder``; ``options`` (``None`` = unset) go to :func:`import_ldm` or
     :func:`import_refiner`; one that does not apply to the kind is a ``ConfigError``.
+    ``out`` must not be ``src`` or ``autoencoder`` (:func:`refuse_overwrite`).
     """
+    refuse_overwrite(out, src, autoencoder)
     ckpt = read_official(src)
     refuse_realdeal(ckpt, src)
     detected = detect_kind(ckpt, src) if kind is None else kind
@@ -222,17 +234,42 @@ def import_official(
 
 _OPTIONS: dict[str, set[str]] = {
     "autoencoder": set(),
-    "ldm": {"image_shape", "latent_ranges", "data", "norm_num_groups"},
-    "refiner": {"window", "spacing", "data", "norm_num_groups"},
+    "ldm": {"image_shape", "latent_ranges", "data", "norm_num_groups", "num_head_channels"},
+    "refiner": {"window", "spacing", "data", "norm_num_groups", "num_head_channels"},
 }
 
 
+def refuse_overwrite(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """Raise :class:`InputError` if ``out`` is one of ``inputs`` (``None`` ones are skipped).
+
+    The same file: equal paths once links and ``..`` are resolved, or, for an existing
+    ``out``, the same file on disk (a hard link). Nothing is read or written.
+    """
+    target = Path(out)
+    for src in inputs:
+        if src is None:
+            continue
+        same = target.resolve() == Path(src).resolve()
+        if not same and target.exists() and Path(src).exists():
+            try:
+                same = os.path.samefile(target, src)
+            except OSError:
+                same = False
+        if same:
+            raise InputError(
+                out, f"is the input file {str(src)!r}; write the realdeal checkpoint elsewhere"
+            )
+
+
 def _convert_unet(
-    ckpt: Mapping[str, Any], src: str | os.PathLike, norm_num_groups: int | None
+    ckpt: Mapping[str, Any],
+    src: str | os.PathLike,
+    norm_num_groups: int | None,
+    num_head_channels: int | Sequence[int] | None = None,
 ) -> tuple[UNetConfig, dict[str, torch.Tensor]]:
     """(config, MONAI 1.x state dict) of the released U-Net in ``ckpt``."""
     old = unet_state(ckpt, src)
-    cfg = infer_unet_config(old, norm_num_groups, src)
+    cfg = infer_unet_config(old, norm_num_groups, src, num_head_channels)
     return cfg, convert_unet_state(old, cfg, src)
 
 

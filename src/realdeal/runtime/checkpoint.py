@@ -365,11 +365,20 @@ def load_checkpoint(
         raise InputError(path, f"is a damaged realdeal checkpoint ({type(e).__name__}: {e})") from e
 
 
+ADDED_MODEL_FIELDS: dict[str, Any] = {"include_fc": True}
+"""Network-config fields newer than some checkpoints, with the behaviour those files had: MONAI's
+attention output projection (``include_fc``) was always on before it became a field."""
+
+
 def check_model_config(
     path: str | os.PathLike, ckpt: Checkpoint, model_config: dict[str, Any]
 ) -> None:
-    """Refuse a checkpoint whose network config differs from ``model_config`` (other preset)."""
-    theirs = ckpt.model_config
+    """Refuse a checkpoint whose network config differs from ``model_config`` (other preset).
+
+    A field added to a network config after a checkpoint was written is read with the value
+    that older files meant (:data:`ADDED_MODEL_FIELDS`)."""
+    theirs = {k: v for k, v in ADDED_MODEL_FIELDS.items() if k in model_config}
+    theirs |= ckpt.model_config
     if theirs != model_config:
         diff = sorted(
             k for k in set(theirs) | set(model_config) if theirs.get(k) != model_config.get(k)
