@@ -60,6 +60,9 @@ class TrainConfig:
     precision: Precision = "auto"
     log_every: int = 10
     checkpoint_every: int = 500
+    snapshot_every: int = 0
+    """Also keep the EMA weights of every N-th step as ``snapshots/step-N.pt`` (slim, loadable
+    like an exported model), to pick a checkpoint from curves on held-out data; 0: none."""
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -73,6 +76,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("steps, batch_size and grad_accum must be at least 1")
+        if self.snapshot_every < 0:
+            raise ConfigError(f"snapshot_every must not be negative, got {self.snapshot_every}")
         if self.lr_decay not in ("constant", "cosine"):
             raise ConfigError(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
 

@@ -135,3 +135,26 @@ def test_noise_seed_redraws_only_the_scanner_noise(cohort):
     # a new draw at the same level, around the same mean
     assert 0.5 < wm_noise_sigma(other, wm) / wm_noise_sigma(own, wm) < 2.0
     assert abs(np.mean(other[wm]) - np.mean(own[wm])) < 0.01 * np.median(own[wm])
+
+
+def test_wider_variation_ventricles_and_coarse_shape():
+    """``ventricle_scale`` enlarges or shrinks the lateral ventricles of the same subject, and the
+    coarse elastic field changes its shape; off by default (the cohort above is unchanged)."""
+    from realdeal.data.cohort import _subject, load_sources
+
+    def subject(**kw):
+        cfg = CohortConfig(n_subjects=1, spacing=3.0, workers=1, **kw)
+        return _subject(load_sources(cfg)[0], cfg, 0)
+
+    base_img, base_lab, _ = subject()
+    vent = {
+        s: L.region_mask(subject(ventricle_scale=(s, s))[1], "lateral_ventricles").sum()
+        for s in (0.7, 1.6)
+    }
+    n0 = L.region_mask(base_lab, "lateral_ventricles").sum()
+    assert vent[0.7] < 0.75 * n0 and vent[1.6] > 1.3 * n0, (vent, n0)
+    coarse = subject(coarse_elastic_spacing_mm=48.0, coarse_elastic_magnitude_mm=(4.0, 4.0))[0]
+    assert not np.array_equal(coarse, base_img)
+    assert abs((coarse > 0).mean() - (base_img > 0).mean()) < 0.25 * (base_img > 0).mean()
+    with pytest.raises(Exception, match="ventricle_scale"):
+        CohortConfig(ventricle_scale=(1.5, 1.0))

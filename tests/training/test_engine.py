@@ -278,3 +278,18 @@ def test_init_from_starts_a_new_schedule_from_earlier_ema_weights(tmp_path):
     with pytest.raises(InputError):
         train(ToyTask(), toy_model(), ToyData(), toy_config(init_from=str(slim)), tmp_path / "d",
               run_config={}, model_config=other)  # fmt: skip
+
+
+def test_snapshots_keep_the_ema_weights_of_every_nth_step(tmp_path):
+    """``snapshot_every`` keeps slim EMA snapshots; the last one equals the final EMA weights."""
+    _run(tmp_path / "r", toy_config(steps=6, checkpoint_every=3, snapshot_every=2))
+    snaps = sorted((tmp_path / "r" / "snapshots").glob("step-*.pt"))
+    assert [p.name for p in snaps] == [f"step-{s:07d}.pt" for s in (2, 4, 6)]
+    last, final = load_checkpoint(snaps[-1]), load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    assert last.slim and last.step == 6 and not last.resumable
+    for k, v in final.weights().items():
+        torch.testing.assert_close(last.weights()[k], v, rtol=0, atol=0)
+    first = load_checkpoint(snaps[0])
+    assert any(not torch.equal(first.weights()[k], v) for k, v in final.weights().items())
+    with pytest.raises(ConfigError, match="snapshot_every"):
+        toy_config(snapshot_every=-1)

@@ -97,6 +97,16 @@ class CohortConfig:
     """Distance between the control points of the elastic deformation."""
     elastic_magnitude_mm: tuple[float, float] = (1.0, 2.0)
     """Range of the standard deviation of control-point displacements (mm)."""
+    coarse_elastic_spacing_mm: float = 0.0
+    """A second, coarser elastic deformation (lobe- and head-shape variation) with control
+    points this far apart; 0 turns it off."""
+    coarse_elastic_magnitude_mm: tuple[float, float] = (0.0, 0.0)
+    """Range of the standard deviation of the coarse control-point displacements (mm)."""
+    ventricle_scale: tuple[float, float] = (1.0, 1.0)
+    """Range (drawn log-uniformly) of a smooth radial scaling of the lateral ventricles and their
+    surroundings about the ventricles' centre: > 1 enlarges them, as with age or atrophy."""
+    ventricle_radius_mm: float = 24.0
+    """Width (Gaussian σ) of the region the ventricle scaling moves."""
     bias_coeff: float = 0.04
     gamma: tuple[float, float] = (0.8, 1.25)
     gain: tuple[float, float] = (0.8, 1.25)
@@ -119,6 +129,15 @@ class CohortConfig:
             raise ConfigError("n_subjects must be at least 1")
         if not 0.25 <= self.spacing <= 8:
             raise ConfigError(f"spacing {self.spacing} mm is outside 0.25–8 mm")
+        lo, hi = self.ventricle_scale
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ConfigError(
+                f"ventricle_scale {self.ventricle_scale} must lie in 0.5–2 and be ordered"
+            )
+        if self.ventricle_radius_mm <= 0:
+            raise ConfigError("ventricle_radius_mm must be positive")
+        if self.coarse_elastic_spacing_mm < 0 or min(self.coarse_elastic_magnitude_mm) < 0:
+            raise ConfigError("the coarse elastic spacing and magnitudes must not be negative")
 
 
 @dataclasses.dataclass
@@ -290,7 +309,37 @@ def load_sources(cfg: CohortConfig) -> list[Source]:
     return sources
 
 
-def _deformation_grid(shape: tuple[int, ...], cfg: CohortConfig, seed: int):
+def _elastic_offsets(
+    shape: tuple[int, ...], spacing_mm: float, magnitude_mm: tuple[float, float], cfg, seed: int
+):
+    """Smooth random displacements (3, X, Y, Z) in voxels: random offsets on a control grid
+    one point every ``spacing_mm`` (MONAI ``RandDeformGrid``), trilinearly upsampled."""
+    import torch
+    from monai.transforms import CenterSpatialCrop, RandDeformGrid
+    from monai.transforms.utils import create_control_grid
+
+    step = max(2, int(round(spacing_mm / cfg.spacing)))
+    deform = RandDeformGrid(
+        spacing=(step,) * 3, magnitude_range=tuple(m / cfg.spacing for m in magnitude_mm)
+    )
+    deform.set_random_state(seed)
+    control = torch.as_tensor(deform(spatial_size=shape))[:3]
+    offsets = control - torch.as_tensor(create_control_grid(shape, (step,) * 3))[:3].to(control)
+    dense = torch.nn.functional.interpolate(
+        offsets[None].float(),
+        scale_factor=(float(step),) * 3,
+        mode="trilinear",
+        align_corners=False,
+    )
+    return CenterSpatialCrop(roi_size=shape)(dense[0])
+
+
+def _deformation_grid(
+    shape: tuple[int, ...],
+    cfg: CohortConfig,
+    seed: int,
+    ventricle_centre: np.ndarray | None = None,
+):
     """Random affine + elastic sampling grid for MONAI's ``Resample`` (voxel units, centred).
 
     As MONAI's ``Rand2DElastic``, in 3D: random offsets on a coarse control grid
@@ -298,6 +347,11 @@ def _deformation_grid(shape: tuple[int, ...], cfg: CohortConfig, seed: int):
     (``RandAffineGrid``) applied to it, then trilinear upsampling to the image grid. Memory and
     time stay proportional to the image (MONAI's ``Rand3DElastic`` smooths a full-resolution
     random field instead, which needs ~15 GB and minutes per subject at 1 mm).
+
+    With ``coarse_elastic_spacing_mm`` a second, coarser field is added; with a
+    ``ventricle_scale`` range other than 1 the points near ``ventricle_centre`` (source voxels,
+    centred as the grid) are drawn towards it (> 1, larger ventricles) or pushed away from it
+    by a Gaussian-weighted radial map, which stays one-to-one for scales in 0.5–2.
     """
     import torch
     from monai.transforms import CenterSpatialCrop, RandAffineGrid, RandDeformGrid
@@ -321,7 +375,31 @@ def _deformation_grid(shape: tuple[int, ...], cfg: CohortConfig, seed: int):
         mode="trilinear",
         align_corners=False,
     )
-    return CenterSpatialCrop(roi_size=shape)(grid[0])
+    grid = CenterSpatialCrop(roi_size=shape)(grid[0])
+    rng = np.random.default_rng(seed + 2)
+    if cfg.coarse_elastic_spacing_mm > 0 and max(cfg.coarse_elastic_magnitude_mm) > 0:
+        grid = grid.clone()
+        grid[:3] += _elastic_offsets(
+            shape, cfg.coarse_elastic_spacing_mm, cfg.coarse_elastic_magnitude_mm, cfg, seed + 3
+        )
+    lo, hi = cfg.ventricle_scale
+    if ventricle_centre is not None and (lo, hi) != (1.0, 1.0):
+        scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        c = torch.as_tensor(ventricle_centre, dtype=grid.dtype).view(3, 1, 1, 1)
+        d = grid[:3] - c
+        sigma = cfg.ventricle_radius_mm / cfg.spacing
+        w = torch.exp(-(d**2).sum(0, keepdim=True) / (2 * sigma**2))
+        grid = grid.clone()
+        grid[:3] = c + d * (1 - (1 - 1 / scale) * w)
+    return grid
+
+
+def _ventricle_centre(src: Source) -> np.ndarray | None:
+    """Centroid of the source's lateral ventricles in the sampling grid's centred voxel units."""
+    vent = np.isin(src.label, L.REGIONS["lateral_ventricles"])
+    if not vent.any():
+        return None
+    return np.argwhere(vent).mean(0) - (np.array(src.label.shape) - 1) / 2.0
 
 
 def _subject(
@@ -339,7 +417,7 @@ def _subject(
     torch.set_num_threads(1)
     rng = np.random.default_rng([cfg.seed, index])
     seeds = rng.integers(0, 2**31 - 1, size=4)
-    grid = _deformation_grid(src.image.shape, cfg, int(seeds[0]))
+    grid = _deformation_grid(src.image.shape, cfg, int(seeds[0]), _ventricle_centre(src))
     resample = Resample(padding_mode="zeros")
     img = resample(torch.from_numpy(src.image[None]), grid, mode="bilinear")
     lab_t = resample(torch.from_numpy(src.label[None].astype(np.float32)), grid, mode="nearest")

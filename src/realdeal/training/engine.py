@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
+SNAPSHOTS_DIR = "snapshots"
 
 
 class TrainTask(Protocol):
@@ -219,6 +220,9 @@ def train(
             steplog.record(step, step_loss, lr, grad_norm, flush=stop.signal is not None)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.signal:
                 _save(ckpt_path, task.kind, run, step, stored)
+            if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                snap = out_dir / SNAPSHOTS_DIR / f"step-{step:07d}.pt"
+                _snapshot(snap, task.kind, run, step, stored)
             if stop.signal:
                 log.warning(
                     "%s: stopped at step %d of %d; checkpoint saved, continue with --resume",
@@ -505,6 +509,20 @@ def _save(path: Path, kind: str, run: _Run, step: int, stored: dict[str, Any]) -
         )
         save_checkpoint(path, payload)
     barrier(run.dist)
+
+
+def _snapshot(path: Path, kind: str, run: _Run, step: int, stored: dict[str, Any]) -> None:
+    """Write the slim EMA weights of step ``step`` (rank 0; atomically)."""
+    if run.dist.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = checkpoint_class(kind)(
+            **stored,
+            step=step,
+            model=run.model.state_dict(),
+            ema=run.ema.state_dict(),
+            ema_updates=run.ema.num_updates,
+        )
+        save_checkpoint(path, payload.slimmed())
 
 
 def _to_device(v: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
