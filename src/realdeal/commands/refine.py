@@ -35,8 +35,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eta",
         type=float,
-        help="DDIM η (0 deterministic, 1 DDPM-like; default: without --sampler as said there, "
-        "else 0)",
+        help="DDIM η in [0, 1] (0 deterministic, 1 DDPM-like; default: without --sampler as "
+        "said there, else 0)",
     )
     p.add_argument(
         "--spacing",
@@ -53,8 +53,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strength",
         type=float,
-        help="start from the coarse input noised to strength·T (SDEdit) instead of pure "
-        "noise (default 1 = the paper)",
+        help="in (0, 1]: start from the coarse input noised to strength·T (SDEdit) instead of "
+        "pure noise (default 1 = the paper)",
     )
 
 
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(find_inputs(args.inputs), args.brain_mask)  # bad input: fail before torch loads
 
     from realdeal.config import replace
-    from realdeal.pipelines.refiner import RefineSettings, refine_paths
+    from realdeal.pipelines.refiner import RefineSettings, format_score, refine_paths
     from realdeal.runtime.distributed import inference_group
 
     settings = replace(
@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{r['output']}: {r['seconds']:.1f} s, {r['plan']['windows_run']} windows in "
                 f"{r['plan']['waves']} waves, {r['unet_evaluations']} U-Net evaluations, "
-                f"redundancy {r['plan']['redundancy']:.2f}, seam score {r['seam_score_output']:.3f} "
-                f"(input {r['seam_score_input']:.3f})"
+                f"redundancy {format_score(r['plan']['redundancy'], '.2f')}, seam score "
+                f"{format_score(r['seam_score_output'])} "
+                f"(input {format_score(r['seam_score_input'])})"
             )
     return 0

@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sampling steps, at least 1 (default: without --sampler as said there; with "
         f"--sampler {default_steps_help()})",
     )
-    p.add_argument("--eta", type=float, help=f"DDIM η (0 = deterministic; default {default.eta:g})")
+    p.add_argument(
+        "--eta",
+        type=float,
+        help=f"DDIM η in [0, 1] (0 = deterministic, 1 = DDPM-like; default {default.eta:g})",
+    )
     p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
     p.add_argument(
         "--data",
@@ -57,15 +61,16 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.data.dataset import PreparedDataset
+    from realdeal.diffusion.registry import resolve_sampling
     from realdeal.errors import ConfigError
     from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
     from realdeal.runtime.distributed import inference_group
 
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
-    default = DEFAULT_SAMPLING["ldm"]
-    sampler = args.sampler or default.sampler
-    eta = default.eta if args.eta is None else args.eta
+    # bad sampler settings (e.g. --eta nan) fail here, before the checkpoint loads
+    chosen = resolve_sampling(DEFAULT_SAMPLING["ldm"], args.sampler, args.steps, args.eta)
+    sampler, eta = chosen.sampler, chosen.eta
     # Under torchrun every rank loads the model on its own device and writes its share.
     with inference_group(args.device) as dist:
         pipe = LatentDiffusionPipeline.from_checkpoint(

@@ -25,6 +25,7 @@ import torch
 from realdeal.diffusion.denoiser import Prediction
 from realdeal.diffusion.samplers import strided_timesteps
 from realdeal.diffusion.schedule import NoiseSchedule
+from realdeal.runtime.rng import NoiseSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +66,12 @@ class DPMSolverPP2M:
         t: int,
         t_prev: int,
         pred: Prediction,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         state: DPMState | None = None,
     ) -> tuple[torch.Tensor, DPMState | None]:
         """``(x_{t_prev}, state)``; ``state`` is the previous step's (``None``: first order).
-        The last step (to t = −1) returns x̂_0 and no state."""
+        The last step (to t = −1) returns x̂_0 and no state. Deterministic: ``generator`` is
+        never drawn from (a chain's only randomness is its start noise)."""
         x0 = pred.x0.clamp(-1.0, 1.0) if self.clip_x0 else pred.x0
         if t_prev < 0:
             return x0, None

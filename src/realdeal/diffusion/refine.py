@@ -16,13 +16,22 @@ For every batch of windows of the plan:
 
 With ``target="residual"`` (a refiner trained on ``(x − x̂)/s``, see
 :mod:`realdeal.training.refiner`) the same loop runs on the residual volume, which starts at
-zero; the result is ``x̂ + s·r``. Skipped background windows keep the coarse value. Randomness comes from one
-``torch.Generator`` seeded with ``seed``, consumed in plan order: the same input, plan, seed
-and device give the same output.
+zero; the result is ``x̂ + s·r``. Skipped background windows keep the coarse value.
+
+Randomness: every window draws from its own stream (:class:`~realdeal.runtime.rng.SampleStreams`,
+on the device), seeded with :func:`~realdeal.runtime.rng.sample_seed` ``(seed, window.index)``
+— its ``y_prev`` noise, then its ``x_T`` noise, then each stochastic step's noise. A window's
+numbers therefore depend only on the volume's seed and its place in the plan, not on the
+batch it is diffused in; and since the windows of one wave never share an unrefined voxel,
+the refined volume does not depend on how waves are split into batches (``max_batch``) — bit
+for bit when the network's output for a window does not depend on the rest of its batch, up
+to float rounding with real convolution kernels. The same input, plan, seed and device give
+the same output. (Until this scheme, one generator per volume was consumed batch by batch, so
+the output changed with ``max_batch``.)
 
 :func:`refine_volumes` refines several volumes at once: a network call takes the next batch
 of several volumes (bounded by ``max_batch`` windows), while each volume keeps its own plan,
-generator and multistep sampler state — so each result is the one :func:`refine_volume` gives
+streams and multistep sampler state — so each result is the one :func:`refine_volume` gives
 that volume alone (up to the float rounding of batched kernels), however volumes are grouped.
 """
 
@@ -45,6 +54,7 @@ from realdeal.diffusion.registry import BoundedResidual, truncate
 from realdeal.diffusion.samplers import Group, Sampler, sample_groups
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
+from realdeal.runtime.rng import SampleStreams, sample_seed
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -74,7 +84,7 @@ class RefineJob:
 
 
 class _Volume:
-    """One volume in flight: its padded state, generator, sampler state and next batch."""
+    """One volume in flight: its padded state, its next batch and that batch's streams."""
 
     def __init__(self, job: RefineJob, sampler: Sampler, device: torch.device, residual: bool):
         coarse = np.asarray(job.coarse, dtype=np.float32)
@@ -90,7 +100,9 @@ class _Volume:
         # The state being generated: the refined volume (skipped background keeps the coarse
         # value) or the residual volume (zero = the coarse value).
         self.yp = torch.zeros_like(self.xp) if residual else self.xp.clone()
-        self.gen = torch.Generator(device=device).manual_seed(int(job.seed))
+        self.seed = int(job.seed)
+        self.streams: SampleStreams | None = None
+        """The random streams of the next batch's windows (made by :meth:`inputs`)."""
         # Samplers hold no per-run state (a multistep one's lives in the sampling loop), so
         # the volumes share one.
         self.sampler = sampler
@@ -106,17 +118,24 @@ class _Volume:
     def windows(self) -> tuple[Window, ...]:
         return self.batches[self.next]
 
+    def window_streams(self) -> SampleStreams:
+        """Fresh random streams of the next batch's windows, one per window, each seeded with
+        ``sample_seed(seed, window.index)`` (so independent of the batch the window is in)."""
+        seeds = [sample_seed(self.seed, w.index) for w in self.windows]
+        return SampleStreams(seeds, device=self.xp.device)
+
     def inputs(self, schedule: NoiseSchedule, t_start: int | None):
-        """(M, known, x̂, x_T, cond) of the next batch, drawing noise from this volume's
-        generator in the order a volume refined alone draws it."""
+        """(M, known, x̂, x_T, cond) of the next batch; each window's noise comes from its own
+        stream (:meth:`window_streams`, kept as :attr:`streams` for the sampler's steps)."""
         device = self.xp.device
         sls = [w.slices for w in self.windows]
         m = torch.stack([torch.from_numpy(self.plan.generate_mask(w)) for w in self.windows])
         m = m[:, None].to(device=device, dtype=torch.float32)
         known = torch.stack([self.yp[s] for s in sls])[:, None]
         xhat = torch.stack([self.xp[s] for s in sls])[:, None]
-        g = torch.randn(known.shape, generator=self.gen, device=device)
-        noise = torch.randn(known.shape, generator=self.gen, device=device)
+        self.streams = self.window_streams()
+        g = self.streams.randn(known.shape, device=device)
+        noise = self.streams.randn(known.shape, device=device)
         ab = None if t_start is None else float(schedule.alpha_bar(t_start))
         x_T, cond = start_inputs(known, xhat, m, g, noise, ab)
         return m, known, xhat, x_T, cond
@@ -157,12 +176,13 @@ def refine_volumes(
     """Refine several volumes, sharing network calls between them; yields ``(job, result)``
     as each volume finishes.
 
-    Each volume runs its own plan's batches in order with its own generator (seeded with
-    ``job.seed``) and sampler state; a network call takes the next batch of as many volumes
-    in flight as fit in ``max_batch`` windows (``None``: no bound), so every result equals
-    :func:`refine_volume` of that volume alone — bit for bit when the network's output for
-    a window does not depend on the rest of its batch; real convolution kernels change with
-    the batch size in the last float bits. The grouping is deterministic (first fit in
+    Each volume runs its own plan's batches in order with its own sampler state, each window
+    with its own random stream (derived from ``job.seed`` and the window, see the module
+    docstring: so a volume does not depend on ``max_batch`` either); a network call takes
+    the next batch of as many volumes in flight as fit in ``max_batch`` windows (``None``: no
+    bound), so every result equals :func:`refine_volume` of that volume alone — bit for bit
+    when the network's output for a window does not depend on the rest of its batch; real
+    convolution kernels change with the batch size in the last float bits. The grouping is deterministic (first fit in
     arrival order), so the same jobs in the same order always give the same bits on the same
     device and thread count. ``jobs`` is read lazily: at most
     ``max_volumes`` (default ``max_batch``, else 8) volumes are held at once, and a finished
@@ -251,7 +271,7 @@ def _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps) -
     groups, start = [], 0
     for v in group:
         n = len(v.windows)
-        groups.append(Group(slice(start, start + n), v.sampler, v.gen))
+        groups.append(Group(slice(start, start + n), v.sampler, v.streams))
         start += n
 
     def reset_known(i: int, t_prev: int, x: torch.Tensor) -> torch.Tensor:

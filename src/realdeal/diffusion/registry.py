@@ -57,16 +57,61 @@ SPACINGS = ("linear", "quadratic")
 VARIANCES = ("fixed", "analytic")
 
 
-class Sampling(NamedTuple):
-    """A sampler with its step count (``None``: the sampler's default), η and timestep
-    spacing (``linear`` or ``quadratic``, see
-    :func:`~realdeal.diffusion.samplers.strided_timesteps`)."""
+#: The range of DDIM's η (``--eta``): a step's noise is σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t)·(1 −
+#: ᾱ_t/ᾱ_{t'})), so 0 is deterministic DDIM and 1 the DDPM posterior's variance. Above 1, σ² can
+#: exceed 1 − ᾱ_{t'} (the ε̂ coefficient √(1 − ᾱ_{t'} − σ²) is then clamped to 0: more noise
+#: than the forward process holds); below 0 the noise term is dropped but σ² still counted.
+ETA_RANGE = (0.0, 1.0)
 
+
+def check_number(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number in ``[lo, hi]`` (``(lo, hi]`` with
+    ``lo_open``); else a one-line :class:`~realdeal.errors.ConfigError` naming ``name`` (the
+    setting and its flag, e.g. ``"eta (--eta)"``). NaN and ±inf are refused: they would only
+    turn every voxel into NaN."""
+    import math
+    import numbers
+
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or not (lo < v if lo_open else lo <= v) or v > hi:
+        raise ConfigError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return v
+
+
+def check_eta(eta: Any) -> float:
+    """DDIM's η as a float, refused unless finite and in :data:`ETA_RANGE`."""
+    return check_number(eta, "eta (--eta, DDIM η)", *ETA_RANGE)
+
+
+class _SamplingFields(NamedTuple):
     sampler: SamplerName
     steps: int | None
     eta: float = 0.0
     spacing: str = "linear"
     variance: str = "fixed"
+
+
+class Sampling(_SamplingFields):
+    """A sampler with its step count (``None``: the sampler's default), η and timestep
+    spacing (``linear`` or ``quadratic``, see
+    :func:`~realdeal.diffusion.samplers.strided_timesteps`).
+
+    η is checked when a ``Sampling`` is made (:func:`check_eta`: finite, in [0, 1])."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        sampler: SamplerName,
+        steps: int | None,
+        eta: float = 0.0,
+        spacing: str = "linear",
+        variance: str = "fixed",
+    ) -> Sampling:
+        return super().__new__(cls, sampler, steps, check_eta(eta), spacing, variance)
 
 
 #: What runs when no sampler is asked for: for the LDM (``ldm``), and for a refiner by its
@@ -204,8 +249,7 @@ def truncate(sampler: Sampler, strength: float, num_train: int) -> tuple[Sampler
     """``(sampler, t₀)`` for ``--strength``: below 1 the chain starts at
     ``t₀ = strength·(T − 1)`` (rounded down to the sampler's next visited step) from the data
     noised to ``t₀``, instead of from pure noise at T (SDEdit); ``t₀`` is ``None`` at 1."""
-    if not 0 < strength <= 1:
-        raise ConfigError(f"strength must lie in (0, 1], got {strength}")
+    strength = check_number(strength, "strength (--strength)", 0.0, 1.0, lo_open=True)
     if strength == 1:
         return sampler, None
     short = Truncated(sampler, round(strength * (num_train - 1)))

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser, Prediction
-from realdeal.diffusion.registry import SPACINGS, VARIANCES
+from realdeal.diffusion.registry import SPACINGS, VARIANCES, check_eta
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
+from realdeal.runtime.rng import NoiseSource, randn
 
 StepCallback = Callable[[int, int, torch.Tensor], "torch.Tensor | None"]
 
@@ -44,13 +45,17 @@ class Sampler(Protocol):
         t: int,
         t_prev: int,
         pred: Prediction,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         state: Any = None,
     ) -> tuple[torch.Tensor, Any]:
         """``(x_{t_prev}, state)`` from x_t and the denoiser's estimates at t.
 
         ``state`` is what the previous step of this chain returned (``None`` on its first
         step); the returned one goes to the next step. Single-step rules return ``None``.
+        A stochastic rule draws all its noise from ``generator`` through
+        :func:`realdeal.runtime.rng.randn`: with per-sample
+        :class:`~realdeal.runtime.rng.SampleStreams` each row's noise comes from its own
+        stream, so a sample does not depend on the batch it is drawn in.
         """
         ...
 
@@ -115,7 +120,7 @@ class DDPMSampler(_Base):
         if t_prev < 0:
             return mean, None
         var = max((1.0 - ab_p) / (1.0 - ab_t) * beta, 1e-20)
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        noise = randn(x_t.shape, generator, device=x_t.device, dtype=x_t.dtype)
         return mean + var**0.5 * noise, None
 
 
@@ -142,7 +147,7 @@ class DDIMSampler(_Base):
         super().__init__(schedule, num_steps, clip_x0, spacing)
         if variance not in VARIANCES:
             raise ConfigError(f"unknown DDIM variance {variance!r}; choose {', '.join(VARIANCES)}")
-        self.eta, self.variance = eta, variance
+        self.eta, self.variance = check_eta(eta), variance
 
     def step(self, x_t, t, t_prev, pred, generator=None, state=None):
         ab_t = float(self.schedule.alpha_bar(t))
@@ -150,9 +155,7 @@ class DDIMSampler(_Base):
         sigma = self.eta * ((1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p)) ** 0.5
         x = ab_p**0.5 * self._x0(pred) + max(1 - ab_p - sigma**2, 0.0) ** 0.5 * pred.eps
         if sigma > 0 and t_prev >= 0:
-            x = x + sigma * torch.randn(
-                x.shape, generator=generator, device=x.device, dtype=x.dtype
-            )
+            x = x + sigma * randn(x.shape, generator, device=x.device, dtype=x.dtype)
         if self.variance == "analytic" and t_prev >= 0:
             x = x + self._analytic_noise(pred, ab_t, ab_p, sigma, generator)
         return x, None
@@ -165,18 +168,19 @@ class DDIMSampler(_Base):
         dims = tuple(range(1, eps.ndim))
         gamma = (eps.square() * w).sum(dims, keepdim=True) / w.sum(dims, keepdim=True).clamp(min=1)
         std = (c * c * (1 - gamma).clamp(min=0)).sqrt()
-        z = torch.randn(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
+        z = randn(eps.shape, generator, device=eps.device, dtype=eps.dtype)
         return (std * z * w).to(pred.eps.dtype)
 
 
 @dataclasses.dataclass
 class Group:
-    """Rows ``rows`` of a batch that step with their own sampler and generator (and, inside
-    :func:`sample_groups`, their own multistep state)."""
+    """Rows ``rows`` of a batch that step with their own sampler and noise source (a
+    generator or per-row :class:`~realdeal.runtime.rng.SampleStreams`) and, inside
+    :func:`sample_groups`, their own multistep state."""
 
     rows: slice
     sampler: Sampler
-    generator: torch.Generator | None = None
+    generator: NoiseSource = None
 
 
 @torch.no_grad()
@@ -185,13 +189,16 @@ def sample(
     sampler: Sampler,
     x_T: torch.Tensor,
     cond: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource = None,
     callback: StepCallback | None = None,
     show_progress: bool = True,
     desc: str = "sampling",
 ) -> torch.Tensor:
     """Run the reverse process from noise ``x_T`` ``(B, C, ...)`` to x_0.
 
+    ``generator``: where the steps' noise comes from — one ``torch.Generator`` for the whole
+    batch, or :class:`~realdeal.runtime.rng.SampleStreams` (one stream per row, so that each
+    sample is the one it would be sampled alone or in any other batch).
     ``callback(i, t_prev, x)`` is called after step ``i`` (x is now at ``t_prev``); if it
     returns a tensor, that replaces x.
     """

@@ -18,14 +18,14 @@ from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler, resolve_sampling
 from realdeal.diffusion.samplers import sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
-from realdeal.errors import InputError
+from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import load_ldm
 from realdeal.runtime.checkpoint import LDMCheckpoint
 from realdeal.runtime.device import autocast_context, resolve_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, shard
-from realdeal.runtime.rng import generator_for
+from realdeal.runtime.rng import STEP_NOISE_SALT, SampleStreams, per_sample_randn
 
 
 class LatentDiffusionPipeline:
@@ -80,29 +80,48 @@ class LatentDiffusionPipeline:
         ``sampler``: ``ddpm``, ``ddim`` or ``dpm++`` (:mod:`realdeal.diffusion.registry`);
         ``None`` with ``num_steps``/``eta`` left ``None`` runs ``DEFAULT_SAMPLING["ldm"]``
         (DDIM, 50 steps, η = 0); a named sampler takes its own default step count.
+
+        Every random number of sample ``i`` comes from its own streams, seeded from
+        ``seed + i``: its start noise from ``seed + i`` (on CPU) and the noise of every
+        stochastic step (DDPM, DDIM with η > 0) from ``seed + i +``
+        :data:`~realdeal.runtime.rng.STEP_NOISE_SALT` (on this pipeline's device;
+        :class:`~realdeal.runtime.rng.SampleStreams`). So ``self(n, seed=s)[i]`` equals
+        ``self(1, seed=s + i)[0]`` whatever ``batch_size`` (bit for bit where the network's
+        output for a sample does not depend on the rest of its batch; real convolution kernels
+        change with the batch size in the last float bits). A sample that comes out non-finite
+        (NaN or inf) raises :class:`~realdeal.errors.RealDealError` naming it.
         """
-        amp, _ = resolve_precision(precision, self.device)  # type: ignore[arg-type]
         chosen = resolve_sampling(DEFAULT_SAMPLING["ldm"], sampler, num_steps, eta)
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        amp, _ = resolve_precision(precision, self.device)  # type: ignore[arg-type]
         smp = make_sampler(chosen.sampler, self.schedule, chosen.steps, eta=chosen.eta)
         out = []
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
-            x_T = torch.stack(
-                [torch.randn(self.latent_shape, generator=generator_for(seed + i)) for i in idx]
-            ).to(self.device)
-            gen = generator_for(seed * 7_919 + start, self.device)
+        for start in range(0, n, int(batch_size)):
+            seeds = [seed + i for i in range(start, min(n, start + int(batch_size)))]
+            x_T = per_sample_randn(self.latent_shape, seeds).to(self.device)
+            streams = SampleStreams(seeds, salt=STEP_NOISE_SALT, device=self.device)
             with autocast_context(amp, self.device):
                 denoiser = Denoiser(self.unet, self.schedule)
                 z = sample(
                     denoiser,
                     smp,
                     x_T,
-                    generator=gen,
+                    generator=streams,
                     show_progress=show_progress,
-                    desc=f"{chosen.sampler} {start + 1}-{idx[-1] + 1}/{n}",
+                    desc=f"{chosen.sampler} {start + 1}-{start + len(seeds)}/{n}",
                 )
                 img = self.autoencoder.decode(self.scaler.inverse(z.float()))
-            out.append(img.float()[:, 0].cpu())
+            img = img.float()[:, 0].cpu()
+            finite = torch.isfinite(img).flatten(1).all(1)
+            if not bool(finite.all()):
+                k = int((~finite).nonzero()[0])
+                raise RealDealError(
+                    f"sample {start + k} (seed {seeds[k]}) came out non-finite (NaN or inf) "
+                    f"with {precision} precision; nothing is written for it (try --precision "
+                    "fp32, or check the checkpoint)"
+                )
+            out.append(img)
         return torch.cat(out)
 
 
@@ -119,16 +138,28 @@ def save_samples(
     """Generate ``n`` volumes and write ``<prefix>_NNN.nii.gz`` with ``reference``'s geometry.
 
     ``reference`` is a :class:`~realdeal.data.io.Volume` on the prepared grid (its affine
-    and header are reused). Volume ``i`` depends only on ``seed + i``; under torchrun
-    (``dist``) the ranks split the batches (rank ``r`` of ``N`` writes batches ``r, r + N, …``), so
-    the files equal a one-process run's. ``batch_size`` volumes share each network call
-    (ranks take whole batches). Rank 0 then writes ``<out_dir>/sample_config.json``
-    (``settings`` plus the file names). Returns every volume's path, in index order.
+    and header are reused). Volume ``i`` depends only on ``seed + i`` (every random number it
+    draws comes from its own streams, see :meth:`LatentDiffusionPipeline.__call__`), whatever
+    the batch size or the number of processes. ``batch_size`` volumes share each network call;
+    under torchrun (``dist``) the ranks split the batches (rank ``r`` of ``N`` writes batches
+    ``r, r + N, …``; batch ``b`` starts at global index ``b.start`` and so at seed
+    ``seed + b.start``), so the files equal a one-process run's with the same batch size bit
+    for bit, and a run with another batch size up to float rounding. The sampler settings are
+    checked before anything is written; a volume that comes out non-finite is not written
+    (:class:`~realdeal.errors.RealDealError`). Rank 0 then writes
+    ``<out_dir>/sample_config.json`` (``settings`` plus the file names). Returns every
+    volume's path, in index order.
     """
     from pathlib import Path
 
     from realdeal.utils.fs import write_json_atomic
 
+    resolve_sampling(  # bad sampler settings fail here, before any folder or file is made
+        DEFAULT_SAMPLING["ldm"],
+        sample_kw.get("sampler"),
+        sample_kw.get("num_steps"),
+        sample_kw.get("eta"),
+    )
     if tuple(reference.shape) != tuple(
         s * pipeline.autoencoder.config.downsampling for s in pipeline.latent_shape[1:]
     ):
@@ -141,8 +172,9 @@ def save_samples(
     batch = max(1, int(sample_kw.pop("batch_size", 1)))
     sample_kw.setdefault("show_progress", dist is None or dist.is_main)
     names = [f"{prefix}_{i:03d}.nii.gz" for i in range(n)]
-    # Batches of consecutive indices (volume i starts from seed + i in every batch); ranks take
-    # whole batches, so the files equal a one-process run's with the same batch size.
+    # Batches of consecutive indices; volume i starts from seed + i in any batch. Ranks take
+    # whole batches, so the files equal a one-process run's with the same batch size bit for
+    # bit (a network's output can change with its batch in the last float bits).
     batches = [range(s, min(n, s + batch)) for s in range(0, n, batch)]
     for b in shard(batches, dist):
         imgs = pipeline(len(b), seed=seed + b.start, batch_size=batch, **sample_kw)

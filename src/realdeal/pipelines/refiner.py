@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +34,10 @@ from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.plan import Plan, PlanConfig, make_plan, official_plan
 from realdeal.diffusion.refine import RefineJob, RefineResult, refine_volume, refine_volumes
-from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, check_eta, check_number, make_sampler
 from realdeal.diffusion.registry import resolve_sampling as resolve
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
-from realdeal.errors import ConfigError, InputError
+from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.models.loading import load_refiner
 from realdeal.runtime.checkpoint import RefinerCheckpoint
 from realdeal.runtime.device import compiled_network, inference_precision
@@ -74,6 +76,9 @@ class RefineSettings:
     overlap: int | None = None
     """Window overlap in voxels; ``None`` = a quarter window (see ``diffusion.plan``)."""
     max_batch: int | None = 8
+    """Windows per network call at most (bounds memory). Not part of the result: every window
+    draws its noise from its own stream (:mod:`realdeal.diffusion.refine`), so a volume is the
+    same with any value (up to the float rounding of batched convolutions)."""
     batch_volumes: int = 4
     """Volumes refined together (consecutive inputs): the next batch of each shares a network
     call, up to ``max_batch`` windows. Part of the computation: with a real network a
@@ -105,6 +110,38 @@ class RefineSettings:
     """Extract the brain by MNI152 registration (:func:`realdeal.data.brain.extract_brain`)."""
     allow_head: bool = False
     """Refine scans that look like heads with skull anyway (warns)."""
+
+    def __post_init__(self) -> None:
+        """Refuse out-of-range settings where they are made (from flags, a dict or Python),
+        each with a one-line :class:`~realdeal.errors.ConfigError` naming the flag: η finite
+        in [0, 1] (:data:`~realdeal.diffusion.registry.ETA_RANGE`), strength finite in
+        (0, 1], counts at least 1. A NaN here would otherwise refine every voxel to NaN."""
+        if self.eta is not None:
+            object.__setattr__(self, "eta", check_eta(self.eta))
+        object.__setattr__(
+            self,
+            "strength",
+            check_number(self.strength, "strength (--strength)", 0.0, 1.0, lo_open=True),
+        )
+        for name, flag, value in (
+            ("steps", "--steps", self.steps),
+            ("max_batch", "--max-batch", self.max_batch),
+            ("batch_volumes", "--batch-volumes", self.batch_volumes),
+        ):
+            if value is None and name != "batch_volumes":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(
+                    f"{name} ({flag}) must be an integer of at least 1, got {value!r}"
+                )
+        if self.overlap is not None and (
+            isinstance(self.overlap, bool)
+            or not isinstance(self.overlap, numbers.Integral)
+            or self.overlap < 0
+        ):
+            raise ConfigError(
+                f"overlap (--overlap) must be an integer of at least 0, got {self.overlap!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RefineSettings:
@@ -244,7 +281,9 @@ class RefinerPipeline:
                 **self._loop(settings, show_progress),
             ):  # fmt: skip
                 key, vol, back = job.key
-                yield key, vol, back(res.refined).astype(np.float32), job, res
+                refined = back(res.refined).astype(np.float32)
+                _check_finite(refined, job.coarse, vol.path or f"volume {key}", settings)
+                yield key, vol, refined, job, res
 
     def plan(self, coarse: np.ndarray, settings: RefineSettings) -> Plan:
         """The plan for ``coarse`` (printable without running the network)."""
@@ -260,7 +299,9 @@ class RefinerPipeline:
         """Refine a volume ``(X, Y, Z)`` in [−1, 1]."""
         plan = self.plan(coarse, settings)
         with torch.no_grad():
-            return refine_volume(coarse, plan=plan, seed=settings.seed, **self._loop(settings))
+            res = refine_volume(coarse, plan=plan, seed=settings.seed, **self._loop(settings))
+        _check_finite(res.refined, coarse, "volume", settings)
+        return res
 
     def _loop(self, settings: RefineSettings, show_progress: bool = True) -> dict[str, Any]:
         """Keyword arguments of :func:`refine_volumes` (network, sampler, numerics) for ``settings``."""
@@ -361,11 +402,45 @@ class RefinerPipeline:
                 "sampler": {"name": resolved.sampler, "steps": resolved.steps, "eta": resolved.eta},
                 "unet_evaluations": res.unet_evaluations,
                 "network_calls": res.network_calls,
-                "plan": res.plan.stats.to_dict(),
-                "seam_score_input": float(seam_score(job.coarse, res.plan, brain)),
-                "seam_score_output": float(seam_score(res.refined, res.plan, brain)),
+                # undefined numbers (a one-window volume has no seams) are written as null
+                "plan": {k: _finite_or_none(v) for k, v in res.plan.stats.to_dict().items()},
+                "seam_score_input": _finite_or_none(float(seam_score(job.coarse, res.plan, brain))),
+                "seam_score_output": _finite_or_none(
+                    float(seam_score(res.refined, res.plan, brain))
+                ),
             }
         return [records[i] for i in range(len(pairs))]
+
+
+def _finite_or_none(x: Any) -> Any:
+    """``x``, or ``None`` where it is a non-finite float (JSON has no NaN: written as null)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def format_score(x: float | None, spec: str = ".3f") -> str:
+    """A score for printing; ``n/a`` where it is undefined (``None``)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def _check_finite(
+    refined: np.ndarray, coarse: np.ndarray, label: Any, settings: RefineSettings
+) -> None:
+    """Refuse a refined volume holding NaN or inf (before it is saved or returned), with a
+    one-line :class:`~realdeal.errors.RealDealError` naming the volume and the likely cause."""
+    bad = int(np.size(refined) - np.count_nonzero(np.isfinite(refined)))
+    if not bad:
+        return
+    bad_in = int(np.size(coarse) - np.count_nonzero(np.isfinite(coarse)))
+    cause = (
+        f"the input holds {bad_in} non-finite voxels in model space"
+        if bad_in
+        else f"the network diverged (precision {settings.precision}: try --precision fp32, or "
+        "check the checkpoint)"
+    )
+    raise RealDealError(
+        f"{label}: the refined volume has {bad} non-finite (NaN or inf) voxels, so it is not "
+        f"written; {cause}"
+    )
 
 
 def refine_paths(
@@ -428,9 +503,9 @@ def refine_paths(
         recs = pipe.refine_files([(files[i], dsts[i]) for i in g], settings, show)
         for i, rec in zip(g, recs, strict=True):
             log.info(
-                "%s → %s: %.1f s, %d U-Net evaluations, seam score %.3f (input %.3f)",
+                "%s → %s: %.1f s, %d U-Net evaluations, seam score %s (input %s)",
                 rec["input"], rec["output"], rec["seconds"], rec["unet_evaluations"],
-                rec["seam_score_output"], rec["seam_score_input"],
+                format_score(rec["seam_score_output"]), format_score(rec["seam_score_input"]),
             )  # fmt: skip
             records[i] = rec
     for part in gather_objects(records, dist):

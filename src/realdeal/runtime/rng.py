@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,9 @@ def batch_draws(task: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return {k: torch.stack([it[k] for it in items]) for k in task.DRAWN}
 
 
-def per_sample_randn(shape: tuple[int, ...], seeds: torch.Tensor, salt: int = 0) -> torch.Tensor:
+def per_sample_randn(
+    shape: tuple[int, ...], seeds: torch.Tensor | Sequence[int], salt: int = 0
+) -> torch.Tensor:
     """Standard normal ``(B, *shape)`` on CPU; row ``i`` depends only on ``seeds[i]`` and ``salt``."""
     return torch.stack([torch.randn(shape, generator=generator_for(int(s) + salt)) for s in seeds])
 
@@ -62,6 +65,82 @@ def per_sample_randint(high: int, seeds: torch.Tensor, salt: int = 0) -> torch.T
     return torch.cat(
         [torch.randint(0, high, (1,), generator=generator_for(int(s) + salt)) for s in seeds]
     )
+
+
+#: Salt of the stream a sampling chain's steps draw their noise from (its start noise uses the
+#: sample's seed itself, salt 0). Inference seeds are consecutive (sample ``i`` of a run has
+#: seed ``seed + i``), so a small salt would replay a neighbouring sample's start noise; this one
+#: is far beyond any sample count.
+STEP_NOISE_SALT = 1 << 40
+
+
+class SampleStreams:
+    """The random streams of a batch, one per row (sample): row ``i`` draws from its own
+    generator, seeded with ``seeds[i] + salt`` on ``device``.
+
+    A sampler given these (in place of one ``torch.Generator``) draws every noise tensor row by
+    row (:meth:`randn`), so a sample's numbers depend only on its seed and on the draws it has
+    made before — not on the batch it shares: its size, its other rows, its position. Each
+    stream advances as it is drawn from, as a generator does.
+    """
+
+    def __init__(
+        self,
+        seeds: Iterable[int | torch.Tensor],
+        salt: int = 0,
+        device: torch.device | str = "cpu",
+        *,
+        _generators: list[torch.Generator] | None = None,
+    ):
+        self.seeds = [int(s) for s in seeds]
+        self.salt = int(salt)
+        self.generators = _generators or [generator_for(s + self.salt, device) for s in self.seeds]
+        if len(self.generators) != len(self.seeds):
+            raise ValueError("one generator per seed")
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, rows: slice) -> SampleStreams:
+        """The streams of ``rows`` (the same generators: drawing from either advances both)."""
+        if not isinstance(rows, slice):
+            raise TypeError("SampleStreams take a slice of rows")
+        return SampleStreams(self.seeds[rows], self.salt, _generators=self.generators[rows])
+
+    def randn(
+        self,
+        shape: Sequence[int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Standard normal ``shape`` = ``(len(self), ...)``: row ``i`` from stream ``i``, drawn
+        on that stream's device and moved to ``device``."""
+        shape = tuple(int(n) for n in shape)
+        if not shape or shape[0] != len(self):
+            raise ValueError(f"{len(self)} streams cannot draw a batch of shape {shape}")
+        rows = [
+            torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype)
+            for g in self.generators
+        ]
+        out = torch.cat(rows) if rows else torch.empty(shape, dtype=dtype)
+        return out if device is None else out.to(device)
+
+
+NoiseSource = torch.Generator | SampleStreams | None
+"""Where a sampler's noise comes from: one generator for the whole batch, per-row
+:class:`SampleStreams`, or ``None`` (torch's global generator)."""
+
+
+def randn(
+    shape: Sequence[int],
+    source: NoiseSource = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal ``shape`` drawn from ``source`` (see :data:`NoiseSource`) on ``device``."""
+    if isinstance(source, SampleStreams):
+        return source.randn(shape, device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=source, device=device, dtype=dtype)
 
 
 def rng_state() -> dict[str, torch.Tensor]:

@@ -72,8 +72,37 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented JSON atomically.
+
+    Non-finite floats (NaN, ±inf) are refused with a ``ValueError`` naming the file and the
+    first offending key, and nothing is written: ``json.dumps`` would otherwise write bare
+    ``NaN``/``Infinity``, which is not JSON (strict parsers, ``jq``, browsers reject the file).
+    A value that is legitimately undefined must be written as ``None`` (``null``) by its caller.
+    """
+    import math
+
+    def first_non_finite(x: Any, where: str) -> str | None:
+        if isinstance(x, float):
+            return None if math.isfinite(x) else f"{where or 'the value'} = {x!r}"
+        if isinstance(x, dict):
+            items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in x.items())
+        elif isinstance(x, (list, tuple)):
+            items = ((f"{where}[{i}]", v) for i, v in enumerate(x))
+        else:
+            return None
+        return next((r for k, v in items if (r := first_non_finite(v, k)) is not None), None)
+
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError as e:
+        bad = first_non_finite(obj, "")
+        if bad is None:
+            raise
+        raise ValueError(
+            f"{os.fspath(path)}: refusing to write a non-finite number to JSON ({bad}); "
+            "NaN and infinity are not valid JSON (write None for an undefined value)"
+        ) from e
+    write_text_atomic(path, text + "\n")
 
 
 @contextlib.contextmanager
