@@ -71,6 +71,11 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     assert [s["set"] for s in mem["summary"]] == ["training (nearest other)", "held-out", "sample"]
     assert [s["volumes"] for s in mem["summary"]] == [len(ds.ids("train")), len(test), n]
     assert run["memorization"]["eval"] == "eval/memorization"
+    assert run["memorization"]["train"] == "data/images"  # what the LDM was trained on
+    assert run["held_out"]["real"] == test[:1] and run["unpaired"]["real"] == "eval/sets/real"
+    assert sorted(p.name for p in (demo_run / "eval" / "sets" / "real").iterdir()) == [
+        f"{s}.nii.gz" for s in run["held_out"]["real"]
+    ]
     assert (demo_run / "report" / "figures" / "samples_gallery.png").is_file()
     html = (demo_run / "report" / "report.html").read_text()
     assert "<img" in html and (demo_run / "report" / "report.md").is_file()
@@ -223,3 +228,18 @@ def test_export_of_a_fine_tuned_run_keeps_the_lineage(demo_run, tmp_path):
                          tmp_path / "third", **kw)  # fmt: skip
     rec = json.loads((dest / "manifest.json").read_text())["models"]["ldm"]
     assert rec["init_from"] == {"path": str(first / "ldm.pt")}
+
+
+def test_held_out_roles_are_disjoint_and_sized():
+    """The demo's held-out subjects: 3 paired, 16 real, 16 other ones as the ceiling; a small
+    split still gets a real set (the ceiling may then be empty)."""
+    from realdeal.demo import HELD_OUT_ROLES, held_out_roles
+
+    ids = [f"sub-{i:03d}" for i in range(64)]
+    r = held_out_roles(ids)
+    assert [len(r[k]) for k in ("paired", "real", "ceiling")] == [
+        HELD_OUT_ROLES[k] for k in ("paired", "real", "ceiling")
+    ]
+    assert not set(r["real"]) & set(r["ceiling"]) and set(r["paired"]) <= set(r["real"])
+    assert held_out_roles(ids[:2]) == {"paired": ids[:2], "real": ids[:1], "ceiling": ids[1:2]}
+    assert held_out_roles(ids[:1]) == {"paired": ids[:1], "real": ids[:1], "ceiling": []}

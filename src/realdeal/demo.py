@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_KINDS = ("autoencoder", "ldm", "refiner")
+CEILING_SET = "unseen reconstructions"
+"""The unpaired set that bounds what decoded samples can reach (:data:`HELD_OUT_ROLES`)."""
+CEILING_DIR = "unseen-reconstructions"
 PROVENANCE = "provenance.json"
 """Written beside each model's checkpoint in a demo run: where the model came from."""
 PACKAGED = "packaged"
@@ -129,13 +132,44 @@ class DemoConfig:
 # --------------------------------------------------------------------------- configurations
 
 
+POPULATION = {
+    "n_subjects": 320,
+    "scale": 0.1,
+    "coarse_elastic_spacing_mm": 64.0,
+    "coarse_elastic_magnitude_mm": (2.0, 5.0),
+    "ventricle_scale": (0.8, 1.8),
+}
+"""The demo's population: 320 subjects at 2 mm (256 train, 64 held out), with head size, lobe
+shape and ventricle size varying beyond the default cohort's, so that an LDM trained on the
+training split learns a population rather than a few heads it can store (with 13 training
+subjects it returned copies of them)."""
+
+HELD_OUT_ROLES = {"paired": 3, "real": 16, "ceiling": 16}
+"""How the demo uses the held-out subjects, in order: the first 3 are refined and scored
+against their originals; the first 16 are the real set the samples are compared with; the next
+16, reconstructed, are the ceiling (what decoded volumes of unseen heads reach against that real
+set, at the same counts). The memorisation baseline is the reconstructions of all 32."""
+
+
 def cohort_config(cfg: DemoConfig):
-    """The cohort the demo builds (16 subjects at 2 mm; quick: 4 at 4 mm)."""
+    """The cohort the demo builds (:data:`POPULATION`; quick: 4 subjects at 4 mm)."""
     from realdeal.data.cohort import CohortConfig
 
     if cfg.quick:
         return CohortConfig(n_subjects=4, spacing=4.0, seed=cfg.seed)
-    return CohortConfig(seed=cfg.seed)
+    return CohortConfig(seed=cfg.seed, **POPULATION)
+
+
+def held_out_roles(test: list[str]) -> dict[str, list[str]]:
+    """The held-out subjects of each role (:data:`HELD_OUT_ROLES`); a small split (``--quick``)
+    gives the real set and the ceiling what there is (the ceiling may be empty)."""
+    n_paired, n_real, n_ceiling = (HELD_OUT_ROLES[k] for k in ("paired", "real", "ceiling"))
+    real = test[: min(n_real, max(1, len(test) // 2))] if len(test) > 1 else list(test)
+    return {
+        "paired": test[:n_paired],
+        "real": real,
+        "ceiling": test[len(real) : len(real) + n_ceiling],
+    }
 
 
 def prepare_config(cfg: DemoConfig):
@@ -297,7 +331,7 @@ def export_models(
         for kind in MODEL_KINDS:
             src = Path(models[kind])
             if (src / "manifest.json").is_file():
-                records[kind] = _carry_over(kind, src, Path(tmp))
+                records[kind] = _carry_over(kind, src, Path(tmp), cohort, prepare)
                 continue
             ckpt = load_checkpoint(src / "checkpoint.pt", kind=kind)
             path = save_checkpoint(Path(tmp) / f"{kind}.pt", ckpt.slimmed())
@@ -383,12 +417,24 @@ def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
     return rec
 
 
-def _carry_over(kind: str, folder: Path, tmp: Path) -> dict[str, Any]:
-    """Copy ``kind``'s file and logs from an earlier demo-checkpoint folder; return its record."""
+def _carry_over(
+    kind: str, folder: Path, tmp: Path, cohort: dict[str, Any], prepare: dict[str, Any]
+) -> dict[str, Any]:
+    """Copy ``kind``'s file and logs from an earlier demo-checkpoint folder; return its record.
+
+    A model that folder's manifest describes as trained on another cohort or preparation than
+    ``cohort``/``prepare`` keeps that data in its record (``trained_on``)."""
     try:
-        record = dict(model_records(json.loads((folder / "manifest.json").read_text()))[kind])
+        meta = json.loads((folder / "manifest.json").read_text())
+        record = dict(model_records(meta)[kind])
     except (OSError, ValueError, KeyError) as e:
         raise InputError(folder / "manifest.json", f"has no usable {kind} record ({e})") from e
+    theirs = record.get("trained_on") or {
+        "cohort": meta.get("cohort"),
+        "prepare": meta.get("prepare"),
+    }
+    if json.loads(json.dumps({"cohort": cohort, "prepare": prepare})) != theirs:
+        record["trained_on"] = theirs
     src = folder / f"{kind}.pt"
     if record.get("sha256") and _sha256(src) != record["sha256"]:
         raise InputError(src, "does not match the sha256 in its manifest.json")
@@ -483,7 +529,8 @@ def run_demo(
         max_batch=cfg.max_batch,
         seed=cfg.seed,
     )
-    test = ds.ids("test")
+    roles = held_out_roles(ds.ids("test"))
+    test = roles["paired"]
     with stages("refine held-out reconstructions"):
         refined_test = out / "refined" / "test"
         recons = [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test]
@@ -499,9 +546,9 @@ def run_demo(
         _copy_missing(chosen, raw_subset)
 
     with stages("evaluate"):
-        _evaluate(cfg, ds, test, refined_test, raw, raw_subset, refined_samples, out)
+        _evaluate(cfg, ds, roles, refined_test, raw, raw_subset, refined_samples, out)
 
-    run = _run_record(cfg, models, settings, test, command, started)
+    run = _run_record(cfg, models, settings, roles, command, started)
     run["timings"] = stages.timings
     write_json_atomic(out / "run.json", run)
     with stages("report"):
@@ -567,7 +614,13 @@ class _Models:
             self.obtain("autoencoder", lambda resume: train_autoencoder(
                 mcfg["autoencoder"], data, dirs["autoencoder"], resume))  # fmt: skip
         with stages("reconstruct"):
-            _reconstruct(ds, self.ckpt["autoencoder"], self.cfg.device)
+            # the refiner learns from the training subjects' reconstructions; shipped models
+            # need only the held-out subjects'
+            roles = held_out_roles(ds.ids("test"))
+            ids = (
+                ds.ids() if self.shipped is None else sorted({s for v in roles.values() for s in v})
+            )
+            _reconstruct(ds, self.ckpt["autoencoder"], self.cfg.device, ids)
         with stages("train ldm"):
             self.obtain("ldm", lambda resume: train_ldm(
                 mcfg["ldm"], data, self.ckpt["autoencoder"], dirs["ldm"], resume))  # fmt: skip
@@ -622,7 +675,7 @@ def _run_record(
     cfg: DemoConfig,
     models: _Models,
     settings: RefineSettings,
-    test: list[str],
+    roles: dict[str, list[str]],
     command: str | None,
     started: str,
 ) -> dict[str, Any]:
@@ -640,8 +693,9 @@ def _run_record(
         "models": {k: f"models/{k}" for k in MODEL_KINDS},
         "model_sources": models.sources,
         "model_provenance": models.provenance,
+        "held_out": roles,
         "paired": {
-            "subjects": test,
+            "subjects": roles["paired"],
             "sets": {"reconstruction": "data/reconstructions", "refined": "refined/test"},
             "eval": "eval/paired",
         },
@@ -652,14 +706,18 @@ def _run_record(
                 "sample": "samples/raw",
                 "sample subset": "samples/raw-subset",
                 "refined sample": "samples/refined",
-            },
+            }
+            | ({CEILING_SET: f"eval/sets/{CEILING_DIR}"} if roles["ceiling"] else {}),
             "figure_sets": ["sample", "refined sample"],
-            "real": "data/images",
+            "real": "eval/sets/real",
+            "ceiling": CEILING_SET if roles["ceiling"] else None,
             "eval": "eval/unpaired",
         },
         "memorization": {
             "eval": "eval/memorization",
-            "train": "data/reconstructions",  # its train split; held-out: the paired subjects
+            # the LDM's training subjects as it saw them; held-out: reconstructions of the real
+            # and ceiling subjects, decoded like the samples
+            "train": "data/images",
             "generated": {"sample": "samples/raw"},
         },
         "timings": {},
@@ -694,14 +752,15 @@ def _choose_shipped(cfg: DemoConfig) -> dict[str, Path] | None:
     return _usable_checkpoints(cfg, folder)
 
 
-def _reconstruct(ds, autoencoder: Path, device: str = "auto") -> None:
-    """Reconstructions of every subject, redone when the autoencoder file changed."""
+def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | None = None) -> None:
+    """Reconstructions of ``ids`` (default: every subject), redone when the autoencoder file
+    changed."""
     from realdeal.models.loading import load_autoencoder
     from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
 
     stamp = ds.root / "reconstructions" / "reconstruct_config.json"
     fp = checkpoint_fingerprint(autoencoder)
-    ids = ds.ids()
+    ids = ds.ids() if ids is None else ids
     if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
         if all(ds.has_derived("reconstructions", s) for s in ids):
             log.info("reusing the reconstructions (same autoencoder)")
@@ -710,6 +769,8 @@ def _reconstruct(ds, autoencoder: Path, device: str = "auto") -> None:
 
     where = resolve_device(device)
     ae, ckpt = load_autoencoder(autoencoder, where)
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+        ids = [s for s in ids if not ds.has_derived("reconstructions", s)]
     reconstruct_dataset(ae, ds, ids, where)
     write_json_atomic(
         stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": ckpt.step}
@@ -763,9 +824,10 @@ def _copy_missing(files: list[Path], out: Path) -> None:
 
 
 def _evaluate(
-    cfg: DemoConfig, ds, test, refined_test, raw, raw_subset, refined_samples, out: Path
+    cfg: DemoConfig, ds, roles, refined_test, raw, raw_subset, refined_samples, out: Path
 ) -> None:
-    """Paired (held-out) and unpaired (samples) suites, weight-free so they run offline."""
+    """Paired (held-out) and unpaired (samples) suites, weight-free so they run offline, and
+    memorisation."""
     from realdeal.metrics import suite
     from realdeal.metrics.sharpness import SharpnessConfig
     from realdeal.metrics.subjects import find_set
@@ -781,11 +843,12 @@ def _evaluate(
         **small,
         **({"n_bootstrap": 200} if cfg.quick else {}),
     )
-    root = ds.root
+    root, test = ds.root, roles["paired"]
+    recon = root / "reconstructions"
     files = {
         "originals": [root / "images" / f"{s}.nii.gz" for s in test],
         "labels": [root / "labels" / f"{s}.nii.gz" for s in test],
-        "reconstruction": [root / "reconstructions" / f"{s}.nii.gz" for s in test],
+        "reconstruction": [recon / f"{s}.nii.gz" for s in test],
         "refined": [refined_test / f"{s}.nii.gz" for s in test],
     }
     suite.evaluate_paired(
@@ -796,32 +859,42 @@ def _evaluate(
         workers=cfg.workers,
         out_dir=out / "eval" / "paired",
     )
-    # 250 patches per axis and volume (the paper: 1,000) and 10 leave-one-subject-out sets keep the
-    # k-NN of 16 real volumes' patches to about a minute on 2 cores.
+    # The samples against held-out subjects the LDM never saw, beside the ceiling: the
+    # autoencoder's reconstructions of as many other unseen subjects. 250 patches per axis and
+    # volume (the paper: 1,000) and 10 leave-one-subject-out sets keep the k-NN to about a
+    # minute on 2 cores.
+    sets_dir = out / "eval" / "sets"
+    _copy_missing([root / "images" / f"{s}.nii.gz" for s in roles["real"]], sets_dir / "real")
+    generated = [
+        find_set("sample", raw),
+        find_set("sample subset", raw_subset),
+        find_set("refined sample", refined_samples),
+    ]
+    if roles["ceiling"]:
+        ceiling = [recon / f"{s}.nii.gz" for s in roles["ceiling"]]
+        _copy_missing(ceiling, sets_dir / CEILING_DIR)
+        generated.insert(1, find_set(CEILING_SET, sets_dir / CEILING_DIR))
     unpaired_cfg = suite.UnpairedConfig(
         features="patchstats", seed=cfg.seed, n_bootstrap=0 if cfg.quick else 10,
         **(small or {"n_patches_2d": 250}),
     )  # fmt: skip
     suite.evaluate_unpaired(
-        find_set("real", root / "images"),
-        [
-            find_set("sample", raw),
-            find_set("sample subset", raw_subset),
-            find_set("refined sample", refined_samples),
-        ],
+        find_set("real", sets_dir / "real"),
+        generated,
         unpaired_cfg,
         workers=cfg.workers,
         out_dir=out / "eval" / "unpaired",
     )
-    # Coverage cannot tell new brains from recalled ones: the raw samples against the
-    # reconstructions the LDM's training latents came from, the held-out ones as the baseline.
+    # Coverage cannot tell new brains from recalled ones: the raw samples against the LDM's
+    # training subjects, with the reconstructions of unseen subjects (decoded like the samples)
+    # as the baseline.
     from realdeal.metrics.memorization import evaluate_memorization
 
-    recon = root / "reconstructions"
+    held_out = roles["real"] + roles["ceiling"]
     mem = evaluate_memorization(
-        find_set("train", [recon / f"{s}.nii.gz" for s in ds.ids("train")]),
+        find_set("train", [root / "images" / f"{s}.nii.gz" for s in ds.ids("train")]),
         [find_set("sample", raw)],
-        find_set("held-out", [recon / f"{s}.nii.gz" for s in test]),
+        find_set("held-out", [recon / f"{s}.nii.gz" for s in held_out]),
         out_dir=out / "eval" / "memorization",
     )
     copies = mem.summary[-1]["copies"]

@@ -212,4 +212,38 @@ def unpaired_metrics_section(ctx: Context) -> list[Block]:
         )
     blocks += [_comparison_table(ctx, g, ev, "unpaired") for g in groups]
     blocks += _extra_tables(ev, {m for g in groups for m in g.metrics})
+    blocks += _ceiling_table(ctx, ev, f"coverage_k10{suffix}")
     return blocks
+
+
+def _ceiling_table(ctx: Context, ev: dict, metric: str) -> list[Block]:
+    """Each generated set's coverage as a fraction of the ceiling set's (run.json's
+    ``unpaired.ceiling``: decoded volumes of unseen subjects, at the same counts), per axis."""
+    ceiling = (ctx.run.section("unpaired") or {}).get("ceiling")
+    vals: dict[str, dict[str, float]] = {}
+    for r in ev["summary"]:
+        if r["metric"] == metric and isinstance(r.get("mean"), (int, float)):
+            vals.setdefault(r["set"], {})[str(r.get("axis"))] = float(r["mean"])
+    if not ceiling or ceiling not in vals:
+        return []
+    axes = sorted(vals[ceiling])
+    rows = []
+    for name, by_axis in vals.items():
+        if name in (ceiling, "real", "original"):  # generated sets only
+            continue
+        ratios = [by_axis.get(a, float("nan")) / vals[ceiling][a] for a in axes]
+        rows.append([name, *(f"{v:.2f}" for v in ratios), f"{min(ratios):.2f}"])
+    return [
+        Para(
+            f"The ceiling: set {ceiling!r} holds the autoencoder's reconstructions of as many "
+            "held-out subjects as there are samples, other than those of the real set. Raw "
+            "samples are decoded by the same autoencoder, so this is the coverage they can reach "
+            "at these counts."
+        ),
+        Table(
+            "Coverage k = 10 ÷ the ceiling's",
+            ["set", *axes, "worst axis"],
+            rows,
+            [f"ceiling coverage: {', '.join(f'{vals[ceiling][a]:.3f}' for a in axes)}"],
+        ),
+    ]
