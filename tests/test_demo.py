@@ -80,7 +80,7 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     html = (demo_run / "report" / "report.html").read_text()
     assert "<img" in html and (demo_run / "report" / "report.md").is_file()
     stages = set(run["timings"])
-    assert {"cohort", "train autoencoder", "refine samples", "evaluate", "report"} <= stages
+    assert {"cohort", "obtain autoencoder", "refine samples", "evaluate", "report"} <= stages
 
 
 def test_rerun_reuses_everything(demo_run):
@@ -94,7 +94,7 @@ def test_rerun_reuses_everything(demo_run):
     md = (demo_run / "report" / "report.md").read_text()
     assert "Where the models came from" in md and "trained in this run" in md
     assert {p: p.stat().st_mtime_ns for p in refined} == before
-    assert run["timings"]["train refiner"] < 5
+    assert run["timings"]["obtain refiner"] < 5
 
 
 def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_run, tmp_path):

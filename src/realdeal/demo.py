@@ -610,7 +610,7 @@ class _Models:
         from realdeal.training.refiner import train_refiner
 
         data, mcfg, dirs = ds.root, self.configs, self.dirs
-        with stages("train autoencoder"):
+        with stages("obtain autoencoder"):
             self.obtain("autoencoder", lambda resume: train_autoencoder(
                 mcfg["autoencoder"], data, dirs["autoencoder"], resume))  # fmt: skip
         with stages("reconstruct"):
@@ -621,10 +621,10 @@ class _Models:
                 ds.ids() if self.shipped is None else sorted({s for v in roles.values() for s in v})
             )
             _reconstruct(ds, self.ckpt["autoencoder"], self.cfg.device, ids)
-        with stages("train ldm"):
+        with stages("obtain ldm"):
             self.obtain("ldm", lambda resume: train_ldm(
                 mcfg["ldm"], data, self.ckpt["autoencoder"], dirs["ldm"], resume))  # fmt: skip
-        with stages("train refiner"):
+        with stages("obtain refiner"):
             self.obtain("refiner", lambda resume: train_refiner(
                 mcfg["refiner"], data, dirs["refiner"], resume))  # fmt: skip
 
@@ -641,15 +641,20 @@ class _Models:
         have = _trained_steps(ckpt) if ckpt.is_file() else None
         record_file = folder / PROVENANCE
         if have is not None and have >= need:
-            log.info("reusing the %s in %s (step %d)", kind, folder, have)
+            log.info("%s: reusing the model in %s (step %d)", kind, folder, have)
             self.sources[kind] = "reused"
         elif self.shipped:
             shipped = self.shipped[kind]
+            log.info(
+                "%s: using the shipped demo checkpoint (%s steps; not trained here)",
+                kind, self.shipped_steps[kind],
+            )  # fmt: skip
             _install_checkpoint(shipped, folder, shipped.parent)
             self.sources[kind] = f"demo checkpoint ({self.shipped_steps[kind]} steps)"
             record = {"source": f"shipped demo checkpoint ({shipped.parent})"}
             write_json_atomic(record_file, record | self.shipped_records.get(kind, {}))
         else:
+            log.info("%s: training (%d steps)", kind, self.configs[kind].train.steps)
             t0 = time.perf_counter()
             train_fn(resume=have is not None)
             self.sources[kind] = "trained"
@@ -658,6 +663,15 @@ class _Models:
             self.provenance[kind] = json.loads(record_file.read_text())
         else:  # a run folder from before provenance records: what the checkpoint says
             self.provenance[kind] = {"source": "found in this run folder", "steps": have}
+
+    def config_record(self, kind: str) -> dict[str, Any]:
+        """The run config of the model this run used: the one stored beside its checkpoint
+        (a shipped or reused model's own), else the config the demo would train with."""
+        stored = self.dirs[kind] / "config.json"
+        if stored.is_file():
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                return dict(json.loads(stored.read_text())["config"])
+        return to_dict(self.configs[kind])
 
     def _trained_record(self, kind: str, had: int | None, t0: float) -> dict[str, Any]:
         train_cfg = self.configs[kind].train
@@ -725,7 +739,7 @@ def _run_record(
             "demo": to_dict(cfg),
             "cohort": to_dict(cohort_config(cfg)),
             "prepare": to_dict(prepare_config(cfg)),
-            "models": {k: to_dict(v) for k, v in models.configs.items()},
+            "models": {k: models.config_record(k) for k in MODEL_KINDS},
             "refine": dataclasses.asdict(settings),
         },
         "versions": _versions(),

@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class RefineResult:
-    """The refined volume (input shape) and what it cost."""
+    """The refined volume (input shape) and what it cost: ``seconds`` from its start to its
+    end (volumes refined together overlap), ``compute_seconds`` its share of the network calls
+    it took part in (by windows), which add up over volumes to the time of all calls."""
 
     refined: np.ndarray
     plan: Plan
@@ -70,6 +72,7 @@ class RefineResult:
     network_calls: int
     seconds: float
     peak_batch: int
+    compute_seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -109,6 +112,8 @@ class _Volume:
         self.batches = job.plan.batches()
         self.next = self.evals = self.calls = self.peak = 0
         self.t0 = time.perf_counter()
+        self.busy = 0.0
+        """Seconds of network calls attributed to this volume (its windows' share of each)."""
 
     @property
     def done(self) -> bool:
@@ -157,7 +162,9 @@ class _Volume:
             yp = (self.xp + float(residual_scale) * yp).clamp(-1.0, 1.0)
         refined = self.plan.unpad(yp.cpu().numpy())
         seconds = time.perf_counter() - self.t0
-        return RefineResult(refined, self.plan, self.evals, self.calls, seconds, self.peak)
+        return RefineResult(
+            refined, self.plan, self.evals, self.calls, seconds, self.peak, self.busy
+        )
 
 
 def refine_volumes(
@@ -218,7 +225,11 @@ def refine_volumes(
             break
         group = _first_fit(active, max_batch)
         size = sum(len(v.windows) for v in group)
+        t0 = time.perf_counter()
         _run_batch(group, denoiser, t_start, amp, residual, residual_scale, steps)
+        took = time.perf_counter() - t0
+        for v in group:  # each volume's share of the shared network call
+            v.busy += took * len(v.batches[v.next - 1]) / size
         for v in group:
             if bar is not None:
                 bar.set_postfix(volumes=len(group), windows=size)

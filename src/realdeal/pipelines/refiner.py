@@ -398,7 +398,8 @@ class RefinerPipeline:
             records[i] = {
                 "input": str(src),
                 "output": str(dst),
-                "seconds": res.seconds,
+                "seconds": round(res.compute_seconds, 3),
+                "seconds_in_flight": round(res.seconds, 3),
                 "sampler": {"name": resolved.sampler, "steps": resolved.steps, "eta": resolved.eta},
                 "unet_evaluations": res.unet_evaluations,
                 "network_calls": res.network_calls,
@@ -503,7 +504,7 @@ def refine_paths(
         recs = pipe.refine_files([(files[i], dsts[i]) for i in g], settings, show)
         for i, rec in zip(g, recs, strict=True):
             log.info(
-                "%s → %s: %.1f s, %d U-Net evaluations, seam score %s (input %s)",
+                "%s → %s: %.1f s of network calls, %d U-Net evaluations, seam score %s (input %s)",
                 rec["input"], rec["output"], rec["seconds"], rec["unet_evaluations"],
                 format_score(rec["seam_score_output"]), format_score(rec["seam_score_input"]),
             )  # fmt: skip
