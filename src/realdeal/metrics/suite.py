@@ -31,6 +31,8 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -402,6 +404,22 @@ def _paired_task(
         return _failure(e)
 
 
+def spawn_safe_main() -> bool:
+    """Whether worker processes started with "spawn" can import the main module: an
+    interactive session or ``python -c`` (nothing to re-run), or a script or ``-m`` module that guards its
+    work with ``if __name__ == "__main__":``. Spawned workers import the main script again, so
+    an unguarded one would start the evaluation again in every worker."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return True
+    return re.search(r"^if\s+__name__\s*==\s*['\"]__main__['\"]", source, re.M) is not None
+
+
 def _run_tasks(
     fn, tasks: list[tuple], workers: int, init_args: tuple, desc: str, models: dict
 ) -> list:
@@ -410,6 +428,13 @@ def _run_tasks(
     In this process the already loaded ``models`` are used; pool workers load their own.
     """
     results: list[Any] = [None] * len(tasks)
+    if workers > 1 and len(tasks) > 1 and not spawn_safe_main():
+        log.warning(
+            "%s: running in this process, not in %d worker processes: the calling script has no "
+            "`if __name__ == \"__main__\":` guard, and each worker would run it again",
+            desc, workers,
+        )  # fmt: skip
+        workers = 1
     bar = progress(total=len(tasks), desc=desc, unit="subject")
     try:
         if workers <= 1 or len(tasks) <= 1:
