@@ -243,3 +243,35 @@ def test_held_out_roles_are_disjoint_and_sized():
     assert not set(r["real"]) & set(r["ceiling"]) and set(r["paired"]) <= set(r["real"])
     assert held_out_roles(ids[:2]) == {"paired": ids[:2], "real": ids[:1], "ceiling": ids[1:2]}
     assert held_out_roles(ids[:1]) == {"paired": ids[:1], "real": ids[:1], "ceiling": []}
+
+
+def test_export_of_a_snapshot_takes_its_step_and_its_part_of_the_log(demo_run, tmp_path):
+    """A snapshot (``RUN/snapshots/step-N.pt``) exports with its own step, the run's config and
+    the training log up to that step; a model carried over from a manifest of another cohort
+    keeps the data it was trained on (``trained_on``)."""
+    import dataclasses
+
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    run = json.loads((demo_run / "run.json").read_text())
+    ldm_run = tmp_path / "ldm-run"
+    shutil.copytree(demo_run / "models" / "ldm", ldm_run)
+    snap = ldm_run / "snapshots" / "step-0000004.pt"
+    snap.parent.mkdir()
+    early = dataclasses.replace(load_checkpoint(ldm_run / "checkpoint.pt").slimmed(), step=4)
+    save_checkpoint(snap, early)
+    first = export_checkpoints(demo_run, tmp_path / "first")
+    other = dict(run["config"]["cohort"], n_subjects=99)
+    dest = export_models(
+        {"autoencoder": first, "ldm": snap, "refiner": first},
+        tmp_path / "out",
+        cohort=other,
+        prepare=run["config"]["prepare"],
+        made_by="snapshot (test)",
+    )
+    recs = json.loads((dest / "manifest.json").read_text())["models"]
+    assert recs["ldm"]["steps"] == 4 and "trained_on" not in recs["ldm"]
+    steps = [json.loads(x)["step"] for x in (dest / "ldm.metrics.jsonl").read_text().splitlines()]
+    assert steps and max(steps) <= 4
+    assert (dest / "ldm.config.json").read_text() == (ldm_run / "config.json").read_text()
+    assert recs["autoencoder"]["trained_on"]["cohort"] == run["config"]["cohort"]

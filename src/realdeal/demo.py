@@ -333,13 +333,16 @@ def export_models(
             if (src / "manifest.json").is_file():
                 records[kind] = _carry_over(kind, src, Path(tmp), cohort, prepare)
                 continue
-            ckpt = load_checkpoint(src / "checkpoint.pt", kind=kind)
+            ckpt_file, run_dir = _checkpoint_and_run(src)
+            ckpt = load_checkpoint(ckpt_file, kind=kind)
             path = save_checkpoint(Path(tmp) / f"{kind}.pt", ckpt.slimmed())
-            for name in ("metrics.jsonl", "config.json"):
-                if (src / name).is_file():
-                    shutil.copyfile(src / name, Path(tmp) / f"{kind}.{name}")
+            if (run_dir / "config.json").is_file():
+                shutil.copyfile(run_dir / "config.json", Path(tmp) / f"{kind}.config.json")
+            metrics = Path(tmp) / f"{kind}.metrics.jsonl"
+            if (run_dir / "metrics.jsonl").is_file():
+                _copy_log_until(run_dir / "metrics.jsonl", metrics, ckpt.step)
             train_cfg = ckpt.config.get("train", {})
-            logged = _logged_training(src / "metrics.jsonl", train_cfg)
+            logged = _logged_training(metrics, train_cfg)
             records[kind] = {
                 "steps": ckpt.step,
                 "batch_size": train_cfg.get("batch_size"),
@@ -415,6 +418,27 @@ def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
                 "run's starting point", kind, path,
             )  # fmt: skip
     return rec
+
+
+def _checkpoint_and_run(src: Path) -> tuple[Path, Path]:
+    """(checkpoint file, run folder) of a run folder or of one of its snapshots
+    (``RUN/snapshots/step-N.pt``, or any checkpoint file inside a run folder)."""
+    if src.is_dir():
+        return src / "checkpoint.pt", src
+    from realdeal.training.engine import SNAPSHOTS_DIR
+
+    return src, src.parent.parent if src.parent.name == SNAPSHOTS_DIR else src.parent
+
+
+def _copy_log_until(src: Path, dst: Path, step: int) -> None:
+    """``src``'s training log up to and including ``step`` (a snapshot's part of its run)."""
+    keep = []
+    for line in src.read_text().splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            if int(json.loads(line)["step"]) > step:
+                break
+        keep.append(line)
+    dst.write_text("\n".join(keep) + ("\n" if keep else ""))
 
 
 def _carry_over(
