@@ -1,6 +1,6 @@
-"""Your own scans from file to report (README "Your own scans"), and the commands' refusals.
+"""Your own scans from file to report (docs/own-scans.md), and the commands' refusals.
 
-The end-to-end test runs the README's commands on Colin27 with skull (Debian ``mricron-data``,
+The end-to-end test runs the commands of docs/own-scans.md on Colin27 with skull (Debian ``mricron-data``,
 1 mm, its own intensity units) through the shipped demo models; it refines a crop (two thirds
 of the brain, 1 step) to stay fast.
 """
@@ -75,7 +75,7 @@ def _crop(src: Path, dst: Path, xs: slice) -> Path:
 def test_raw_head_scan_from_file_to_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ae, ref = str(DEMO / "autoencoder.pt"), str(DEMO / "refiner.pt")
-    # 1. skull strip at the demo models' 2 mm (the README's first command)
+    # 1. skull strip at the demo models' 2 mm (the first command of docs/own-scans.md)
     assert main(["-q", "skullstrip", str(CH2), "-o", "brain", "--spacing", "2", "--labels"]) == 0
     brain = nib.load("brain/ch2.nii.gz")
     assert np.allclose(np.diag(brain.affine)[:3], 2.0)
