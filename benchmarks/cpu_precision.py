@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/cpu_precision.json")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/cpu_precision.json")
     args = p.parse_args(argv)
     cpu = platform.processor() or platform.machine()
     try:

@@ -1,4 +1,4 @@
-"""Issue-12 realism criteria of demo models, per checkpoint: a curve against training compute.
+"""The demo's realism criteria of demo models, per checkpoint: a curve against training compute.
 
 For each LDM checkpoint: ``--samples`` volumes (DDIM 50, batched) against every real subject of
 the prepared dataset, weight-free patch-statistics features (the demo's unpaired suite: 250
@@ -13,7 +13,7 @@ training steps (``.png``), and prints the table::
     python benchmarks/demo_criteria.py --data training-runs/demo/data \
         --ldm src/realdeal/demo_checkpoints/ldm.pt snap/ldm-2000.pt training-runs/demo/ldm/checkpoint.pt \
         --refiner src/realdeal/demo_checkpoints/refiner.pt training-runs/demo/refiner/checkpoint.pt \
-        --out benchmarks/demo_criteria.json
+        --out benchmarks/results/demo_criteria.json
 
 Coverage grows with the number of generated volumes (k-NN balls of the real patches are
 covered by more candidates): compare rows at the same ``--samples``. On the demo cohort the
@@ -188,7 +188,7 @@ def table(rows: list[dict]) -> str:
         out += [
             "",
             "Coverage and density count a copy of a training subject as realistic. The GPU LDMs' "
-            "samples are such copies (session 9, `memorization.md`): their coverage gains are "
+            "samples are such copies (`memorization.md`): their coverage gains are "
             "copies getting closer, not new brains.",
         ]
         out.append("")

@@ -93,7 +93,8 @@ class Sizes:
     """(a) also runs ours end to end with the network compiled as ``refine --compile`` does
     (:func:`~realdeal.runtime.device.compiled_network`: every call padded to ``max_batch``)."""
     ours_sampling: str = "both"
-    """(c) ours with the residual refiner's default sampling, session 6's linear one, or both."""
+    """(c) ours with the residual refiner's default sampling, the linear one (linear spacing,
+    fixed variance), or both."""
     refiner_checkpoint: Path = DEMO_REFINER
     """(c) the refiner: the shipped demo one, or a training run's checkpoint."""
 
@@ -107,7 +108,8 @@ def gpu_sizes() -> Sizes:
         e2e_steps=(10, 20),
         authors_probe_steps=2,
         # ours at the pipeline's default (RefineSettings.max_batch); the authors' traversal keeps
-        # its own batching (up to 20 windows a step). Session 6 ran ours at 20: 30.9 GB peak.
+        # its own batching (up to 20 windows a step). Ours at 20 peaked at 30.9 GB on an H100
+        # (benchmarks/results/gpu_check.md).
         max_batch=RefineSettings().max_batch,
         ae=preset("autoencoder", "paper").model,
         ae_image=(224, 288, 224),
@@ -362,7 +364,7 @@ def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]
 
         compiled = compiled_network(m, sizes.max_batch, sizes.compile_backend)
         # the first compiled run pays the compilation (on an H100, paper refiner: 40 s at 4
-        # windows a call in session 7, 104 s at 12 in session 9); then each step count again,
+        # windows a call, 104 s at 12; benchmarks/results/gpu_check.md); then each step count again,
         # compiled already: what every later volume of a `refine --compile` run costs
         n0 = sizes.e2e_steps[0]
         items += [(f"ours + DPM-Solver++ {n0}, compiled (incl. compiling)", ours, "dpm++", n0,
@@ -534,8 +536,8 @@ def part_c(
                            "shape": list(x.shape), "input_quality": quality(x, x, ours, ref),
                            "original_quality": quality(orig, x, ours), "runs": []}  # fmt: skip
     per_call = None
-    # ours with the residual refiner's default sampling (session 7: quadratic spacing,
-    # analytic variance), and with session 6's (linear, fixed) for comparison
+    # ours with the residual refiner's default sampling (quadratic spacing, analytic
+    # variance), and with linear spacing and fixed variance for comparison
     d = DEFAULT_SAMPLING["residual"]
     items = []
     if sizes.ours_sampling in ("both", "linear"):
@@ -555,7 +557,7 @@ def part_c(
                                  spacing=spacing, variance=variance, **kw)  # fmt: skip
             row["quality"] = quality(y, x, plan, ref)
             # the latest run's rate: the first one also pays cuDNN's autotuning of each new
-            # batch shape (session 6 on an H100: 95 ms a call at 10 steps, 13 ms at 20, so
+            # batch shape (on an H100, 2026-11-27: 95 ms a call at 10 steps, 13 ms at 20, so
             # the maximum overstated the 1,000-step reference 7× and skipped it)
             per_call = row["wall_s"] / row["network_calls"]
             out["runs"].append(row)
@@ -739,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="(c) ours at these DDIM step counts (default 10 20 50)")  # fmt: skip
     p.add_argument("--ours-sampling", choices=["both", "default", "linear"], default="both",
                    help="(c) ours with the default sampling (quadratic spacing, analytic "
-                   "variance), session 6's linear one, or both (default)")  # fmt: skip
+                   "variance), the linear one (linear spacing, fixed variance), or both (default)")  # fmt: skip
     p.add_argument("--refiner", metavar="PATH",
                    help="(c) refiner checkpoint: a `realdeal train refiner` run's checkpoint.pt "
                    "or an export (default: the shipped demo refiner)")  # fmt: skip

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 
-
 def _axis_means(result, set_name: str, metric: str) -> list[float]:
     rows = [r for r in result.summary if r["set"] == set_name and r["metric"] == metric]
     rows.sort(key=lambda r: str(r.get("axis")))

@@ -4,7 +4,7 @@ Uses the synthetic phantom (:mod:`realdeal.metrics.phantom`) with a blurred cand
 paper's settings (1,000 patches, 64³ / 64² windows, dipy NLM), no deep networks by default
 (``--lpips`` adds LPIPS, which needs the AlexNet weights). Writes the table as JSON.
 
-    PYTHONPATH=src python benchmarks/metrics.py [--out benchmarks/metrics.json] [--lpips]
+    PYTHONPATH=src python benchmarks/metrics.py [--out benchmarks/results/metrics.json] [--lpips]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from realdeal.metrics.suite import PairedConfig, paired_subject
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/metrics.json")
+    ap.add_argument("--out", default="benchmarks/results/metrics.json")
     ap.add_argument("--shape", type=int, nargs=3, default=(224, 288, 224))
     ap.add_argument("--lpips", action="store_true", help="include LPIPS (needs AlexNet weights)")
     args = ap.parse_args()

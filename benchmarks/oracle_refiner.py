@@ -5,7 +5,7 @@ itself, with the same anatomy, bias field, contrast, gain and noise level, under
 **independent draw of its scanner noise** (another scan of the same head). No refiner can
 reproduce the original's noise voxel for voxel, only its statistics, so this "oracle" is what
 the paired metrics can reach at best: its HOG distance to the original, divided by the
-reconstruction's, is the floor of the issue-12 criterion "HOG ratio ≤ 0.9"; its sharpness is
+reconstruction's, is the floor of the demo's criterion "HOG ratio ≤ 0.9"; its sharpness is
 the original's by construction; its PSNR is the ceiling for a refiner that adds real noise.
 
 For each held-out subject of the prepared dataset (``--data``) the cohort subject is rebuilt
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=2, help="independent noise draws per subject")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/oracle_refiner.json")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/oracle_refiner.json")
     args = p.parse_args(argv)
     from realdeal.data.dataset import PreparedDataset
 

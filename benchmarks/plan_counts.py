@@ -6,7 +6,7 @@ MNI152 (2009) brain mask at 1 mm, resampled (trilinear, threshold 0.5) to the gr
 and centred on the grid (as :mod:`realdeal.data.cohort` places its brains). Prints a Markdown
 table and writes JSON. No network is run; everything here is counting.
 
-    PYTHONPATH=src python benchmarks/plan_counts.py [--out benchmarks/plan_counts.json]
+    PYTHONPATH=src python benchmarks/plan_counts.py [--out benchmarks/results/plan_counts.json]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def row(name: str, plan: Plan) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/plan_counts.json")
+    ap.add_argument("--out", default="benchmarks/results/plan_counts.json")
     args = ap.parse_args()
 
     results: dict[str, dict] = {}

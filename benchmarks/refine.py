@@ -1,6 +1,6 @@
 """Refinement benchmark: the official schedule against ours, on the same coarse input.
 
-(a) official: SPEC §5 traversal (centre → y column → z → x slabs, half-window overlap, no
+(a) official: the authors' traversal (docs/method.md#spec-5-4) (centre → y column → z → x slabs, half-window overlap, no
     background skipping) with DDPM at ``--ref-steps`` (the paper uses 1,000; evaluations scale
     linearly with steps, so the 1,000-step cost is extrapolated from the measured one);
 (b) ours: centre-out wavefront plan (quarter-window overlap), background skipping,
@@ -102,7 +102,7 @@ def main() -> None:
     p.add_argument("--original", help="the uncompressed volume, for reference quality figures")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/refine.json")
+    p.add_argument("--out", default="benchmarks/results/refine.json")
     p.add_argument("--memory-only", action="store_true")
     p.add_argument(
         "--previous",

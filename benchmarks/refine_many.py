@@ -8,7 +8,7 @@ process, alternating, ``--repeats`` times: (a) :func:`refine_volume` per volume,
 largest difference between the two results (float rounding of batched kernels only).
 
     python benchmarks/refine_many.py --shape 32 40 32 --steps 5 --max-batch 8 --repeats 2 \
-        --out benchmarks/refine_many.json
+        --out benchmarks/results/refine_many.json
 """
 
 from __future__ import annotations

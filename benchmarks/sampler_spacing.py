@@ -126,9 +126,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("items", nargs="+", help="spacing:steps[:variance], e.g. quadratic:10:analytic")
     p.add_argument("--quality-input", type=Path, default=ROOT / ".device-wheels/quality_input.npz")
-    p.add_argument("--reference", type=Path, default=ROOT / "benchmarks/gpu_check-s7.json")
+    p.add_argument(
+        "--reference", type=Path, default=ROOT / "benchmarks/results/gpu_check-50926ca.json"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/sampler_spacing.json")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sampler_spacing.json")
     args = p.parse_args()
     parts = [i.split(":") for i in args.items]
     items = [(p[0], int(p[1]), p[2] if len(p) > 2 else "fixed") for p in parts]

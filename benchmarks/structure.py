@@ -1,7 +1,7 @@
 """The package's shape: the subpackage import graph, imports against the layering and the
 longest functions. Prints Markdown; ``--json PATH`` also writes JSON.
 
-    python benchmarks/structure.py [--most 10] [--json benchmarks/structure.json]
+    python benchmarks/structure.py [--most 10] [--json benchmarks/results/structure.json]
 """
 
 from __future__ import annotations

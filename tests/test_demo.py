@@ -243,6 +243,7 @@ def test_held_out_roles_are_disjoint_and_sized():
     assert not set(r["real"]) & set(r["ceiling"]) and set(r["paired"]) <= set(r["real"])
     assert held_out_roles(ids[:2]) == {"paired": ids[:2], "real": ids[:1], "ceiling": ids[1:2]}
     assert held_out_roles(ids[:1]) == {"paired": ids[:1], "real": ids[:1], "ceiling": []}
+    assert held_out_roles(ids[:3]) == {"paired": ids[:3], "real": ids[:2], "ceiling": ids[2:3]}
 
 
 def test_export_of_a_snapshot_takes_its_step_and_its_part_of_the_log(demo_run, tmp_path):

@@ -63,14 +63,14 @@ def test_readme_api_block_runs_as_a_script(tmp_path):
     shutil.move(tiny_ldm_checkpoint(tmp_path / "build"), ldm_dir / "checkpoint.pt")
     tiny_refiner_checkpoint(ref_dir / "checkpoint.pt", window=32)  # few windows: fast
     vols = _brains(demo / "eval" / "sets" / "real", n=3)
-    (demo / "data" / "reconstructions").mkdir()
-    shutil.copy(vols[0], demo / "data" / "reconstructions" / "sub-005.nii.gz")
+    (demo / "data" / "reconstructions").mkdir(parents=True)
+    shutil.copy(vols[0], demo / "data" / "reconstructions" / "sub-002.nii.gz")
     # as a user runs it: a script of its own (worker processes of the metrics import it again)
     checks = """
 import numpy as _np, torch as _torch
 assert isinstance(refined, _torch.Tensor) and refined.shape == samples.shape
 assert not _torch.equal(refined, samples)
-_out = load_volume("sub-005_refined.nii.gz")
+_out = load_volume("sub-002_refined.nii.gz")
 assert _np.allclose(_out.affine, coarse.affine) and _out.shape == coarse.shape
 assert "refined" in result.markdown
 print("README API BLOCK OK")

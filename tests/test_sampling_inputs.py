@@ -110,7 +110,10 @@ def _strict_json(text: str):
 
 
 def _run(argv, capsys) -> tuple[int, str]:
-    code = main(["-q", *argv])
+    try:
+        code = main(["-q", *argv])
+    except SystemExit as e:  # a bad option value is a usage error: the parser exits
+        code = e.code
     return code, capsys.readouterr().err
 
 

@@ -3,7 +3,10 @@
 Each sub-command lives in :mod:`realdeal.commands` as a module with ``register(subparsers)``,
 which adds its parser and sets ``func``; the function builds objects and calls one library
 function. Heavy imports (torch, MONAI) happen inside those functions so ``--help`` is fast.
-Any :class:`~realdeal.errors.RealDealError` becomes one line on stderr and exit status 2.
+Any :class:`~realdeal.errors.RealDealError` becomes one line on stderr and exit status 2; so
+does a usage error (a bad option value: every number option has a declared range, see
+:mod:`realdeal.config`). Before a command starts, :func:`realdeal.commands._checks.preflight`
+checks its device, that its outputs can be written and that its input files are well formed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import logging
 import sys
 
 from realdeal import __version__
+from realdeal.commands._flags import CommandParser
+from realdeal.config import SAMPLING_STEPS, number_arg
 from realdeal.errors import RealDealError
 
 COMMANDS = [
@@ -33,19 +38,12 @@ COMMANDS = [
 ]
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type for counts that must be ≥ 1 (sampling steps): else a usage error, exit 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+#: ``argparse`` type for sampling step counts (≥ 1, :data:`realdeal.config.SAMPLING_STEPS`).
+positive_int = number_arg(int, SAMPLING_STEPS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="realdeal",
         description="RealDeal: make generated 3D brain MRIs look real.",
     )
@@ -70,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
+        from realdeal.commands._checks import preflight
+
+        preflight(args)
         return int(args.func(args) or 0)
     except RealDealError as e:
-        print(f"realdeal {args.command}: error: {e}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "kind", None))))
+        print(f"realdeal {command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from realdeal.config import to_dict
 from realdeal.diffusion.registry import DEFAULT_SAMPLING
-from realdeal.errors import InputError
+from realdeal.errors import InputError, RealDealError
 from realdeal.utils.fs import atomic_dir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -152,33 +152,62 @@ set, at the same counts). The memorisation baseline is the reconstructions of al
 
 
 def cohort_config(cfg: DemoConfig):
-    """The cohort the demo builds (:data:`POPULATION`; quick: 4 subjects at 4 mm)."""
+    """The cohort the demo builds: the one the demo checkpoints it uses were trained on (their
+    manifest's), else :data:`POPULATION` (``--retrain``, ``--checkpoints none``); ``--quick``:
+    4 subjects at 4 mm."""
+    from realdeal.config import from_dict
     from realdeal.data.cohort import CohortConfig
 
     if cfg.quick:
         return CohortConfig(n_subjects=4, spacing=4.0, seed=cfg.seed)
+    shipped = _shipped_data(cfg)
+    if shipped is not None:
+        return from_dict(CohortConfig, shipped["cohort"], "manifest.json cohort")
     return CohortConfig(seed=cfg.seed, **POPULATION)
 
 
+def prepare_config(cfg: DemoConfig):
+    """How the demo prepares the cohort: as the demo checkpoints' data was prepared (their
+    manifest's), else on the cohort's grid with refiner window 32 (quick: 16)."""
+    from realdeal.config import from_dict
+    from realdeal.data.dataset import PrepareConfig
+
+    shipped = None if cfg.quick else _shipped_data(cfg)
+    if shipped is not None:
+        return from_dict(PrepareConfig, shipped["prepare"], "manifest.json prepare")
+    return PrepareConfig(
+        shape=cohort_config(cfg).grid_shape(), window=16 if cfg.quick else 32, seed=cfg.seed
+    )
+
+
+def _shipped_data(cfg: DemoConfig) -> dict[str, Any] | None:
+    """The ``cohort`` and ``prepare`` records of the demo checkpoints this run would use, or
+    None (no such checkpoints, or a manifest without them: the demo then trains)."""
+    if cfg.retrain or cfg.checkpoints is None:
+        return None
+    folder = packaged_checkpoints() if cfg.checkpoints == PACKAGED else Path(cfg.checkpoints)
+    manifest = None if folder is None else folder / "manifest.json"
+    if manifest is None or not manifest.is_file():
+        return None
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None  # _usable_checkpoints says what is wrong with it
+    if not isinstance(meta.get("cohort"), dict) or not isinstance(meta.get("prepare"), dict):
+        return None
+    return {"cohort": meta["cohort"], "prepare": meta["prepare"]}
+
+
 def held_out_roles(test: list[str]) -> dict[str, list[str]]:
-    """The held-out subjects of each role (:data:`HELD_OUT_ROLES`); a small split (``--quick``)
-    gives the real set and the ceiling what there is (the ceiling may be empty)."""
+    """The held-out subjects of each role (:data:`HELD_OUT_ROLES`); a small split gives the
+    real set its first half (rounded up) and the ceiling the rest (one subject: no ceiling)."""
     n_paired, n_real, n_ceiling = (HELD_OUT_ROLES[k] for k in ("paired", "real", "ceiling"))
-    real = test[: min(n_real, max(1, len(test) // 2))] if len(test) > 1 else list(test)
+    real = test[: min(n_real, (len(test) + 1) // 2)]
     return {
         "paired": test[:n_paired],
         "real": real,
         "ceiling": test[len(real) : len(real) + n_ceiling],
     }
-
-
-def prepare_config(cfg: DemoConfig):
-    """How the demo prepares the cohort (grid = the cohort's; refiner window 32, quick 16)."""
-    from realdeal.data.dataset import PrepareConfig
-
-    return PrepareConfig(
-        shape=cohort_config(cfg).grid_shape(), window=16 if cfg.quick else 32, seed=cfg.seed
-    )
 
 
 def model_configs(cfg: DemoConfig) -> dict[str, Any]:
@@ -242,6 +271,10 @@ def packaged_checkpoints() -> Path | None:
 
 def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None:
     """``{kind: file}`` from ``folder`` if its manifest says they were trained on this cohort."""
+    from realdeal.config import from_dict
+    from realdeal.data.cohort import CohortConfig
+    from realdeal.data.dataset import PrepareConfig
+
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         raise InputError(folder, "holds no manifest.json (not a demo checkpoint folder)")
@@ -251,6 +284,11 @@ def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None
         raise InputError(manifest, f"unreadable manifest: {e}") from e
     want = {"cohort": to_dict(cohort_config(cfg)), "prepare": to_dict(prepare_config(cfg))}
     have = {"cohort": meta.get("cohort"), "prepare": meta.get("prepare")}
+    with contextlib.suppress(RealDealError, TypeError, ValueError):
+        # fields added since the manifest was written read with their defaults (which keep the
+        # behaviour of the cohort and preparation that wrote it)
+        have = {"cohort": to_dict(from_dict(CohortConfig, have["cohort"])),
+                "prepare": to_dict(from_dict(PrepareConfig, have["prepare"]))}  # fmt: skip
     if json.loads(json.dumps(want)) != have:
         log.info("demo checkpoints in %s were trained on another cohort; training instead", folder)
         return None
@@ -318,7 +356,7 @@ def export_models(
     demo-checkpoint folder with a ``manifest.json`` (that kind's file, logs and record are
     carried over unchanged). ``trained_on`` names the device where the training logs do not
     (logs record it from this version on). The training time of a run is the sum of its logged
-    windows (``log_every`` steps each), so pauses between resumed sessions do not count.
+    windows (``log_every`` steps each), so pauses between resumed runs do not count.
     """
     import torch
 
@@ -326,7 +364,9 @@ def export_models(
 
     dest = Path(dest)
     commit = _git_commit()
-    with atomic_dir(dest, overwrite=True) as tmp:
+    with atomic_dir(
+        dest, overwrite=True, marker=("manifest.json", "realdeal-demo-checkpoints")
+    ) as tmp:
         records: dict[str, dict[str, Any]] = {}
         for kind in MODEL_KINDS:
             src = Path(models[kind])

@@ -3,7 +3,7 @@
 Kinds: ``autoencoder``, ``ldm`` and ``refiner`` (the run configs below share
 :class:`TrainConfig`, the engine's optimisation settings). Presets:
 
-``paper``: the sizes of SPEC §3–5 (224×288×224 HCP volumes, latents 4×56×72×56, 64³ refiner
+``paper``: the sizes of the paper (docs/method.md#spec-3 to #spec-5) (224×288×224 HCP volumes, latents 4×56×72×56, 64³ refiner
 windows); the paper does not state the autoencoder's training length, so its ``steps`` is our
 choice. ``cpu-small``: tiny widths that train on the 2 mm built-in cohort (≈96×112×96, latents
 24×28×24) in minutes on two CPU cores. :data:`QUICK_OVERRIDES` shrinks ``cpu-small`` further to
@@ -18,7 +18,18 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from realdeal.config import from_dict, to_dict
+from realdeal.config import (
+    BATCH,
+    LOADER_WORKERS,
+    SEED,
+    STEPS,
+    UNIT,
+    Range,
+    check_ranges,
+    device_problem,
+    from_dict,
+    to_dict,
+)
 from realdeal.diffusion.masks import MaskConfig
 from realdeal.diffusion.schedule import ScheduleConfig
 from realdeal.errors import ConfigError
@@ -30,6 +41,11 @@ KINDS = ("autoencoder", "ldm", "refiner")
 PRESETS = ("paper", "cpu-small")
 Positions = Literal["uniform", "stratified"]
 Target = Literal["image", "residual"]
+
+
+def _ranged(default: Any, rng: Range) -> Any:
+    """A field with its declared range (:func:`realdeal.config.check_ranges`, the flags)."""
+    return dataclasses.field(default=default, metadata={"range": rng})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,25 +62,25 @@ class TrainConfig:
     on older GPUs, else fp32.
     """
 
-    steps: int = 1000
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
+    steps: int = _ranged(1000, STEPS)
+    batch_size: int = _ranged(4, BATCH)
+    grad_accum: int = _ranged(1, BATCH)
+    lr: float = _ranged(1e-3, Range(0.0, 1.0, lo_open=True))
+    weight_decay: float = _ranged(1e-5, Range(0.0, 10.0))
+    betas: tuple[float, float] = _ranged((0.9, 0.999), Range(0.0, 1.0, hi_open=True))
+    warmup_steps: int = _ranged(0, Range(0, 10**9))
     lr_decay: Literal["constant", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
+    min_lr_ratio: float = _ranged(0.0, UNIT)
+    grad_clip: float | None = _ranged(1.0, Range(0.0, 1e6, why="0 = off"))
+    ema_decay: float = _ranged(0.999, UNIT)
     precision: Precision = "auto"
-    log_every: int = 10
-    checkpoint_every: int = 500
-    snapshot_every: int = 0
+    log_every: int = _ranged(10, STEPS)
+    checkpoint_every: int = _ranged(500, STEPS)
+    snapshot_every: int = _ranged(0, Range(0, 10**9, why="0 = none"))
     """Also keep the EMA weights of every N-th step as ``snapshots/step-N.pt`` (slim, loadable
     like an exported model), to pick a checkpoint from curves on held-out data; 0: none."""
-    seed: int = 0
-    num_workers: int = 0
+    seed: int = _ranged(0, SEED)
+    num_workers: int = _ranged(0, LOADER_WORKERS)
     device: str = "auto"
     channels_last: bool = False
     """Run 3D convolutions in channels-last memory layout (about 2× faster on CPU oneDNN)."""
@@ -74,6 +90,9 @@ class TrainConfig:
     shipped demo checkpoint), with a fresh optimizer, schedule and EMA. Ignored on resume."""
 
     def __post_init__(self) -> None:
+        check_ranges(self)
+        if device_problem(self.device):
+            raise ConfigError(f"TrainConfig.device: {device_problem(self.device)}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("steps, batch_size and grad_accum must be at least 1")
         if self.snapshot_every < 0:
@@ -113,10 +132,11 @@ class AutoencoderRunConfig:
         )
     )
     loss: Literal["mse", "l1"] = "mse"
-    crop: tuple[int, int, int] | None = None
+    crop: tuple[int, int, int] | None = _ranged(None, Range(4, 4096))
     cache_volumes: bool = False
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.crop is not None and any(c % self.model.downsampling or c < 4 for c in self.crop):
             raise ConfigError(
                 f"crop {self.crop} must be positive multiples of {self.model.downsampling}"
@@ -141,17 +161,29 @@ class LDMRunConfig:
         )
     )
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        _check_betas(self.schedule)
+
+
+def _check_betas(schedule: ScheduleConfig) -> None:
+    if not schedule.beta_start < schedule.beta_end:
+        raise ConfigError(
+            f"schedule.beta_start ({schedule.beta_start:g}) must be below beta_end "
+            f"({schedule.beta_end:g})"
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class RefinerRunConfig:
-    """Everything ``realdeal train refiner`` needs. Defaults: the paper (SPEC §5).
+    """Everything ``realdeal train refiner`` needs. Defaults: the paper (docs/method.md#spec-5).
 
     2,700 epochs of 890 subjects at batch 32, one patch per subject per epoch ≈ 75,000 steps.
     ``coarse``: the derived-volume kind the coarse inputs come from (``reconstructions``).
     """
 
     preset: str = "paper"
-    window: int = 64
+    window: int = _ranged(64, Range(4, 1024))
     unet: UNetConfig = dataclasses.field(
         default_factory=lambda: UNetConfig(
             in_channels=3,
@@ -177,10 +209,12 @@ class RefinerRunConfig:
     coarse: str = "reconstructions"
     target: Target = "image"
     """``image`` (the paper) or ``residual`` (diffuse ``(x − x̂)/residual_scale``)."""
-    residual_scale: float | None = None
+    residual_scale: float | None = _ranged(None, Range(0.0, 1e6, lo_open=True))
     """Residual normalisation; ``None`` = measured on the training set before training."""
 
     def __post_init__(self) -> None:
+        check_ranges(self)
+        _check_betas(self.schedule)
         if self.unet.in_channels != 3 or self.unet.out_channels != 1:
             raise ConfigError("the refiner U-Net takes [x_t, x̂, y_prev] (3 channels) and outputs 1")
         if self.target not in ("image", "residual"):

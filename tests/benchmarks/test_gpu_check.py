@@ -79,7 +79,7 @@ def test_tiny_run_covers_every_part(tmp_path):
 
     c = res["parts"]["c"]
     kinds = [r["plan"] for r in c["runs"]]
-    assert kinds == ["wavefront", "wavefront", "official"]  # session 6's sampling, the default
+    assert kinds == ["wavefront", "wavefront", "official"]  # ours linear, ours default, reference
     assert "quadratic steps, analytic variance" in c["runs"][1]["run"]
     for r in c["runs"]:
         q = r["quality"]
@@ -102,7 +102,7 @@ def test_budget_guard_skips_and_says_why(tmp_path):
 
 
 def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
-    """One device call is all a session gets: an error in one part must not lose the others."""
+    """A GPU call may be the only one: an error in one part must not lose the others."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
@@ -148,21 +148,50 @@ def test_selected_items_and_compiled_end_to_end(tmp_path):
     assert all(r["network_calls"] * 3 >= r["unet_evaluations"] for r in a["runs"])
     with pytest.raises(AssertionError, match="unknown --variants"):
         _run(tmp_path, "--parts", "a", "--variants", "fp16")
-    # no end-to-end step counts: nothing to compile end to end either (session 7's call)
+    # no end-to-end step counts: nothing to compile end to end either
     res = _run(tmp_path, "--parts", "a", "--variants", "fp32", "--e2e-steps",
                "--authors-probe-steps", "0", "--e2e-compile")  # fmt: skip
     assert res["parts"]["a"]["runs"] == [] and res["complete"]
 
 
+def _run_checkpoint(path: Path) -> Path:
+    """A resumable refiner checkpoint (optimizer and RNG state and all), as a `realdeal train
+    refiner` run writes it, with the shipped demo refiner's weights."""
+    import dataclasses
+
+    import torch
+
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    shipped = load_checkpoint(ROOT / "src/realdeal/demo_checkpoints/refiner.pt", "refiner")
+    params = [
+        torch.nn.Parameter(v.clone()) for v in shipped.model.values() if v.is_floating_point()
+    ]
+    opt = torch.optim.AdamW(params)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    ckpt = dataclasses.replace(
+        shipped,
+        model={k: v.clone() for k, v in shipped.model.items()},
+        optimizer=opt.state_dict(),
+        grad_scaler={},
+        rng=[{"cpu": torch.get_rng_state()}],
+        slim=False,
+    )
+    assert ckpt.resumable
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, ckpt)
+
+
 def test_quality_reference_takes_a_run_checkpoint_and_chosen_steps(tmp_path):
-    """(c) as a session that has just trained a refiner asks for it: that run's checkpoint
-    (the committed CPU run's, optimizer state and all), ours with the default sampling only, at
-    chosen step counts."""
-    run = ROOT / "training-runs/demo-cpu/refiner-s8/checkpoint.pt"
+    """(c) as a call right after training a refiner asks for it: that run's checkpoint
+    (optimizer state and all), ours with the default sampling only, at chosen step counts."""
+    run = _run_checkpoint(tmp_path / "refiner-run" / "checkpoint.pt")
     res = _run(tmp_path, "--parts", "c", "--refiner", str(run), "--ours-steps", "1", "2",
                "--ours-sampling", "default")  # fmt: skip
     c = res["parts"]["c"]
-    assert c["checkpoint"] == "training-runs/demo-cpu/refiner-s8/checkpoint.pt"
+    assert c["checkpoint"] == str(run.resolve())
     assert [(r["plan"], r["steps"]) for r in c["runs"]] == [
         ("wavefront", 1), ("wavefront", 2), ("official", 2)
     ]  # fmt: skip

@@ -1,5 +1,5 @@
-"""training-runs/demo-gpu/train.sh, the script a lent GPU's one call runs, rehearsed on the CPU
-with tiny step counts: a broken script would cost a whole GPU session."""
+"""training-runs/demo-gpu/train.sh, the script one call on a GPU machine runs, rehearsed on the
+CPU with tiny step counts: a broken script would waste the GPU time of that call."""
 
 from __future__ import annotations
 

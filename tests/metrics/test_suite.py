@@ -1,4 +1,4 @@
-"""End-to-end suites on tiny NIfTI cohorts, and the bad inputs of issue 5 item 6."""
+"""End-to-end suites on tiny NIfTI cohorts, and bad inputs that must give one-line errors."""
 
 import argparse
 import json

@@ -23,7 +23,8 @@ def test_unet_builds_and_starts_at_zero_output():
     net = build_unet(TINY)
     out = net(torch.randn(2, 4, 8, 8, 12), torch.tensor([3, 900]))
     assert out.shape == (2, 4, 8, 8, 12)
-    assert torch.count_nonzero(out) == 0  # MONAI zero-initialises the output conv (SPEC §8)
+    # MONAI zero-initialises the output conv (docs/method.md#spec-8)
+    assert torch.count_nonzero(out) == 0
 
 
 def test_paper_unet_arguments():

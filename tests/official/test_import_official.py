@@ -1,7 +1,7 @@
 """``realdeal import-official``: the released checkpoint layouts → realdeal checkpoints.
 
 State dicts are built here in the released layouts with random weights: the autoencoder from
-its module names (SPEC §3), the U-Nets in MONAI Generative 0.2.x's key layout with
+its module names (docs/method.md#spec-3), the U-Nets in MONAI Generative 0.2.x's key layout with
 DataParallel's ``module.`` prefix (and, for the refiner, the buffers of the authors'
 running-statistics GroupNorm). References are independent of the converter: a functional
 forward written from the released autoencoder's description, and for the U-Nets what MONAI
@@ -116,7 +116,7 @@ def released_ae_forward(sd: dict[str, torch.Tensor], x: torch.Tensor):
 
 
 def random_unet(cfg: UNetConfig, seed: int = 0) -> nn.Module:
-    """A MONAI U-Net with every parameter random (a fresh one outputs zeros, SPEC §8)."""
+    """A MONAI U-Net with every parameter random (a fresh one outputs zeros, docs/method.md#spec-8)."""
     torch.manual_seed(seed)
     net = build_unet(cfg)
     g = torch.Generator().manual_seed(seed)

@@ -264,7 +264,8 @@ def _starts(batch):
 
 
 def test_official_traversal_on_the_hcp_grid():
-    """SPEC §5.4, coordinate by coordinate: 139 windows in 20 sequential steps."""
+    """The authors' traversal (docs/method.md#spec-5-4), coordinate by coordinate: 139 windows in
+    20 sequential steps."""
     plan = official_plan((224, 288, 224), window=64)
     s = plan.stats
     assert s.padded_shape == (224, 320, 256) and s.stride == 32

@@ -1,4 +1,5 @@
-"""Refiner training data and loss (SPEC §5): positions, masks, clean known region, masked loss."""
+"""Refiner training data and loss (docs/method.md#spec-5): positions, masks, clean known region,
+masked loss."""
 
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def test_presets_build_a_refiner_unet_of_the_right_shape(preset):
     n = count_parameters(net)
     if preset == "paper":
         assert cfg.window == 64 and cfg.unet.channels == (128, 256, 256)
-        assert 60e6 < n < 80e6  # SPEC §8: the paper refiner has 68 M parameters
+        assert 60e6 < n < 80e6  # docs/method.md#spec-8: the paper refiner has 68 M parameters
     else:
         w = cfg.window
         out = net(torch.zeros(1, 3, w, w, w), torch.zeros(1, dtype=torch.long))

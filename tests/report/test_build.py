@@ -492,3 +492,37 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     img = mpimg.imread(shot)
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     assert img[..., :3].std() > 0.05  # text, tables and figures, not a blank page
+
+
+def test_samples_section_opens_with_the_verdict_and_shows_nearest_training_subjects(report):
+    """The memorisation verdict heads the samples section, and each shown sample's figure has
+    its nearest training subject beside it (named, with the similarity, in the caption)."""
+    md = (report.parent / "report.md").read_text()
+    section = md.split("## LDM samples")[1].split("\n## ")[0]
+    first = next(line for line in section.splitlines()[1:] if line.strip())
+    assert "Memorisation (set 'sample'): 2 of 2 volumes are copies" in first
+    assert section.count("its nearest training subject, sub-") >= 1 and "a copy" in section
+
+
+def test_unpaired_section_gives_coverage_against_the_ceiling(run_dir, tmp_path):
+    """With ``unpaired.ceiling`` naming a set, each other generated set's coverage k = 10 is
+    given as a fraction of the ceiling's, per axis, with its worst axis."""
+    run = _copy_run(run_dir, tmp_path / "ceiling")
+    m = json.loads((run / "run.json").read_text())
+    m["unpaired"]["ceiling"] = "refined sample"
+    (run / "run.json").write_text(json.dumps(m))
+    md = (build_report(run).parent / "report.md").read_text()
+    section = md.split("## Unpaired metrics")[1].split("\n## ")[0]
+    assert "**Coverage k = 10 ÷ the ceiling's**" in section
+    res = json.loads((run / "eval" / "unpaired" / "results.json").read_text())
+    cov = {
+        (r["set"], str(r["axis"])): r["mean"]
+        for r in res["summary"]
+        if r["metric"] == "coverage_k10_patchstats"
+    }
+    axes = sorted({a for (_, a) in cov})
+    ratios = [cov[("sample", a)] / cov[("refined sample", a)] for a in axes]
+    table = section.split("**Coverage k = 10 ÷ the ceiling's**")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| sample |"))
+    assert row.split("|")[2].strip() == f"{ratios[0]:.2f}"
+    assert row.split("|")[-2].strip() == f"{min(ratios):.2f}"

@@ -63,10 +63,11 @@ SPECIAL = {
     "crop": [16, 16, 16],
     "grad_clip": 0.5,
     ("ldm", "channels"): [8, 16, 16],
-    ("refiner", "channels"): [8, 16, 16],
+    ("refiner", "channels"): [8, 16, 32],  # the last level attends with 32 head channels
     "attention_levels": [False, True, True],
     "num_head_channels": [0, 8, 16],
     "norm_num_groups": 4,
+    "device": "cpu",  # a device name has a form (auto, cpu, cuda, cuda:N)
 }
 
 

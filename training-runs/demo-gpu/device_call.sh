@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A device call of a session that is lent a GPU (run THERE, from the repository root):
+# One call on a GPU machine (run THERE, from the repository root):
 #   1. install the carried wheels (WHEELS, default .device-wheels, from benchmarks/gpu_wheels.sh);
 #   2. the stages in STAGES (default "train check"), in that order:
 #      train: the demo's LDM and/or refiner for TRAIN_S seconds (training-runs/demo-gpu/train.sh
@@ -7,8 +7,8 @@
 #      check: benchmarks/gpu_check.py with what is left of TOTAL_S (less TRAIN_S if a train
 #             stage comes after it).
 # Prepared here with training-runs/demo-gpu/prepare.sh. The working tree and the carried paths
-# must stay under 64 MiB together; since session 9 wheels + data + tree do not, so give each
-# call one stage and carry what it needs:
+# must stay under 64 MiB together; wheels + data + tree do not, so give each call one stage
+# and carry what it needs:
 #   run(command="STAGES=check bash training-runs/demo-gpu/device_call.sh", carry=[".device-wheels"], timeout_s=600)
 #   run(command="STAGES=train WHEELS=.device-wheels-train bash training-runs/demo-gpu/device_call.sh",
 #       carry=[".device-wheels-train", ".device-data"], timeout_s=600)

@@ -11,7 +11,7 @@ data=training-runs/demo/data
 bash training-runs/demo/continue.sh --data-only   # the demo's cohort, data and reconstructions
 bash benchmarks/gpu_wheels.sh "$data"
 # training needs no dipy (10.6 MB): a call that only trains carries these two wheels instead,
-# which keeps tree + data + wheels under the 64 MiB that travel (session 9)
+# which keeps tree + data + wheels under the 64 MiB that travel
 rm -rf .device-wheels-train && mkdir .device-wheels-train
 cp .device-wheels/monai-*.whl .device-wheels/nibabel-*.whl .device-wheels-train/
 rm -rf .device-data && mkdir .device-data

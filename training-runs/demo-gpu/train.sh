@@ -9,13 +9,13 @@
 # does. OUTDIR: gets ldm/ and refiner/ (resumable run folders: checkpoint.pt, config.json,
 # metrics.jsonl) and the logs.
 #
-# The runs train one after the other (side by side on one GPU each ran about 3x slower, session
-# 6): the LDM gets LDM_SHARE (0.6) of the time left after a short probe of each, the refiner the
+# The runs train one after the other (side by side on one H100 each ran about 3x slower): the
+# LDM gets LDM_SHARE (0.6) of the time left after a short probe of each, the refiner the
 # rest. Step counts come from the probes: steps = 90 % of what fits, so each run finishes its
 # whole cosine schedule. A run that would still overrun gets SIGTERM from `timeout`, saves a
 # checkpoint at its current step and stops cleanly (continue with --resume).
 # FROM_SHIPPED=1 starts each run from the shipped demo checkpoint's weights (--init-from: a new
-# schedule that builds on the last session's models instead of starting from scratch).
+# schedule that builds on the shipped models instead of starting from scratch).
 # RUNS (default "ldm refiner") picks the runs: RUNS=ldm or RUNS=refiner gives that one the
 # whole budget and neither probes nor trains the other.
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
@@ -78,7 +78,7 @@ done
 echo "[$(elapsed) s] probes done; ${left} s left:${plan}"
 rm -rf "$probe" "$out/ldm" "$out/refiner"
 
-# One after the other: side by side on one GPU each ran ~3x slower (session 6).
+# One after the other: side by side on one H100 each ran ~3x slower.
 init() { [ "${FROM_SHIPPED:-0}" = 1 ] && echo "--init-from $repo/src/realdeal/demo_checkpoints/$1.pt" || true; }
 rc=0
 for kind in $runs; do

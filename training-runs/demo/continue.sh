@@ -16,7 +16,7 @@ if [ "${1:-}" = "--export" ]; then
     exec realdeal export-demo-checkpoints --data data \
         --autoencoder "$repo/src/realdeal/demo_checkpoints" --ldm ldm --refiner refiner \
         --trained-on "${TRAINED_ON:-cpu (1 thread)}" \
-        --made-by "training-runs/demo/continue.sh (realdeal train ldm/refiner --config RUN/config.json --resume, across sessions)" \
+        --made-by "training-runs/demo/continue.sh (realdeal train ldm/refiner --config RUN/config.json --resume until done)" \
         -o "$repo/src/realdeal/demo_checkpoints"
 fi
 

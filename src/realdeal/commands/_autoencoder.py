@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from realdeal.config import device_arg
+
 
 def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool = True) -> None:
     """``--autoencoder``, ``--data``, ``--split``, ``--device`` and ``--precision``."""
@@ -16,7 +18,7 @@ def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool
         default="all",
         help=f"subjects to {what}",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
         "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
     )

@@ -4,7 +4,9 @@ A :class:`ConfigFlags` names some fields of one config dataclass and where that 
 in a run config (``("train",)`` for :class:`~realdeal.presets.TrainConfig` inside a run).
 Each field becomes one option: its type, ``choices`` (``Literal``), ``nargs`` (tuples) and
 on/off form (``bool``) come from the field's annotation, its help from the table given here,
-its default is ``None`` = "not given, keep the preset's value". :func:`config_overrides`
+its number type and range from the field's declared :class:`~realdeal.config.Range` (a
+numeric field without one cannot become a flag), its default is ``None`` = "not given, keep
+the preset's value". :func:`config_overrides`
 turns the parsed flags back into nested overrides for :func:`realdeal.presets.with_overrides`.
 
 The config classes live in modules that import torch, so sub-commands made by a
@@ -28,13 +30,15 @@ class Flag:
     """How one config field appears on the command line, where the defaults do not fit.
 
     ``name``: the option (default ``--field-name``); ``zero_clears``: the value 0 sets the
-    optional field to ``None`` ("0 = off").
+    optional field to ``None`` ("0 = off"); ``type``: the ``argparse`` type of a ``str`` field
+    whose values have a form (``--device``).
     """
 
     help: str
     name: str | None = None
     metavar: str | tuple[str, ...] | None = None
     zero_clears: bool = False
+    type: Callable[[str], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +63,19 @@ class ConfigFlags:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         """Add one option per field (to the argument group ``title``, made if missing)."""
-        hints = typing.get_type_hints(self.config_class())
+        from realdeal.config import field_range
+
+        cls = self.config_class()
+        hints = typing.get_type_hints(cls)
         group = argument_group(parser, self.title)
         for field, flag in self.flags().items():
             name = flag.name or "--" + field.replace("_", "-")
-            kwargs = _argparse_kwargs(hints[field])
+            try:
+                kwargs = _argparse_kwargs(hints[field], field_range(cls, field))
+            except TypeError as e:
+                raise TypeError(f"{cls.__name__}.{field}: {e}") from None
+            if flag.type is not None:
+                kwargs["type"] = flag.type
             if flag.metavar and "choices" not in kwargs:
                 kwargs["metavar"] = flag.metavar
             elif "choices" not in kwargs and kwargs.get("action") is None:
@@ -106,7 +118,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-class DeferredFlagsParser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``realdeal`` and its sub-commands: a usage error is one line (the
+    command, the option and the problem, and where to read more) and exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DeferredFlagsParser(CommandParser):
     """A sub-command parser that adds its generated flags on first use (parse or help)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -163,8 +183,11 @@ def _element(tp: Any) -> Any:
     return typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else None
 
 
-def _argparse_kwargs(tp: Any) -> dict[str, Any]:
-    """``type``/``choices``/``nargs``/``action`` of an option for a field annotated ``tp``."""
+def _argparse_kwargs(tp: Any, rng: Any = None) -> dict[str, Any]:
+    """``type``/``choices``/``nargs``/``action`` of an option for a field annotated ``tp``;
+    numbers parse with :func:`realdeal.config.number_arg` of the field's range ``rng``."""
+    from realdeal.config import number_arg
+
     tp = _optional_removed(tp)
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}
@@ -176,7 +199,11 @@ def _argparse_kwargs(tp: Any) -> dict[str, Any]:
         nargs = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
         if args[0] is bool:  # 0/1 per element
             return {"type": int, "choices": [0, 1], "nargs": nargs}
+        if args[0] in (int, float):
+            return {"type": number_arg(args[0], rng), "nargs": nargs}
         return {"type": args[0], "nargs": nargs}
-    if tp in (int, float, str):
+    if tp in (int, float):
+        return {"type": number_arg(tp, rng)}
+    if tp is str:
         return {"type": tp}
     raise TypeError(f"no command-line form for a field of type {tp}")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._checks import check_writable_dir
+from realdeal.config import field_arg
+
+COHORT = "realdeal.data.cohort:CohortConfig"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,18 +20,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "out", help="output folder (created; must be empty or an earlier cohort with --overwrite)"
     )
-    p.add_argument("-n", "--n-subjects", type=int, help="number of subjects (default 16)")
     p.add_argument(
-        "--spacing", type=float, help="isotropic voxel size in mm (default 2.0; 1.0 available)"
+        "-n",
+        "--n-subjects",
+        type=field_arg(int, COHORT, "n_subjects"),
+        help="number of subjects (default 16)",
+    )
+    p.add_argument(
+        "--spacing",
+        type=field_arg(float, COHORT, "spacing"),
+        help="isotropic voxel size in mm (default 2.0; 1.0 available)",
     )
     p.add_argument(
         "--shape",
-        type=int,
+        type=field_arg(int, COHORT, "shape"),
         nargs=3,
         metavar=("X", "Y", "Z"),
         help="grid shape (default: 192×224×192 mm at --spacing)",
     )
-    p.add_argument("--seed", type=int, help="random seed (default 0); same seed, same cohort")
+    p.add_argument(
+        "--seed",
+        type=field_arg(int, COHORT, "seed"),
+        help="random seed (default 0); same seed, same cohort",
+    )
     p.add_argument(
         "--sources",
         choices=["auto", "colin27", "mni152", "both"],
@@ -38,15 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--noise",
-        type=float,
+        type=field_arg(float, COHORT, "noise_sigma_1mm"),
         dest="noise_sigma_1mm",
         help="noise σ relative to white matter at 1 mm (default 0.045)",
     )
-    p.add_argument("--workers", type=int, help="processes (default 2)")
+    p.add_argument(
+        "--workers", type=field_arg(int, COHORT, "workers"), help="processes (default 2)"
+    )
     p.add_argument("--config", help="YAML/JSON CohortConfig; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cohort in OUT")
     p.add_argument("--no-figure", action="store_true", help="skip the slice figure cohort.png")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=lambda a: check_writable_dir(a.out, "OUT"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from realdeal.cli import positive_int
+from realdeal.commands._checks import check_demo_checkpoints, check_writable_dir
+from realdeal.config import device_arg, field_arg
 from realdeal.diffusion.registry import SAMPLERS, SPACINGS, VARIANCES
+
+DEMO = "realdeal.demo:DemoConfig"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", default="demo-output", help="output folder (default ./demo-output)"
     )
     p.add_argument("--quick", action="store_true", help="tiny everything, trains from scratch")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=field_arg(int, DEMO, "seed"), default=d.seed, help="random seed")
     p.add_argument(
         "--retrain",
         action="store_true",
@@ -33,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--train-scale",
-        type=float,
+        type=field_arg(float, DEMO, "train_scale"),
         default=d.train_scale,
         metavar="K",
         help="multiply every model's cpu-small training steps by K when training",
@@ -45,24 +48,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="demo checkpoint folder (default: the ones shipped with the package; "
         "'none' = always train)",
     )
-    p.add_argument("--samples", type=int, default=d.n_samples, help="LDM samples to draw")
+    p.add_argument(
+        "--samples",
+        type=field_arg(int, DEMO, "n_samples"),
+        default=d.n_samples,
+        help="LDM samples to draw",
+    )
     p.add_argument(
         "--refined-samples",
-        type=int,
+        type=field_arg(int, DEMO, "n_refined_samples"),
         default=d.n_refined_samples,
         help="how many of the samples to refine (the first ones)",
     )
     p.add_argument(
         "--sample-steps",
-        type=positive_int,
+        type=field_arg(int, DEMO, "sample_steps"),
         default=d.sample_steps,
         help=f"LDM sampling steps ({d.sample_sampler})",
     )
     p.add_argument("--refine-sampler", choices=list(SAMPLERS), default=d.refine_sampler)
-    p.add_argument("--refine-steps", type=positive_int, default=d.refine_steps)
+    p.add_argument(
+        "--refine-steps",
+        type=field_arg(int, DEMO, "refine_steps"),
+        default=d.refine_steps,
+        help="refinement steps",
+    )
     p.add_argument(
         "--refine-eta",
-        type=float,
+        type=field_arg(float, DEMO, "refine_eta"),
         default=d.refine_eta,
         help="DDIM η for refinement (1 = DDPM-like)",
     )
@@ -85,10 +98,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the refiner's arithmetic (default auto: bf16 on CUDA and on CPUs with native "
         "bf16, else fp32)",
     )
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per refiner batch")
-    p.add_argument("--workers", type=int, help="evaluation worker processes (default: cores)")
+    p.add_argument(
+        "--max-batch",
+        type=field_arg(int, DEMO, "max_batch"),
+        default=d.max_batch,
+        help="windows per refiner batch",
+    )
+    p.add_argument(
+        "--workers",
+        type=field_arg(int, DEMO, "workers"),
+        help="evaluation worker processes (default: cores)",
+    )
     p.add_argument(
         "--device",
+        type=device_arg,
         default=d.device,
         help="where models train, sample and refine: auto (a CUDA GPU when present), cpu, "
         "cuda or cuda:N (default auto)",
@@ -99,7 +122,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="after the run, write its models as slim demo checkpoints into DIR "
         "(how src/realdeal/demo_checkpoints is made)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """The run folder and the export folder writable, a --checkpoints folder's manifest sound."""
+    check_writable_dir(args.out, "-o/--out")
+    if args.export_checkpoints:
+        check_writable_dir(args.export_checkpoints, "--export-checkpoints")
+    check_demo_checkpoints(args.checkpoints, "--checkpoints")
 
 
 def run(args: argparse.Namespace) -> int:

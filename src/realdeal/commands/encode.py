@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
+from realdeal.commands._checks import check_dataset, check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output folder for <id>.safetensors and latent_scaling.json",
     )
     add_autoencoder_flags(p, "encode")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    check_writable_dir(args.out, "-o/--out")
+    check_dataset(args.data, "--data")
 
 
 def run(args: argparse.Namespace) -> int:

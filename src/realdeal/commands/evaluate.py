@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._checks import check_writable_dir
+from realdeal.config import device_arg, field_arg, option_arg
+
+PAIRED = "realdeal.metrics.suite:PairedConfig"
+
 
 def _named(value: str) -> tuple[str, str]:
     name, sep, path = value.partition("=")
@@ -43,7 +48,7 @@ def register(subparsers) -> None:
     _add_unpaired_flags(p.add_argument_group("unpaired mode (--generated also for memorization)"))
     _add_memorization_flags(p.add_argument_group("memorization mode"))
     _add_common_flags(p.add_argument_group("common"))
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=lambda a: check_writable_dir(a.out, "--out"))
 
 
 def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
@@ -74,7 +79,7 @@ def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--seam-window",
-        type=int,
+        type=field_arg(int, PAIRED, "seam_window"),
         metavar="N",
         help="window side of the refiner whose seams to score (default: 64 if every side "
         "≥ 192, else 32)",
@@ -135,19 +140,30 @@ def _add_memorization_flags(g: argparse._ArgumentGroup) -> None:
 def _add_common_flags(g: argparse._ArgumentGroup) -> None:
     """Patch sampling, intervals, workers, pretrained weights and device."""
     g.add_argument(
-        "--patches", type=int, default=1000, help="2D patches per axis and image (paper: 1000)"
+        "--patches",
+        type=field_arg(int, PAIRED, "n_patches_2d"),
+        default=1000,
+        help="2D patches per axis and image (paper: 1000)",
     )
-    g.add_argument("--patch-size", type=int, default=64, help="2D patch side in voxels (paper: 64)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--patch-size",
+        type=field_arg(int, PAIRED, "patch_size_2d"),
+        default=64,
+        help="2D patch side in voxels (paper: 64)",
+    )
+    g.add_argument("--seed", type=field_arg(int, PAIRED, "seed"), default=0, help="random seed")
     g.add_argument(
         "--bootstrap",
-        type=int,
+        type=field_arg(int, PAIRED, "n_bootstrap"),
         default=None,
         help="interval resamples: paired, bootstrap resamples of subjects (default 1000); "
         "unpaired, leave-one-subject-out sets of the jackknife (default 20); 0 = no intervals",
     )
     g.add_argument(
-        "--workers", type=int, default=None, help="processes over subjects (default: min(2, CPUs))"
+        "--workers",
+        type=option_arg(int, "evaluate --workers"),
+        default=None,
+        help="processes over subjects (default: min(2, CPUs))",
     )
     g.add_argument(
         "--weights-dir",
@@ -156,7 +172,10 @@ def _add_common_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--no-download", action="store_true", help="never download pretrained weights")
     g.add_argument(
-        "--device", default="auto", help="torch device for LPIPS/Inception (auto: GPU if any)"
+        "--device",
+        type=device_arg,
+        default="auto",
+        help="torch device for LPIPS/Inception (auto: GPU if any)",
     )
 
 

@@ -13,6 +13,9 @@ time, how it was made and the commit.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from realdeal.commands._checks import check_dataset, check_writable_dir, parse_cohort_record
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,24 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--trained-on", help="device, where the training logs do not record it (e.g. 'cpu')"
     )
     p.add_argument("-o", "--out", required=True, help="output folder (replaced atomically)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _cohort_folder(args: argparse.Namespace) -> Path:
+    return Path(args.cohort or Path(args.data).resolve().parent / "cohort")
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    check_writable_dir(args.out, "-o/--out")
+    check_dataset(args.data, "--data")
+    parse_cohort_record(_cohort_folder(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from realdeal.data.dataset import PreparedDataset
     from realdeal.demo import export_models
-    from realdeal.errors import InputError
 
     ds = PreparedDataset(args.data)
-    cohort_file = Path(args.cohort or Path(args.data).resolve().parent / "cohort") / "cohort.json"
-    try:
-        cohort = json.loads(cohort_file.read_text())["config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(cohort_file, f"is not a realdeal cohort record ({e})") from e
-    prepare = json.loads((ds.root / "dataset.json").read_text())["config"]
+    cohort = parse_cohort_record(_cohort_folder(args))
+    prepare = ds.meta["config"]  # as written (PreparedDataset checked it)
     dest = export_models(
         {k: Path(getattr(args, k)) for k in ("autoencoder", "ldm", "refiner")},
         args.out,

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._checks import check_dataset, check_writable_file
+from realdeal.config import option_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -43,27 +46,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-shape",
-        type=int,
+        type=option_arg(int, "import-official --image-shape"),
         nargs=3,
         metavar=("X", "Y", "Z"),
         help="LDM only: grid of the generated images (default 224 288 224)",
     )
-    p.add_argument("--window", type=int, help="refiner only: window side in voxels (default 64)")
+    p.add_argument(
+        "--window",
+        type=option_arg(int, "import-official --window"),
+        help="refiner only: window side in voxels (default 64)",
+    )
     p.add_argument(
         "--norm-groups",
-        type=int,
+        type=option_arg(int, "import-official --norm-groups"),
         help="GroupNorm groups of the U-Net (default: from the refiner's norm buffers, else 32)",
     )
     p.add_argument(
         "--head-channels",
-        type=int,
+        type=option_arg(int, "import-official --head-channels"),
         nargs="+",
         metavar="H",
         help="LDM/refiner: the num_head_channels the U-Net was trained with in MONAI Generative "
         "(one value or one per level; the weights do not show it). Default: one head per "
         "attention level, as in the released configs",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    check_writable_file(args.out, "-o/--out")
+    if args.data:
+        check_dataset(args.data, "--data")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._checks import check_intensity_source, check_writable_dir
+from realdeal.config import field_arg
+
+PREPARE = "realdeal.data.dataset:PrepareConfig"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,29 +28,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shape",
-        type=int,
+        type=field_arg(int, PREPARE, "shape"),
         nargs=3,
         metavar=("X", "Y", "Z"),
         help="prepared grid (default 224 288 224)",
     )
     p.add_argument(
         "--spacing",
-        type=float,
+        type=field_arg(float, PREPARE, "spacing"),
         nargs="+",
         metavar="MM",
         help="resample to this voxel size (one or three values)",
     )
-    p.add_argument("--window", type=int, help="window size of the brain-fraction maps (default 64)")
     p.add_argument(
-        "--low-percentile", type=float, help="foreground percentile mapped to -1 (default 0.5)"
+        "--window",
+        type=field_arg(int, PREPARE, "window"),
+        help="window size of the brain-fraction maps (default 64)",
     )
     p.add_argument(
-        "--high-percentile", type=float, help="foreground percentile mapped to +1 (default 99.5)"
+        "--low-percentile",
+        type=field_arg(float, PREPARE, "low_percentile"),
+        help="foreground percentile mapped to -1 (default 0.5)",
     )
     p.add_argument(
-        "--test-fraction", type=float, help="fraction of subjects held out (default 0.2)"
+        "--high-percentile",
+        type=field_arg(float, PREPARE, "high_percentile"),
+        help="foreground percentile mapped to +1 (default 99.5)",
     )
-    p.add_argument("--seed", type=int, help="split seed (default 0)")
+    p.add_argument(
+        "--test-fraction",
+        type=field_arg(float, PREPARE, "test_fraction"),
+        help="fraction of subjects held out (default 0.2)",
+    )
+    p.add_argument("--seed", type=field_arg(int, PREPARE, "seed"), help="split seed (default 0)")
     p.add_argument(
         "--split", help="CSV with columns subject,split (train/val/test) instead of a random split"
     )
@@ -59,7 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing prepared dataset at --out"
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    check_writable_dir(args.out, "-o/--out")
+    check_intensity_source(args.intensity_from, "--intensity-from")
+    if args.split:
+        from realdeal.data.dataset import read_split_csv
+
+        read_split_csv(args.split, [])  # its form; the subjects are matched when they are found
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,8 +10,15 @@ each in its own units, orientation, affine and header.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
+from realdeal.commands._checks import (
+    check_dataset,
+    check_intensity_source,
+    check_output,
+    check_writable_dir,
+)
 from realdeal.commands._scan import add_input_flags, add_scan_flags
 
 
@@ -35,7 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the autoencoder's training dataset if it still exists",
     )
     add_scan_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Files: ``-o`` writable; dataset: ``--data`` readable and its reconstructions/ writable."""
+    if args.inputs and args.out:
+        check_output(args.out, "-o/--out")
+    if args.data and not args.inputs:
+        check_dataset(args.data, "--data")
+        check_writable_dir(Path(args.data) / "reconstructions", "--data")
+    check_intensity_source(args.intensity_from, "--intensity-from")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from realdeal.cli import positive_int
+from realdeal.commands._checks import check_output
 from realdeal.commands._scan import add_input_flags, add_scan_flags
+from realdeal.config import device_arg, field_arg
 from realdeal.diffusion.registry import (
     DEFAULT_SAMPLING,
     SAMPLERS,
@@ -16,6 +17,7 @@ from realdeal.diffusion.registry import (
 )
 
 TRAVERSALS = ["wavefront", "official"]
+SETTINGS = "realdeal.pipelines.refiner:RefineSettings"
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -28,13 +30,13 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--steps",
-        type=positive_int,
+        type=field_arg(int, SETTINGS, "steps"),
         help="reverse steps, at least 1 (default: without --sampler as said there; with "
         f"--sampler {default_steps_help()})",
     )
     p.add_argument(
         "--eta",
-        type=float,
+        type=field_arg(float, SETTINGS, "eta"),
         help="DDIM η in [0, 1] (0 deterministic, 1 DDPM-like; default: without --sampler as "
         "said there, else 0)",
     )
@@ -52,7 +54,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--strength",
-        type=float,
+        type=field_arg(float, SETTINGS, "strength"),
         help="in (0, 1]: start from the coarse input noised to strength·T (SDEdit) instead of "
         "pure noise (default 1 = the paper)",
     )
@@ -73,10 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_sampling_flags(p)
     p.add_argument(
-        "--overlap", type=int, help="window overlap in voxels (default a quarter window)"
+        "--overlap",
+        type=field_arg(int, SETTINGS, "overlap"),
+        help="window overlap in voxels (default a quarter window)",
     )
     p.add_argument(
-        "--max-batch", type=int, help="windows per network call at most (bounds memory; default 8)"
+        "--max-batch",
+        type=field_arg(int, SETTINGS, "max_batch"),
+        help="windows per network call at most (bounds memory; default 8)",
     )
     p.add_argument(
         "--traversal",
@@ -88,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-skip-background", action="store_true", help="diffuse pure-background windows too"
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=field_arg(int, SETTINGS, "seed"), help="random seed (default 0)")
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16", "auto"],
@@ -107,7 +113,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_scan_flags(p)
     _add_execution_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    if not args.plan_only:
+        check_output(args.out, "-o/--out")
 
 
 def _add_execution_flags(p: argparse.ArgumentParser) -> None:
@@ -119,12 +130,13 @@ def _add_execution_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch-volumes",
-        type=int,
+        type=field_arg(int, SETTINGS, "batch_volumes"),
         help="refine this many consecutive inputs together: their windows share network calls "
         "(up to --max-batch); under torchrun ranks take such groups in turn (default 4)",
     )
     p.add_argument(
         "--device",
+        type=device_arg,
         default="auto",
         help="auto (this rank's GPU if any, else CPU), cpu, cuda, cuda:1 … (default auto)",
     )
@@ -167,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         skull_strip=args.skull_strip or None,
         allow_head=args.allow_head or None,
     )
-    with inference_group(args.device) as dist:
+    with inference_group(args.device) as dist, _one_writer(args, dist):
         records = refine_paths(
             args.checkpoint, args.inputs, args.out, settings, args.device, args.plan_only, dist
         )
@@ -186,3 +198,20 @@ def run(args: argparse.Namespace) -> int:
                 f"(input {format_score(r['seam_score_input'])})"
             )
     return 0
+
+
+def _one_writer(args: argparse.Namespace, dist):
+    """While refining into a folder (``-o DIR``), be the one realdeal process writing there:
+    a second one is refused in one line ("DIR is in use by another realdeal process (pid N)");
+    under torchrun rank 0 holds the lock for every rank. A single output file and
+    ``--plan-only`` (which writes nothing) take no lock."""
+    import contextlib
+
+    from realdeal.data.dataset import find_inputs
+    from realdeal.data.io import is_nifti_path
+    from realdeal.training.distributed import exclusive_folder
+
+    single = is_nifti_path(args.out) and len(find_inputs(args.inputs)) == 1
+    if args.plan_only or single:
+        return contextlib.nullcontext()
+    return exclusive_folder(args.out, dist)

@@ -8,6 +8,9 @@ Sections whose inputs are missing are replaced by a one-line note.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from realdeal.commands._checks import check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with run.json")
     p.add_argument("--out", default=None, help="report folder (default RUN_DIR/report)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    out = args.out if args.out is not None else Path(args.run_dir) / "report"
+    check_writable_dir(out, "--out")
 
 
 def run(args: argparse.Namespace) -> int:

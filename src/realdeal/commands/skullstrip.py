@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from realdeal.commands._checks import check_output
 from realdeal.commands._scan import add_input_flags
+from realdeal.config import option_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_input_flags(p)
     p.add_argument(
         "--spacing",
-        type=float,
+        type=option_arg(float, "skullstrip --spacing"),
         metavar="MM",
         help="resample to this isotropic voxel size first (the models' training spacing, "
         "e.g. 2 for the demo models)",
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write a rough FreeSurfer-coded label map (white matter, ventricles, "
         "cerebellum by simple rules) to OUT/labels/, for `realdeal evaluate --labels`",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=lambda a: check_output(a.out, "-o/--out"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,17 @@
 
 Run under ``torchrun --nproc_per_node=N -m realdeal train ...`` for multi-GPU (or
 multi-process CPU) training. Config resolution: ``--preset`` → ``--config`` (or, with
-``--resume``, the run's own ``config.json``) → individual flags.
+``--resume``, the run's own configuration: the one its checkpoint was trained with, with the
+run's ``config.json`` for what may change on resume) → individual flags.
+
+A run is decided before anything is written (:mod:`realdeal.training.run_folder`): ``--out``
+must be a new or empty folder or a realdeal run folder of the same kind; a checkpoint there
+needs ``--resume``; and ``--resume`` may change only how long the run goes on, how often it
+logs and saves, and where and how it computes — ``--steps``, ``--log-every``,
+``--checkpoint-every``, ``--snapshot-every``, ``--workers``, ``--device``, ``--precision``,
+``--channels-last``, ``--grad-accum`` (``--init-from`` is ignored) — with the dataset (and an
+LDM's autoencoder) the run trained on; any other flag that differs from the run's is refused
+in one line and nothing is written. One process trains into a folder at a time.
 
 Other model kinds add their own sub-command: a module listed in :data:`TRAINER_MODULES`
 exposes ``register_train(train_subparsers)`` and may reuse :func:`add_engine_flags`,
@@ -18,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from realdeal.commands._checks import check_dataset, check_device, check_writable_dir
 from realdeal.commands._flags import (
     ConfigFlags,
     DeferredFlagsParser,
@@ -26,6 +37,7 @@ from realdeal.commands._flags import (
     argument_group,
     config_overrides,
 )
+from realdeal.config import device_arg
 
 #: Modules that add further ``realdeal train <kind>`` sub-commands (the refiner adds its own).
 TRAINER_MODULES: list[str] = ["realdeal.commands.train_refiner"]
@@ -49,9 +61,11 @@ ENGINE_FLAGS = ConfigFlags(
         "precision": "mixed precision (auto: bf16 where supported)",
         "log_every": "write metrics every N steps",
         "checkpoint_every": "checkpoint every N steps (and at the end)",
+        "snapshot_every": "also keep the EMA weights of every N-th step as snapshots/step-N.pt "
+        "(0 = none)",
         "seed": "random seed",
         "num_workers": Flag("data-loading worker processes per rank", name="--workers"),
-        "device": "auto, cpu, cuda or cuda:N (auto: this rank's GPU if any)",
+        "device": Flag("auto, cpu, cuda or cuda:N (auto: this rank's GPU if any)", type=device_arg),
         "channels_last": "channels-last 3D memory layout (faster convolutions on CPU)",
         "init_from": Flag(
             "start from the (EMA) weights of this checkpoint of the same kind and network, "
@@ -73,28 +87,47 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
         "-o", "--out", required=True, help="run folder: checkpoint.pt, config.json, metrics.jsonl"
     )
     p.add_argument(
-        "--preset", help="paper (SPEC sizes) or cpu-small (minutes on 2 CPU cores); default paper"
+        "--preset",
+        help="paper (the paper's sizes) or cpu-small (minutes on 2 CPU cores); default paper",
     )
     p.add_argument(
         "--config",
         help="YAML/JSON run config (e.g. a config.json written by an earlier run); flags override it",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its configuration; "
+        "only --steps, --log-every, --checkpoint-every, --snapshot-every, --workers, --device, "
+        "--precision, --channels-last and --grad-accum may change",
     )
     add_config_flags(p, ENGINE_FLAGS)
+    p.set_defaults(preflight=check_run)
+
+
+def check_run(args: argparse.Namespace) -> None:
+    """Before training: the run folder can be written and ``--data`` is a prepared dataset."""
+    check_writable_dir(args.out, "-o/--out")
+    check_dataset(args.data, "--data")
 
 
 def resolve_config(kind: str, cls: type, args: argparse.Namespace, overrides: dict[str, Any]):
-    """Preset → ``--config`` / the resumed run's ``config.json`` → flag overrides.
+    """Preset → ``--config`` / the resumed run's configuration → flag overrides.
 
-    ``overrides``: usually :func:`~realdeal.commands._flags.config_overrides` of ``args``.
+    The resumed run's configuration is the one its checkpoint was trained with, taking from its
+    ``config.json`` only what may change on resume (a later ``--steps``, say); without a
+    checkpoint yet, its ``config.json``. ``overrides``: usually
+    :func:`~realdeal.commands._flags.config_overrides` of ``args``.
     """
     from realdeal.presets import preset, with_overrides
+    from realdeal.training.run_folder import CHECKPOINT_NAME, CONFIG_NAME
 
-    saved = Path(args.out) / "config.json"
+    saved = Path(args.out) / CONFIG_NAME
+    ckpt = Path(args.out) / CHECKPOINT_NAME
     if args.config:
         cfg = _load(cls, args.config)
+    elif args.resume and ckpt.is_file():
+        cfg = _resumed_config(kind, cls, ckpt, saved)
     elif args.resume and saved.exists():
         cfg = _load(cls, saved)
     else:
@@ -105,7 +138,9 @@ def resolve_config(kind: str, cls: type, args: argparse.Namespace, overrides: di
         raise ConfigError(
             f"--preset {args.preset} conflicts with the loaded config (preset {cfg.preset})"
         )
-    return with_overrides(cfg, overrides)
+    cfg = with_overrides(cfg, overrides)
+    check_device(cfg.train.device, "--device (or the config's train.device)")
+    return cfg
 
 
 def _load(cls: type, path: str | Path):
@@ -113,6 +148,43 @@ def _load(cls: type, path: str | Path):
     from realdeal.config import load_config
 
     return load_config(cls, path)
+
+
+def _resumed_config(kind: str, cls: type, ckpt: Path, saved: Path):
+    """The config a checkpoint was trained with, with the resumable ``train`` fields of the
+    run's ``config.json`` (a ``--steps`` given to an earlier resume that stopped before its
+    first checkpoint). A ``config.json`` that disagrees in anything else (written by a refused
+    run of an earlier realdeal) is ignored with a warning."""
+    import logging
+
+    from realdeal.config import from_dict, to_dict
+    from realdeal.errors import ConfigError, InputError, RealDealError
+    from realdeal.training.run_folder import (
+        RESUMABLE_FIELDS,
+        read_run_checkpoint,
+        resume_conflicts,
+    )
+
+    stored, _, _ = read_run_checkpoint(ckpt, kind)
+    try:
+        cfg = from_dict(cls, stored)
+    except ConfigError as e:
+        raise InputError(ckpt, f"holds a run config this realdeal cannot read ({e})") from e
+    if not saved.exists():
+        return cfg
+    try:
+        own = to_dict(_load(cls, saved))
+    except RealDealError as e:
+        logging.getLogger("realdeal.train").warning("ignoring %s (%s)", saved, e)
+        return cfg
+    if conflicts := resume_conflicts(stored, own):
+        logging.getLogger("realdeal.train").warning(
+            "%s differs from the checkpoint's config in %s; resuming with the checkpoint's",
+            saved, ", ".join(k for k, _, _ in conflicts),
+        )  # fmt: skip
+    merged = to_dict(cfg)
+    merged["train"] |= {k: v for k, v in own["train"].items() if k in RESUMABLE_FIELDS}
+    return from_dict(cls, merged)
 
 
 AUTOENCODER_FLAGS = (
@@ -177,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="kind", required=True, metavar="KIND", parser_class=DeferredFlagsParser
     )
 
-    a = kinds.add_parser("autoencoder", help="stage 1: the 3D ResNet autoencoder (SPEC §3)")
+    a = kinds.add_parser("autoencoder", help="stage 1: the 3D ResNet autoencoder")
     add_engine_flags(a)
     add_config_flags(a, *AUTOENCODER_FLAGS)
     a.defer(  # after the generated flags, in their group
@@ -187,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.set_defaults(func=run_autoencoder)
 
-    ldm = kinds.add_parser("ldm", help="stage 2: latent diffusion U-Net (SPEC §4)")
+    ldm = kinds.add_parser("ldm", help="stage 2: latent diffusion U-Net")
     add_engine_flags(ldm)
     ldm.add_argument(
         "--autoencoder",

@@ -44,7 +44,7 @@ def register_train(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "refiner",
         help="train the RealDeal refiner on (original, reconstruction) patch pairs",
-        description="Train the patch-based image-to-image diffusion refiner (SPEC §5) on the "
+        description="Train the patch-based image-to-image diffusion refiner (paper §2.2) on the "
         "train split of a prepared dataset whose reconstructions/ were written by "
         "`realdeal reconstruct`.",
     )

@@ -60,7 +60,7 @@ from realdeal.data import labels as L
 from realdeal.data.io import Volume
 from realdeal.data.transforms import CropPad, Resample
 from realdeal.errors import ConfigError, InputError
-from realdeal.utils.fs import atomic_dir, write_json_atomic
+from realdeal.utils.fs import atomic_dir, check_replaceable, write_json_atomic
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -456,6 +456,12 @@ def _subject(
     return x, lab, info
 
 
+COHORT_MARKER = ("cohort.json", "realdeal-cohort")
+"""What marks a folder as a cohort :func:`build_cohort` may replace (file, its ``format``)."""
+COHORT_FILES = ("sub-*_T1w.nii.gz", "sub-*_dseg.nii.gz", "cohort.json", "cohort.png")
+"""What a cohort folder holds (``cohort.png``: ``realdeal cohort``'s figure)."""
+
+
 @dataclasses.dataclass
 class CohortResult:
     folder: Path
@@ -470,17 +476,24 @@ def build_cohort(
 
     Files: ``sub-XXX_T1w.nii.gz`` (raw intensities, float32), ``sub-XXX_dseg.nii.gz``
     (FreeSurfer-coded labels) and ``cohort.json`` (config, per-subject parameters, noise).
-    Same config and seed → identical files.
+    Same config and seed → identical files. ``overwrite`` replaces only an earlier cohort
+    (``cohort.json`` of format ``realdeal-cohort``) holding nothing but cohort files
+    (:data:`COHORT_FILES`); any other folder, or a file, is refused and left as it is. The
+    checks run before any work, so a refused call changes nothing.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         if not (out_dir / "cohort.json").exists():
             raise InputError(
                 out_dir, "exists, is not empty and is not a realdeal cohort; choose another folder"
             )
-        raise InputError(out_dir, "a cohort already exists here; pass --overwrite to replace it")
+        if not overwrite:
+            raise InputError(
+                out_dir, "a cohort already exists here; pass --overwrite to replace it"
+            )
+    check_replaceable(out_dir, overwrite, COHORT_MARKER, COHORT_FILES)
     t0 = time.perf_counter()
     sources = load_sources(cfg)
     for s in sources:
@@ -493,7 +506,9 @@ def build_cohort(
         )
     jobs = [(sources[i % len(sources)], i) for i in range(cfg.n_subjects)]
     records: list[dict] = [{}] * cfg.n_subjects
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(
+        out_dir, overwrite=overwrite, marker=COHORT_MARKER, contents=COHORT_FILES
+    ) as tmp:
 
         def write(i: int, x: np.ndarray, lab: np.ndarray, info: dict) -> None:
             sid = f"sub-{i:03d}"

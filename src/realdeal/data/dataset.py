@@ -23,6 +23,7 @@ import glob
 import io
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -50,7 +51,13 @@ from realdeal.data.transforms import (
     foreground_sample,
 )
 from realdeal.errors import ConfigError, InputError, RealDealError
-from realdeal.utils.fs import atomic_dir, write_json_atomic, write_text_atomic
+from realdeal.utils.fs import (
+    atomic_dir,
+    is_hidden_or_temp,
+    output_format,
+    write_json_atomic,
+    write_text_atomic,
+)
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    """How to turn raw T1w files into a prepared dataset (defaults follow the paper, SPEC §2)."""
+    """How to turn raw T1w files into a prepared dataset (defaults follow the paper, docs/method.md#spec-2)."""
 
     shape: tuple[int, int, int] = (224, 288, 224)
     """Prepared grid (X, Y, Z). Paper: 224×288×224 at 0.7 mm."""
@@ -81,8 +88,16 @@ class PrepareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if any(s < 1 for s in self.shape):
-            raise ConfigError(f"shape must be positive, got {self.shape}")
+        if len(self.shape) != 3 or any(s < 1 for s in self.shape):
+            raise ConfigError(f"shape must be three positive sizes, got {self.shape}")
+        if self.spacing is not None and (
+            len(self.spacing) != 3
+            or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in self.spacing)
+        ):
+            raise ConfigError(
+                f"spacing must be three positive voxel sizes in mm, got {tuple(self.spacing)} "
+                "(a negative or zero size would flip or collapse the images)"
+            )
         if self.window < 1 or any(self.window > s for s in self.shape):
             raise ConfigError(f"window {self.window} must fit the prepared shape {self.shape}")
         if not 0 <= self.test_fraction < 1:
@@ -144,27 +159,44 @@ class PreparedDataset:
             )
         try:
             meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
             raise InputError(meta_path, f"unreadable dataset manifest ({e})") from e
+        if not isinstance(meta, dict):
+            raise InputError(meta_path, "not a realdeal prepared dataset manifest (not a mapping)")
         if meta.get("format") != FORMAT:
             raise InputError(
                 meta_path,
                 f"not a realdeal prepared dataset manifest (format={meta.get('format')!r})",
             )
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise InputError(
-                meta_path, f"written by a newer realdeal (format version {meta['version']})"
-            )
+        version = meta.get("version", 0)
+        if isinstance(version, (int, float)) and version > FORMAT_VERSION:
+            raise InputError(meta_path, f"written by a newer realdeal (format version {version})")
         self.meta = meta
+        try:
+            self._read_manifest(meta)
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, RealDealError) as e:
+            what = f"missing entry {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise InputError(meta_path, f"malformed dataset manifest ({what})") from e
+
+    def _read_manifest(self, meta: dict[str, Any]) -> None:
         self.config = PrepareConfig(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
         )
         self.scaler = IntensityScaler.from_dict(meta["scaler"])
-        self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = tuple(int(s) for s in meta["shape"])  # type: ignore[assignment]
+        if len(self.shape) != 3:
+            raise ValueError(f"shape {list(self.shape)} is not three sizes")
         self.window: int = int(meta["window"])
         self.subjects = [SubjectRecord.from_dict(s) for s in meta["subjects"]]
         self._by_id = {s.id: s for s in self.subjects}
-        self.spacing: tuple[float, float, float] = tuple(meta["spacing"])  # type: ignore[assignment]
+        if len(self._by_id) != len(self.subjects):
+            raise ValueError("a subject id appears twice")
+        bad = sorted({s.split for s in self.subjects} - set(SPLITS))
+        if bad:
+            raise ValueError(f"unknown split value(s) {bad}")
+        self.spacing: tuple[float, float, float] = tuple(float(v) for v in meta["spacing"])  # type: ignore[assignment]
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -287,10 +319,14 @@ def find_inputs(spec: str | os.PathLike | list) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             files += sorted(
-                f for f in p.iterdir() if is_nifti_path(f) and not f.name.startswith(".")
+                f for f in p.iterdir() if is_nifti_path(f) and not is_hidden_or_temp(f.name)
             )
         elif any(c in str(s) for c in "*?["):
-            matched = sorted(Path(f) for f in glob.glob(str(s), recursive=True) if is_nifti_path(f))
+            matched = sorted(
+                Path(f)
+                for f in glob.glob(str(s), recursive=True)
+                if is_nifti_path(f) and not is_hidden_or_temp(f)
+            )
             if not matched:
                 raise InputError(s, "no NIfTI files match this pattern")
             files += matched
@@ -349,16 +385,28 @@ def split_subjects(ids: list[str], test_fraction: float, seed: int) -> dict[str,
 def read_split_csv(path: str | os.PathLike, ids: list[str]) -> dict[str, str]:
     """Split from a CSV with columns ``subject`` (or ``id``) and ``split`` (train/val/test)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a split CSV file")
     try:
         rows = list(csv.DictReader(io.StringIO(path.read_text())))
     except OSError as e:
         raise InputError(path, f"cannot read split CSV ({e.strerror})") from e
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(path, f"not a readable CSV file ({str(e).splitlines()[0]})") from e
     if not rows:
         raise InputError(path, "split CSV is empty")
     key = "subject" if "subject" in rows[0] else "id" if "id" in rows[0] else None
     if key is None or "split" not in rows[0]:
         raise InputError(path, "split CSV needs columns 'subject' (or 'id') and 'split'")
-    split = {r[key].strip(): r["split"].strip().lower() for r in rows}
+    split: dict[str, str] = {}
+    for line, r in enumerate(rows, start=2):
+        sid, value = r.get(key), r.get("split")
+        if not isinstance(sid, str) or not isinstance(value, str) or not sid.strip():
+            raise InputError(path, f"line {line}: needs a subject id and a split value")
+        sid, value = sid.strip(), value.strip().lower()
+        if split.get(sid, value) != value:
+            raise InputError(path, f"line {line}: subject {sid!r} is listed twice, in two splits")
+        split[sid] = value
     bad = sorted({v for v in split.values() if v not in SPLITS})
     if bad:
         raise InputError(path, f"unknown split value(s) {bad}; use {', '.join(SPLITS)}")
@@ -384,8 +432,12 @@ def foreground_mask(image: np.ndarray, label: np.ndarray | None, threshold: floa
     return ndimage.binary_fill_holes(mask)
 
 
+DATASET_MARKER = ("dataset.json", FORMAT)
+"""What marks a folder as a prepared dataset ``prepare --overwrite`` may replace."""
+
+
 def _is_prepared(folder: Path) -> bool:
-    return (folder / "dataset.json").exists()
+    return output_format(folder, DATASET_MARKER[0]) == FORMAT
 
 
 @dataclasses.dataclass
@@ -458,7 +510,7 @@ def prepare_dataset(
 
     records: list[SubjectRecord] = []
     spacing: tuple[float, float, float] | None = None
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, marker=DATASET_MARKER) as tmp:
         for d in ("images", "masks", "fractions") + (("labels",) if labels else ()):
             (tmp / d).mkdir()
         for sid, f, lp in progress(subjects, desc="prepare: write", unit="subject"):

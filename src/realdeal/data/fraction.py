@@ -1,4 +1,6 @@
-"""Brain fraction of every window position, from a summed-area table (SPEC §2, §5).
+"""Brain fraction of every window position, from a summed-area table.
+
+It chooses the refiner's training windows (docs/method.md#spec-2, #spec-5).
 
 ``fraction[i, j, k]`` is the fraction of brain voxels in the window
 ``mask[i:i+w, j:j+w, k:k+w]``; the map has shape ``(X-w+1, Y-w+1, Z-w+1)``. Patch samplers

@@ -104,17 +104,43 @@ class Volume:
             src_shape = tuple(int(s) for s in self.header.get_data_shape()[:3])
             if data.shape == src_shape and np.allclose(affine, self.source_affine, atol=1e-4):
                 affine = self.source_affine  # exact, no floating-point drift
-        header = self.header.copy() if self.header is not None else nib.Nifti1Header()
-        img = nib.Nifti1Image(data, affine, header=header)
+        img = self._image(data, affine)
         img.set_data_dtype(dtype)
         img.header.set_slope_inter(None, None)
-        qcode = int(header["qform_code"]) or 1
-        scode = int(header["sform_code"]) or 1
-        img.set_qform(affine, code=qcode)
-        img.set_sform(affine, code=scode)
         with atomic_path(path) as tmp:
             nib.save(img, tmp)
         return path
+
+    def _image(self, data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+        """The NIfTI image of ``data`` (source orientation) at ``affine``, in the source's format
+        (NIfTI-2 stays NIfTI-2) with its header.
+
+        The source's qform and sform are kept each as it was, codes included (a qform that
+        differs from the sform is not replaced by it); when the grid changed (resampled,
+        cropped), both move with it: each becomes ``old @ T`` with ``T`` the map from new to old
+        voxel indices. A volume made in memory gets ``affine`` as both, with code 1 (scanner)."""
+        if self.header is None or self.source_affine is None:
+            img = nib.Nifti1Image(
+                data, affine, header=None if self.header is None else self.header.copy()
+            )
+            img.set_qform(affine, code=1)
+            img.set_sform(affine, code=1)
+            return img
+        header = self.header.copy()
+        klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        qform, qcode = header.get_qform(), int(header["qform_code"])
+        sform, scode = header.get_sform(), int(header["sform_code"])
+        to_source = np.linalg.solve(self.source_affine, affine)  # new voxel → source voxel
+        same_grid = np.allclose(to_source, np.eye(4), atol=1e-6)
+        if not same_grid and not (qcode or scode):  # nothing said where the source was
+            qcode = scode = 1
+            qform = sform = self.source_affine
+        if not same_grid:
+            qform, sform = qform @ to_source, sform @ to_source
+        img = klass(data, sform if scode else qform if qcode else affine, header=header)
+        img.set_qform(qform, code=qcode)
+        img.set_sform(sform, code=scode)
+        return img
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:

@@ -27,7 +27,7 @@ REGIONS: dict[str, tuple[int, ...]] = {
         RIGHT_CEREBELLUM_CORTEX,
     ),
 }
-"""Region name → FreeSurfer codes (SPEC §2). ``brain`` is every non-zero label."""
+"""Region name → FreeSurfer codes (docs/method.md#spec-2). ``brain`` is every non-zero label."""
 
 NAMES = {
     0: "background",

@@ -30,7 +30,7 @@ def _as_shape(v: Any) -> Shape3:
 class IntensityScaler:
     """Global linear map of raw intensities ``[low, high]`` onto ``[-1, 1]``, with clipping.
 
-    One (low, high) pair serves a whole dataset (SPEC §2): estimate it once with
+    One (low, high) pair serves a whole dataset (docs/method.md#spec-2): estimate it once with
     :meth:`fit` on the training set's foreground and store it with the data.
     """
 

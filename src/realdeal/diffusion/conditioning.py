@@ -1,4 +1,6 @@
-"""The refiner's masked conditioning, built the same way for training and inference (SPEC §5).
+"""The refiner's masked conditioning, built the same way for training and inference.
+
+The paper's conditioning (paper §2.2, Figure 2; docs/method.md#spec-5).
 
 For a window with generate mask ``M`` (1 = generate, 0 = known) and known values ``k``
 (training: the original patch; inference: the refined values so far):

@@ -1,4 +1,7 @@
-"""Training masks for the refiner: which part of a window the model generates (SPEC §5, §7).
+"""Training masks for the refiner: which part of a window the model generates.
+
+The paper's masks: paper §2.2 (docs/method.md#spec-5); the wavefront plan's are realdeal's
+(docs/method.md#spec-7).
 
 A mask is a bool array of the window's shape ``(X, Y, Z)``; True = to generate (``M = 1``),
 False = known (the clean original is shown there). The paper trains on the full mask (10 %) and

@@ -1,6 +1,6 @@
 """The refinement plan: which windows the refiner diffuses, in which order, with which masks.
 
-The refiner (SPEC §5, paper §2.2) restores a coarse volume window by window, growing out
+The refiner (paper §2.2, docs/method.md#spec-5) restores a coarse volume window by window, growing out
 from the centre; every window is diffused with a mask ``M`` (True = generate, False = known)
 and conditioned on the voxels already refined around it. This module decides all of that up
 front, without any network, so that a plan can be printed (``refine --plan-only``), tested and
@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
 Shape3 = tuple[int, int, int]
 PlanKind = Literal["wavefront", "official"]
 BACKGROUND = -1.0
-"""Intensity of background in prepared volumes (SPEC §2)."""
+"""Intensity of background in prepared volumes (paper §3.1, docs/method.md#spec-2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,7 +582,9 @@ def _wavefront(
 
 # -- the authors' traversal (``--traversal official``) ---------------------------------------
 def official_padded_shape(shape: Sequence[int], window: int = 64) -> Shape3:
-    """Padding the authors' traversal needs (SPEC §5.1): x to whole strides, y and z to whole windows.
+    """Padding the authors' traversal needs: x to whole strides, y and z to whole windows.
+
+    As in the authors' code (docs/method.md#spec-5-1).
 
     The traversal (:func:`official_plan`) steps along x at stride ``s = window/2`` and batches
     windows at stride ``window`` in y (z-growth, x slabs) and z (x slabs), so x is padded to a
@@ -625,7 +627,7 @@ def official_plan(
     max_batch: int | None = None,
     padded_shape: Sequence[int] | None = None,
 ) -> Plan:
-    """The authors' traversal (SPEC §5.4), as a :class:`Plan` the same masked loop runs.
+    """The authors' traversal (docs/method.md#spec-5-4), as a :class:`Plan` the same masked loop runs.
 
     On the HCP grid (224×288×224 padded to 224×320×256, 64³ windows): the centre window at
     (96, 128, 96); a y column through it at stride 32 (y = 96, 64, 32, 0, then 160 … 256), one

@@ -1,6 +1,6 @@
 """Whole-volume refinement: the masked reverse process run window by window over a plan.
 
-This is where the three independent pieces meet (SPEC §5, paper §2.2): a
+This is where the three independent pieces meet (paper §2.2, docs/method.md#spec-5): a
 :class:`~realdeal.diffusion.denoiser.Denoiser` (the refiner network, ε- or v-prediction),
 a sampler (DDPM, DDIM or DPM-Solver++, see :mod:`realdeal.diffusion.registry`) and a
 :class:`~realdeal.diffusion.plan.Plan` (which windows, in which order, with which masks).

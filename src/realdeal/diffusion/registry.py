@@ -115,25 +115,16 @@ class Sampling(_SamplingFields):
 
 
 #: What runs when no sampler is asked for: for the LDM (``ldm``), and for a refiner by its
-#: target. ``residual`` (the ``cpu-small`` refiner): DDIM with η = 1 — on the shipped refiner
-#: DPM-Solver++ (10 or 20 steps) overshot the white-matter noise (std of x − median₃ 0.072 /
-#: 0.070, original 0.042) and DDIM η = 1 matched it (0.043); 10 steps is the demo's
-#: speed/texture trade-off (benchmarks/refine.py: 20 steps recover about half of the remaining
-#: sharpness gap to a 50-step DDPM reference at twice the cost). Rechecked on the session-6
-#: (GPU-trained) refiner: DPM-Solver++ 10 steps measures sharper (0.86× vs 0.55× of the
-#: original) with a lower white-matter noise KL (0.056 vs 0.107), but its images show dark
-#: mottle in white matter and background speckles that DDIM η = 1 does not add, so DDIM stays.
-#: Session 7, same refiner and subject: quadratic timestep spacing (steps denser toward t = 0)
-#: at the same 10 steps halves the white-matter noise KL (0.107 → 0.057; the 1,000-step DDPM
-#: reference: 0.048), lowers the seam score (1.243 → 1.225) and keeps sharpness (0.0817 →
-#: 0.0808); looked at, the white matter gets the original's fine grain instead of smooth
-#: blotches (cubic spacing: KL 0.057, sharpness 0.078). So the residual default is quadratic.
-#: And with DDIM's analytic variance (Analytic-DPM's correction, Γ per window over the
-#: generated brain voxels), still 10 steps: sharpness 0.0808 → 0.0931 (the 1,000-step DDPM
-#: reference: 0.1118), noise std 0.075 → 0.086 (0.099), KL 0.057 → 0.049 (0.048), seam 1.225 →
-#: 1.213, background unchanged (mean |y + 1| 0.006); looked at, fine white-matter grain like the
-#: original's. Γ over the whole window instead added background speckles (max 0.16) and
-#: raised the KL to 0.063. So the residual default is quadratic with analytic variance.
+#: target. ``residual`` (the ``cpu-small`` refiner): DDIM with η = 1, 10 steps (the demo's
+#: speed/texture trade-off), quadratic timestep spacing (steps denser toward t = 0) and
+#: analytic variance (Analytic-DPM's correction, Γ per window over the generated brain
+#: voxels). DPM-Solver++ measures sharper on this target but adds dark mottle in white matter
+#: and speckles in the background that DDIM η = 1 does not; quadratic spacing halves the
+#: white-matter noise KL at the same steps; analytic variance adds back fine texture, and Γ
+#: over the whole window instead of the brain added background speckles. Measured in
+#: docs/results/sampler-quality.md (on the first demo refiner, shipped at d4856b3,
+#: DPM-Solver++ at 10 or 20 steps also overshot the white-matter noise: std of x − median₃
+#: 0.072 / 0.070 against the original's 0.042, DDIM η = 1 0.043; 2026-11-25, commit 9fc6969).
 #: ``image`` (the ``paper`` refiner, ε-prediction): DPM-Solver++(2M), 20 steps.
 DEFAULT_SAMPLING: dict[str, Sampling] = {
     "ldm": Sampling("ddim", 50, 0.0),

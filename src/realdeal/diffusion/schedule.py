@@ -1,7 +1,7 @@
 """The discrete noise schedule (ᾱ_t for t = 0 … T−1) and the forward process q(x_t | x_0).
 
 β comes from MONAI's ``DDPMScheduler`` (``"linear_beta"``: β linear in t;
-``"scaled_linear_beta"``: √β linear in t), 1,000 steps, β 0.0015 → 0.0205 (SPEC §4–5).
+``"scaled_linear_beta"``: √β linear in t), 1,000 steps, β 0.0015 → 0.0205 (docs/method.md#spec-4, #spec-5).
 ᾱ is recomputed in float64 so that samplers far from t = 0 stay accurate.
 Timesteps ``t`` are integer tensors of shape ``(B,)``; data tensors are ``(B, C, ...)``.
 """

@@ -1,4 +1,7 @@
-"""Seam score: are the refiner's window boundaries visible in its output? (SPEC §5.5, §7)
+"""Seam score: are the refiner's window boundaries visible in its output?
+
+Consistency between windows is a concern of the paper's refiner (paper §2.2;
+docs/method.md#spec-5-5) that realdeal measures rather than assumes (docs/method.md#spec-7).
 
 For a volume and the :class:`~realdeal.diffusion.plan.Plan` that produced it, every pair of
 face-adjacent voxels ``(v, v + e_a)`` along axis ``a`` is either a *boundary* pair (written by

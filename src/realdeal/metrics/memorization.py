@@ -23,10 +23,7 @@ module measures the second directly:
 Compare like with like: the training and held-out volumes should have passed through what the
 generated ones passed through. For an LDM's decoded samples, that means the autoencoder's
 reconstructions of those subjects, not their originals.
-On the demo cohort (session 9) every one of 16 LDM samples correlated 0.962-0.980 with one
-training reconstruction (6 of them with the same one), while held-out reconstructions reached
-only 0.724-0.762 and training subjects 0.634-0.869 with each other: the demo LDM recalls its 13
-training subjects.
+What it found on the demo models: docs/results/demo-models.md.
 """
 
 from __future__ import annotations
@@ -119,6 +116,33 @@ class MemorizationResult:
         write_csv(paths["per_subject.csv"], self.records, RECORD_COLUMNS)
         write_text_atomic(paths["tables.md"], self.markdown + "\n")
         return paths
+
+
+def read_memorization(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``memorization.json`` that :meth:`MemorizationResult.write` wrote, checked for every
+    entry a reader uses (summary rows: set, volumes, copies, median/min/max, most-matched
+    subject; records: set, subject, nearest, similarity; the threshold). A file that is cut
+    off, not JSON or missing an entry is one :class:`~realdeal.errors.InputError` line naming
+    it and the entry."""
+    from realdeal.config import JsonFields, read_json
+
+    path = Path(path)
+    res = JsonFields(path, read_json(path, "memorisation result"))
+    number = (int, float)
+    res.get("threshold", number, optional=True)
+    for row in res.objects("summary"):
+        row.get("set", str)
+        row.get("volumes", int)
+        row.get("copies", int, optional=True)
+        for key in ("median", "min", "max"):
+            row.get(key, number)
+        if row.get("top_nearest", str, optional=True):
+            row.get("top_count", int)
+    for rec in res.objects("records"):
+        for key in ("set", "subject", "nearest"):
+            rec.get(key, str)
+        rec.get("similarity", number)
+    return res.data
 
 
 def block_mean(x: np.ndarray, factor: int) -> np.ndarray:

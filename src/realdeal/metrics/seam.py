@@ -1,4 +1,4 @@
-"""The seam score as the metrics see it (SPEC §7): a hook onto the refiner's function.
+"""The seam score as the metrics see it (docs/method.md#spec-7): a hook onto the refiner's function.
 
 The refiner provides ``realdeal.diffusion.seams.seam_score`` (intensity steps across window
 boundaries against steps inside windows); the paired suite reports it as ``seam`` for every

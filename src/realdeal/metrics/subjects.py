@@ -1,7 +1,8 @@
 """Sets of subjects for evaluation: NIfTI files matched by file name, loaded and checked.
 
 A set is given as folders and/or NIfTI files; the subject id is the file name without
-``.nii``/``.nii.gz``. Paired evaluation needs every candidate set, and the label maps, to hold
+``.nii``/``.nii.gz``. In a folder, hidden files are skipped (every temporary file realdeal's
+writers make is hidden, and a killed process can leave one behind). Paired evaluation needs every candidate set, and the label maps, to hold
 exactly the originals' subjects; every image must sit on its original's grid (shape and
 affine), and label maps must contain the regions the metrics use. Each problem raises one
 :class:`~realdeal.errors.InputError` (or subclass) naming the file or folder.
@@ -19,6 +20,7 @@ import numpy as np
 from realdeal.data.io import Volume, check_same_grid, is_nifti_path, load_volume, nifti_stem
 from realdeal.data.labels import REGIONS, region_mask
 from realdeal.errors import InputError
+from realdeal.utils.fs import is_hidden_or_temp
 
 
 class EmptySetError(InputError):
@@ -59,7 +61,9 @@ def find_set(name: str, sources: str | os.PathLike | Sequence[str | os.PathLike]
         src = Path(src)
         if src.is_dir():
             files: Iterable[Path] = sorted(
-                p for p in src.iterdir() if p.is_file() and is_nifti_path(p)
+                p
+                for p in src.iterdir()
+                if p.is_file() and is_nifti_path(p) and not is_hidden_or_temp(p.name)
             )
         elif src.is_file():
             if not is_nifti_path(src):

@@ -1,4 +1,6 @@
-"""Stage 1: the 3D ResNet autoencoder of SPEC §3 (4× spatial compression, 4 latent channels).
+"""Stage 1: the paper's 3D ResNet autoencoder (4× spatial compression, 4 latent channels).
+
+The paper's supplement §1 and the authors' code (docs/method.md#spec-3).
 
 Tensors are ``(B, C, X, Y, Z)`` (axis 2 = left→right, RAS order as in :mod:`realdeal.data.io`).
 Images lie in [-1, 1]; latents in (0, 1) (sigmoid output). Every spatial size must be
@@ -26,7 +28,7 @@ Norm = Literal["batch", "group", "none"]
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
-    """Architecture of :class:`Autoencoder`. Defaults are the paper's (SPEC §3).
+    """Architecture of :class:`Autoencoder`. Defaults are the paper's (docs/method.md#spec-3).
 
     ``channels`` are the widths at full, 1/2 and 1/4 resolution; ``bottleneck`` the width of
     the 1×1×1 layer before the latent; ``norm`` replaces BatchNorm (``"group"`` makes a
@@ -73,7 +75,7 @@ class ResBlock(nn.Module):
     """``y = act(x + norm(conv(act(norm(conv(x))))))``: a correct residual block.
 
     With ``defect=True`` the second convolution reads the block input instead of the first
-    convolution's output, as in the official code (SPEC §3).
+    convolution's output, as in the official code (docs/method.md#spec-3).
     """
 
     def __init__(

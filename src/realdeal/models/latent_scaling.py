@@ -1,4 +1,6 @@
-"""Per-channel linear latent scaling (SPEC §4): [lo_c, hi_c] → [-1, 1] before diffusion.
+"""Per-channel linear latent scaling: [lo_c, hi_c] → [-1, 1] before diffusion.
+
+The latent scaling of the paper's LDM (docs/method.md#spec-4).
 
 Computed from the training encodings (per-channel minimum and maximum, so every training
 latent lies in [-1, 1]) and stored with the LDM checkpoint; :meth:`LatentScaler.inverse`
@@ -14,7 +16,7 @@ import torch
 
 from realdeal.errors import ConfigError
 
-#: The official code's hard-coded ranges (SPEC §4), for importing the authors' checkpoints.
+#: The official code's hard-coded ranges (docs/method.md#spec-4), for importing the authors' checkpoints.
 OFFICIAL_RANGES = ((0.2, 0.9), (0.1, 0.65), (0.1, 0.85), (0.2, 1.0))
 
 

@@ -1,4 +1,4 @@
-"""The authors' released autoencoder network (SPEC §3), module names as in their file.
+"""The authors' released autoencoder network (docs/method.md#spec-3), module names as in their file.
 
 It differs from :class:`realdeal.models.autoencoder.Autoencoder` in more than its
 residual-block defect (norm after the activation in the resamplers, no norm in the residual
@@ -27,7 +27,9 @@ from realdeal.errors import ConfigError, InputError
 
 @dataclasses.dataclass(frozen=True)
 class OfficialAutoencoderConfig:
-    """Architecture of the released autoencoder (SPEC §3; 3,549,447 parameters by default).
+    """Architecture of the released autoencoder (3,549,447 parameters by default).
+
+    See docs/method.md#spec-3.
 
     ``layout`` marks a model config as this architecture (see
     :func:`official_autoencoder_from_state`). ``resblock_defect`` is the explicit legacy

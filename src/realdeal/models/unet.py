@@ -1,7 +1,9 @@
-"""MONAI ``DiffusionModelUNet`` built from a typed config (LDM of SPEC §4, refiner of §5).
+"""MONAI ``DiffusionModelUNet`` built from a typed config (the paper's LDM and refiner).
+
+The LDM: docs/method.md#spec-4; the refiner: docs/method.md#spec-5.
 
 A fresh MONAI U-Net outputs zeros: its output conv and every residual block's second conv
-start at zero (SPEC §8). Inputs are ``(B, in_channels, X, Y, Z)``; each spatial size must be
+start at zero (docs/method.md#spec-8). Inputs are ``(B, in_channels, X, Y, Z)``; each spatial size must be
 divisible by ``2 ** (len(channels) - 1)``.
 """
 
@@ -17,11 +19,11 @@ from realdeal.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
-    """Arguments of MONAI's ``DiffusionModelUNet``; defaults are the paper's LDM (SPEC §4).
+    """Arguments of MONAI's ``DiffusionModelUNet``; defaults are the paper's LDM (docs/method.md#spec-4).
 
     ``num_head_channels`` is per level (0 where there is no attention); the last level's
     also serves the middle block, which always attends.
-    ``use_flash_attention`` selects PyTorch SDPA (much less memory, SPEC §8).
+    ``use_flash_attention`` selects PyTorch SDPA (much less memory, docs/method.md#spec-8).
     ``include_fc``: each self-attention ends with a learnt output projection (``attn.out_proj``,
     MONAI's default). Imports of the authors' U-Nets set it to ``False``: MONAI Generative
     0.2.x, which they trained with, creates that projection (``proj_attn``) but never applies

@@ -1,4 +1,4 @@
-"""Import the authors' released checkpoints (SPEC §3–5) as realdeal checkpoints.
+"""Import the authors' released checkpoints (docs/method.md#spec-3 to #spec-5) as realdeal checkpoints.
 
 The authors released three ``torch.save`` files trained on full HCP:
 

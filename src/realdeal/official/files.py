@@ -21,7 +21,7 @@ from realdeal.runtime.checkpoint import FORMAT, read_torch_file
 OfficialKind = Literal["autoencoder", "ldm", "refiner"]
 KINDS: tuple[OfficialKind, ...] = ("autoencoder", "ldm", "refiner")
 
-#: Grid, voxel size and refiner window of the released models (SPEC §2, §5).
+#: Grid, voxel size and refiner window of the released models (docs/method.md#spec-2, #spec-5).
 OFFICIAL_IMAGE_SHAPE = (224, 288, 224)
 OFFICIAL_SPACING = (0.7, 0.7, 0.7)
 OFFICIAL_WINDOW = 64

@@ -274,7 +274,7 @@ def _convert_unet(
 
 
 def _released_schedule(prediction_type: str) -> ScheduleConfig:
-    """The noise schedule both released U-Nets were trained with (SPEC §4–5)."""
+    """The noise schedule both released U-Nets were trained with (docs/method.md#spec-4, #spec-5)."""
     from realdeal.diffusion.schedule import ScheduleConfig
 
     return ScheduleConfig(

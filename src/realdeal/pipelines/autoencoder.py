@@ -151,6 +151,10 @@ def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
         raise InputError(path, f"not a readable latent file ({e})") from e
 
 
+LATENT_CACHE_VERSION = "2"
+"""Latent files that record their input's fingerprint (metadata ``cache``); earlier ones don't."""
+
+
 def encode_dataset(
     ae: Autoencoder,
     dataset: Any,
@@ -160,34 +164,100 @@ def encode_dataset(
     precision: str = "fp32",
     autoencoder_id: str = "",
     train_ids: Sequence[str] | None = None,
+    write: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Encode subjects to ``out_dir/<id>.safetensors``; reuse files made by the same autoencoder.
+    """Encode subjects to ``out_dir/<id>.safetensors``; reuse entries that are still valid.
+
+    An entry is the latent of one image file by one autoencoder at one precision: its metadata
+    records ``autoencoder_id`` (the autoencoder file's fingerprint), ``precision`` and the
+    fingerprint of the image file (sha256, size, modification time), and it is reused only
+    while all three match — an image that was re-prepared, or another autoencoder, makes it
+    anew. An entry written before entries recorded their image (``realdeal`` ≤ this change) is
+    kept, and its record completed, when it was made by the same autoencoder in fp32 (the only
+    precision LDM training encodes with) after the image last changed; otherwise it is made
+    anew. A file at an entry's name that is not a realdeal latent is refused, not replaced.
 
     Writes ``out_dir/latent_scaling.json`` fitted on the latents of ``train_ids`` (default: the
-    encoded subjects of the dataset's train split). Returns ``{id: raw latent}``.
+    encoded subjects of the dataset's train split). ``write=False`` only reads (ranks other
+    than 0 of a torchrun job): stale entries are then encoded in memory. Returns
+    ``{id: raw latent}``.
     """
+    from realdeal.errors import InputError
+    from realdeal.utils.fs import file_fingerprint
+
     out_dir = Path(out_dir)
     latents: dict[str, torch.Tensor] = {}
     for sid in progress(ids, desc="encode", unit="subject"):
         path = out_dir / f"{sid}.safetensors"
+        src = Path(dataset.image_path(sid))
         if path.exists():
             z, meta = load_latent(path)
-            if meta.get("autoencoder") == autoencoder_id:
+            if "autoencoder" not in meta:
+                raise InputError(
+                    path, "is not a realdeal latent (no autoencoder in its metadata); refusing "
+                    "to replace it (choose another folder)",
+                )  # fmt: skip
+            fp = _valid_entry(meta, path, src, autoencoder_id, precision)
+            if fp is not None:
                 latents[sid] = z
+                new_meta = _latent_meta(sid, autoencoder_id, precision, fp)
+                if write and meta != new_meta:  # complete or refresh the record, same latent
+                    save_latent(path, z, new_meta)
                 continue
+        fp = file_fingerprint(src)
         z = encode_volume(ae, dataset.load_image(sid).data, device, precision)
-        save_latent(path, z, {"autoencoder": autoencoder_id, "subject": str(sid)})
+        if write:
+            save_latent(path, z, _latent_meta(sid, autoencoder_id, precision, fp))
         latents[sid] = z
     fit_ids = [
         s for s in (train_ids if train_ids is not None else dataset.ids("train")) if s in latents
     ]
-    if fit_ids:
+    if fit_ids and write:
         scaler = LatentScaler.fit(latents[s] for s in fit_ids)
         write_json_atomic(
             out_dir / "latent_scaling.json",
             {**scaler.to_dict(), "fitted_on": len(fit_ids), "autoencoder": autoencoder_id},
         )
     return latents
+
+
+def _latent_meta(sid: str, autoencoder_id: str, precision: str, fp: dict) -> dict[str, str]:
+    """The metadata of a latent entry (safetensors metadata values are strings)."""
+    return {
+        "autoencoder": autoencoder_id,
+        "subject": str(sid),
+        "cache": LATENT_CACHE_VERSION,
+        "precision": precision,
+        "input_sha256": fp["sha256"],
+        "input_size": str(fp["size"]),
+        "input_mtime_ns": str(fp["mtime_ns"]),
+    }
+
+
+def _valid_entry(
+    meta: dict[str, str], path: Path, src: Path, autoencoder_id: str, precision: str
+) -> dict | None:
+    """The image's fingerprint if the latent at ``path`` (metadata ``meta``) is the present
+    image's by this autoencoder at this precision, else None."""
+    from realdeal.utils.fs import check_fingerprint, file_fingerprint, written_after
+
+    if meta.get("autoencoder") != autoencoder_id:
+        return None
+    if meta.get("cache") is None:  # an entry from before input fingerprints
+        if precision == "fp32" and written_after(path, src):
+            return file_fingerprint(src)
+        return None
+    if meta.get("precision") != precision:
+        return None
+    try:
+        stored = {
+            "sha256": meta["input_sha256"],
+            "size": int(meta["input_size"]),
+            "mtime_ns": int(meta["input_mtime_ns"]),
+        }
+    except (KeyError, ValueError):
+        return None
+    return check_fingerprint(src, stored)
 
 
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:

@@ -146,13 +146,66 @@ def save_samples(
     ``seed + b.start``), so the files equal a one-process run's with the same batch size bit
     for bit, and a run with another batch size up to float rounding. The sampler settings are
     checked before anything is written; a volume that comes out non-finite is not written
-    (:class:`~realdeal.errors.RealDealError`). Rank 0 then writes
-    ``<out_dir>/sample_config.json`` (``settings`` plus the file names). Returns every
-    volume's path, in index order.
+    (:class:`~realdeal.errors.RealDealError`). Rank 0 writes
+    ``<out_dir>/sample_config.json`` (``settings``, what identifies the run, the file names)
+    before the first volume and again at the end. Returns every volume's path, in index order.
+
+    A folder is one run's: run again with the same identity — ``settings`` (but ``n``; the
+    checkpoint's sha256 instead of its path where ``settings`` has ``ldm_sha256``), seed,
+    batch size, prefix and sampler settings — the run continues and volumes already there are
+    kept, not made again; a folder holding samples of another run (its ``sample_config.json``
+    says so), or sample files without a ``sample_config.json``, is refused with one
+    :class:`~realdeal.errors.InputError` line before anything is written.
     """
+    import contextlib
+    import json
     from pathlib import Path
 
     from realdeal.utils.fs import write_json_atomic
+
+    def identity_of(record: dict[str, Any]) -> dict[str, Any]:
+        skip = {"n", "files", "format", "identity"} | ({"ldm"} if "ldm_sha256" in record else set())
+        return {k: v for k, v in record.items() if k not in skip}
+
+    def earlier_run(folder: Path, identity: dict[str, Any]) -> list[str]:
+        """The files of the same run already in ``folder`` (refuses another run's folder)."""
+        if folder.exists() and not folder.is_dir():
+            raise InputError(folder, "exists and is not a folder")
+        record = folder / "sample_config.json"
+        found = sorted(folder.glob(f"{prefix}_*.nii.gz")) if folder.is_dir() else []
+        if not record.exists():
+            if found:
+                raise InputError(
+                    folder,
+                    f"holds {found[0].name} but no sample_config.json: samples of an unknown "
+                    "run; refusing to add to them (choose another folder)",
+                )
+            return []
+        try:
+            old = json.loads(record.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(record, f"unreadable ({e}); refusing to write beside it") from e
+        if not isinstance(old, dict):
+            raise InputError(record, "is not a sample record; refusing to write beside it")
+        if isinstance(old.get("identity"), dict):
+            theirs, mine = old["identity"], identity
+            keys = set(theirs) | set(mine)
+        else:  # written before identities were: compare the settings both name
+            theirs = {k: v for k, v in old.items() if k not in ("n", "files")}
+            mine = {k: v for k, v in settings.items() if k not in ("n", "files")}
+            keys = set(theirs) & set(mine)
+        diff = sorted(k for k in keys if theirs.get(k) != mine.get(k))
+        if diff and not found:  # a record of a run that wrote no volume: nothing to mix with
+            return []
+        if diff:
+            shown = ", ".join(f"{k} {theirs.get(k)!r} → {mine.get(k)!r}" for k in diff[:4])
+            raise InputError(
+                folder,
+                f"holds samples of another run ({shown}); refusing to mix them (choose another "
+                "folder)",
+            )
+        files = old.get("files")
+        return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
     resolve_sampling(  # bad sampler settings fail here, before any folder or file is made
         DEFAULT_SAMPLING["ldm"],
@@ -167,20 +220,51 @@ def save_samples(
             None, f"reference grid {tuple(reference.shape)} does not match the model's image size"
         )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(sample_kw.pop("seed", 0))
     batch = max(1, int(sample_kw.pop("batch_size", 1)))
-    sample_kw.setdefault("show_progress", dist is None or dist.is_main)
+    sampling = {k: v for k, v in sample_kw.items() if k != "show_progress"}
+    identity = {
+        **identity_of(settings),
+        "run": {"prefix": prefix, "seed": seed, "batch_size": batch, **sampling},
+    }
+    earlier = earlier_run(out_dir, identity)
+    main = dist is None or dist.is_main
     names = [f"{prefix}_{i:03d}.nii.gz" for i in range(n)]
+    files = sorted(set(earlier) | set(names))
+
+    def record(done: list[str]) -> None:
+        write_json_atomic(
+            out_dir / "sample_config.json",
+            {**settings, "format": "realdeal-samples", "identity": identity, "files": done},
+        )
+
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:  # the run's identity is on disk before its first volume
+        record(sorted(set(earlier) & {p.name for p in out_dir.iterdir()}))
+    sample_kw.setdefault("show_progress", main)
     # Batches of consecutive indices; volume i starts from seed + i in any batch. Ranks take
     # whole batches, so the files equal a one-process run's with the same batch size bit for
-    # bit (a network's output can change with its batch in the last float bits).
+    # bit (a network's output can change with its batch in the last float bits). A batch whose
+    # files are all there (an earlier, interrupted call of this run) is skipped.
     batches = [range(s, min(n, s + batch)) for s in range(0, n, batch)]
-    for b in shard(batches, dist):
-        imgs = pipeline(len(b), seed=seed + b.start, batch_size=batch, **sample_kw)
-        for i, img in zip(b, imgs, strict=True):
-            reference.with_data(img.numpy()).save(out_dir / names[i])
+    try:
+        for b in shard(batches, dist):
+            todo = [i for i in b if not (out_dir / names[i]).is_file()]
+            if not todo:
+                continue
+            imgs = pipeline(len(b), seed=seed + b.start, batch_size=batch, **sample_kw)
+            for i, img in zip(b, imgs, strict=True):
+                if i in todo:
+                    reference.with_data(img.numpy()).save(out_dir / names[i])
+    except BaseException:
+        if main and not any(out_dir.glob(f"{prefix}_*.nii.gz")):  # no volume: leave nothing
+            (out_dir / "sample_config.json").unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
+        raise
     gather_objects(None, dist)  # every rank has written its volumes
-    if dist is None or dist.is_main:
-        write_json_atomic(out_dir / "sample_config.json", {**settings, "files": names})
+    if main:
+        record(files)
     return [str(out_dir / name) for name in names]

@@ -96,11 +96,9 @@ class RefineSettings:
     compile: str | None = None
     """A ``torch.compile`` backend (``inductor``) for the network, or ``None`` (eager, the
     default). Every call is padded to ``max_batch`` windows so that it compiles once
-    (:func:`~realdeal.runtime.device.compiled_network`). On an H100 (paper refiner, bf16, a
-    full HCP volume at 20 steps, ``max_batch`` 12; ``benchmarks/gpu_check.md``, session 9) a
-    volume took 41.4 s and 11.5 GB compiled against 61.1 s and 18.9 GB eager, after 104 s of
-    compilation once per process: that pays from the sixth volume on, so it is off by default
-    and worth it for many volumes or many steps."""
+    (:func:`~realdeal.runtime.device.compiled_network`). Compilation costs time once per
+    process and then makes every volume faster, so it is off by default and worth it for many
+    volumes or many steps (measured on an H100: docs/results/gpu.md)."""
     intensity: Intensity = "auto"
     """See :mod:`realdeal.data.intensity`."""
     resample: bool = False
@@ -184,7 +182,7 @@ class RefinerPipeline:
         if self.device.type == "cpu":
             # oneDNN's 3-D convolutions run faster on channels-last weights: the demo refiner's
             # 32³ windows took 62 ms each against 75 ms (fp32, 2 cores, batch 8); on CUDA the
-            # paper refiner is slower that way (benchmarks/gpu_check.md), so only here.
+            # paper refiner is slower that way (docs/results/gpu.md), so only here.
             unet = unet.to(memory_format=torch.channels_last_3d)
         self.unet = unet.eval()
         self.schedule = schedule

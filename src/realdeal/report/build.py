@@ -70,7 +70,12 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             f" · report built: {built}"
         )
     ]
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(
+        out,
+        overwrite=True,
+        marker=("report.json", REPORT_FORMAT),
+        contents=("report.html", "report.md", "report.json", "figures"),
+    ) as tmp:
         ctx = Context(run, tmp)
         rendered: list[tuple[str, str, list[Block]]] = []
         status = []

@@ -130,15 +130,26 @@ def environment_versions() -> dict[str, str]:
 
 def read_metrics_jsonl(path: Path) -> tuple[list[dict], int]:
     """Records of a training ``metrics.jsonl`` that have numeric ``step`` and ``loss``, and the
-    number of lines skipped (blank lines aside)."""
+    number of lines skipped (blank lines aside). A torn last line (no newline and not a whole
+    record: its writer died mid-line, or is writing it now) is left out with a warning and not
+    counted as skipped."""
+    import logging
+
     good, bad = [], 0
-    for line in path.read_text().splitlines():
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
             float(r["step"]), float(r["loss"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, IndexError):
+            if i == len(lines) and not text.endswith("\n"):
+                logging.getLogger(__name__).warning(
+                    "%s: skipping its torn last line %d (a write cut short)", path, i
+                )
+                continue
             bad += 1
             continue
         good.append(r)

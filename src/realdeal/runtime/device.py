@@ -10,12 +10,14 @@ from typing import Literal
 
 import torch
 
+from realdeal.config import device_problem
 from realdeal.errors import ConfigError
-from realdeal.runtime.distributed import resolve_device
+from realdeal.runtime.distributed import resolve_device as _resolve_device
 
 __all__ = [
     "Precision",
     "autocast_context",
+    "check_device",
     "cpu_has_native_bf16",
     "device_label",
     "resolve_device",
@@ -23,6 +25,31 @@ __all__ = [
 ]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def check_device(name: str, flag: str = "--device") -> None:
+    """Refuse, in one :class:`~realdeal.errors.ConfigError` line naming ``flag``, a device
+    that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or a GPU this machine does not have
+    (``cuda`` without CUDA, ``cuda:3`` on a one-GPU machine): torch would otherwise fail with a
+    traceback, some only once the work has started."""
+    problem = device_problem(name)
+    if problem:
+        raise ConfigError(f"{flag}: {problem}")
+    if not name.startswith("cuda"):
+        return
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        raise ConfigError(f"{flag} {name}: no CUDA GPU is available here (use auto or cpu)")
+    index = int(name.partition(":")[2] or 0)
+    if index >= n:
+        raise ConfigError(f"{flag} {name}: this machine has {n} CUDA GPU(s), cuda:0 … cuda:{n - 1}")
+
+
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The torch device for ``name`` (:data:`~realdeal.config.DEVICE_NAMES`), after
+    :func:`check_device`; see :func:`realdeal.runtime.distributed.resolve_device`."""
+    check_device(name)
+    return _resolve_device(name, local_rank)
 
 
 def device_label(device: torch.device, world_size: int = 1) -> str:
@@ -84,10 +111,8 @@ def inference_precision(precision: str, device: torch.device) -> torch.dtype | N
 
     ``auto``: bf16 on a CUDA device that supports it and on a CPU with native bf16
     (:func:`cpu_has_native_bf16`), fp32 elsewhere. Measured on an H100 with the paper refiner
-    (``benchmarks/gpu_check.md``): bf16 0.027 s a 64³ window, fp32 0.036 s. On 2 cores of an
-    AVX512-BF16 CPU (session 8) the demo's refinement stages took 87 + 83 s in bf16 against
-    192 + 176 s in fp32, with the same criteria to the third digit (sharpness 0.783 vs 0.781
-    of the original, HOG ratios identical): ``benchmarks/cpu_precision.md``. On a CPU that
+    and on 2 cores of an AVX512-BF16 CPU, bf16 is faster at the same quality (docs/results/gpu.md,
+    docs/results/cpu.md). On a CPU that
     would emulate bf16 ``auto`` stays fp32 (emulation is many times slower). So CPU outputs
     depend on the chip's bf16 support, as they already did on its vector width in the last
     float bits; ``--precision fp32`` gives the fp32 result anywhere.
@@ -128,9 +153,7 @@ class FixedBatch(torch.nn.Module):
 def compiled_network(net: torch.nn.Module, batch: int, backend: str) -> torch.nn.Module:
     """``torch.compile`` of ``net`` at one fixed batch size (:class:`FixedBatch`).
 
-    Measured on an H100 with the paper refiner in bf16 (``benchmarks/gpu_check.md``, session
-    7): 0.0143 s a 64³ window compiled (inductor) against 0.0269 s eager, after 40 s of
-    compilation on the first call, at 4 windows a call; at 12, a full volume end to end in
-    41.4 s against 61.1 s, after 104 s of compilation (session 9).
+    Compiling pays off after the first call on a GPU (measured on an H100 with the paper refiner:
+    docs/results/gpu.md).
     """
     return torch.compile(FixedBatch(net, batch), backend=backend, dynamic=False)

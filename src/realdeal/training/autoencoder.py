@@ -18,6 +18,7 @@ from realdeal.presets import AutoencoderRunConfig
 from realdeal.runtime.rng import generator_for, seed_everything
 from realdeal.training.distributed import init_distributed
 from realdeal.training.engine import TrainResult, train
+from realdeal.training.run_folder import CONFIG_NAME, dataset_fingerprint, open_run
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def train_autoencoder(
     """Train the stage-1 autoencoder on the ``train`` split of prepared dataset ``data``.
 
     Writes ``out_dir/checkpoint.pt`` (with EMA weights, used by ``reconstruct``/``encode``),
-    ``config.json`` and ``metrics.jsonl``.
+    ``config.json`` and ``metrics.jsonl``, after :func:`~realdeal.training.run_folder.open_run`
+    decided that it may (nothing is written for a refused run).
     """
     from realdeal.data.dataset import PreparedDataset
 
@@ -105,11 +107,17 @@ def train_autoencoder(
     if any(s % f for s in train_shape):
         raise ConfigError(f"training volumes {train_shape} must be divisible by {f}; set --crop")
     dist = init_distributed(cfg.train.device)
+    with open_run(out_dir, "autoencoder", cfg, resume=resume, dist=dist,
+                  same={"image_shape": list(shape)},
+                  inputs={"dataset": dataset_fingerprint(ds)}):  # fmt: skip
+        if dist.is_main:
+            save_config(cfg, Path(out_dir) / CONFIG_NAME)
+        return _train(cfg, ds, ids, shape, out_dir, resume, dist)
+
+
+def _train(cfg, ds, ids, shape, out_dir, resume, dist) -> TrainResult:
     seed_everything(cfg.train.seed)
     model = Autoencoder(cfg.model)
-    if dist.is_main:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        save_config(cfg, Path(out_dir) / "config.json")
     log.info(
         "autoencoder: %d training subjects, volumes %s, %s",
         len(ids),

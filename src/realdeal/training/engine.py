@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -50,13 +51,24 @@ from realdeal.runtime.rng import (
     seed_everything,
     set_rng_state,
 )
-from realdeal.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from realdeal.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    exclusive_folder,
+    init_distributed,
+)
 from realdeal.training.ema import EMA
+from realdeal.training.run_folder import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    resume_conflicts,
+    resume_refusal,
+)
+from realdeal.utils.fs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
 SNAPSHOTS_DIR = "snapshots"
 
 
@@ -132,31 +144,71 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 class _MetricsLog:
-    """Append-only JSONL on rank 0; on resume, lines after the resumed step are dropped."""
+    """Append-only JSONL on rank 0; on resume, lines after the resumed step are dropped.
+
+    Each record is one ``write()`` of a whole line to a file opened for appending, then
+    flushed, so a reader never sees half a record unless the process died inside that call;
+    such a torn last line is dropped (with a warning) when the run resumes, and skipped by the
+    readers (:func:`read_metrics`, :func:`realdeal.report.run.read_metrics_jsonl`)."""
 
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
         if not enabled:
             return
         if resume_step is None:
-            self.path.write_text("")
+            write_text_atomic(self.path, "")
         elif self.path.exists():
             keep = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
+                line
+                for line, rec in _metrics_lines(self.path)
+                if rec is not None and _step_of(rec) <= resume_step
             ]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            write_text_atomic(self.path, "".join(ln + "\n" for ln in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            data = (json.dumps(record) + "\n").encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                written = os.write(fd, data)
+                while written < len(data):  # a short write (full disk, signal): the rest
+                    written += os.write(fd, data[written:])
+            finally:
+                os.close(fd)
+
+
+def _step_of(rec: dict[str, Any]) -> float:
+    step = rec.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else 0
+
+
+def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """``(line, record)`` of every non-blank line of a metrics file; a torn last line (no
+    newline and not a whole JSON record: the writer died mid-line) is left out with a warning,
+    any other line that is not a JSON object raises :class:`InputError` naming the line."""
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    last_complete = text.endswith("\n")
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):
+            if i == len(lines) and not last_complete:
+                log.warning("%s: skipping its torn last line %d (a write was cut short)", path, i)
+                continue
+            raise InputError(path, f"line {i} is not a JSON record ({line[:40]!r})")
+        out.append((line, rec))
+    return out
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics JSONL file."""
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """All records of a metrics JSONL file (a torn last line skipped with a warning)."""
+    return [rec for _, rec in _metrics_lines(Path(path)) if rec is not None]
 
 
 def train(
@@ -180,20 +232,51 @@ def train(
     resolved config) and ``model_config`` (the network's) are stored in every checkpoint;
     ``extra`` holds the kind's own checkpoint fields (e.g. an LDM's ``latent_scaling``; see
     :mod:`realdeal.runtime.checkpoint`). With ``resume`` the run continues from
-    ``out_dir/checkpoint.pt`` if it exists; without it an existing checkpoint is an error.
+    ``out_dir/checkpoint.pt`` if it exists, provided ``run_config`` differs from the
+    checkpoint's only in :data:`~realdeal.training.run_folder.RESUMABLE_FIELDS`; without it an
+    existing checkpoint is an error. Rank 0 is the one writer of ``out_dir`` while it trains
+    (:func:`~realdeal.training.distributed.exclusive_folder`; the ``train_*`` functions take
+    it earlier, with :func:`~realdeal.training.run_folder.open_run`, before they write).
     ``on_step(step, loss)`` is called on every rank after each optimizer step.
     """
     out_dir = Path(out_dir)
     dist = dist or init_distributed(cfg.device)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+
+    def check() -> None:
+        if ckpt_path.exists() and not resume:
+            raise InputError(
+                out_dir,
+                "already holds a checkpoint; pass --resume to continue it or choose another --out",
+            )
+
+    with exclusive_folder(out_dir, dist, check, check_first=True):
+        return _train(
+            task, model, dataset, cfg, out_dir, run_config, model_config, preset, resume,
+            extra, dist, on_step,
+        )  # fmt: skip
+
+
+def _train(
+    task: TrainTask,
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    cfg: TrainConfig,
+    out_dir: Path,
+    run_config: dict[str, Any],
+    model_config: dict[str, Any],
+    preset: str,
+    resume: bool,
+    extra: dict[str, Any] | None,
+    dist: DistInfo,
+    on_step: Callable[[int, float], None] | None,
+) -> TrainResult:
     ckpt_path, metrics_path = out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    if ckpt_path.exists() and not resume:
-        raise InputError(
-            out_dir,
-            "already holds a checkpoint; pass --resume to continue it or choose another --out",
-        )
-    run = _setup(task.kind, model, cfg, dist, ckpt_path if resume else None, model_config)
+    run = _setup(
+        task.kind, model, cfg, dist, ckpt_path if resume else None, model_config, run_config
+    )
     if hasattr(task, "draws"):
         dataset = _WithDraws(dataset, task.draws)
     stored = dict(preset=preset, config=run_config, model_config=model_config, **(extra or {}))
@@ -322,6 +405,7 @@ def _setup(
     dist: DistInfo,
     resume_from: Path | None,
     model_config: dict[str, Any],
+    run_config: dict[str, Any] | None = None,
 ) -> _Run:
     """Place ``model``, build EMA/optimizer/scaler and resume them from ``resume_from`` if it
     exists (else seed this rank's RNGs)."""
@@ -347,7 +431,7 @@ def _setup(
         start=0,
     )
     if resume_from is not None and resume_from.exists():
-        run.start = _resume(resume_from, kind, run, model_config)
+        run.start = _resume(resume_from, kind, run, model_config, run_config)
     else:
         if cfg.init_from:
             _init_weights(Path(cfg.init_from), kind, run, model_config)
@@ -370,10 +454,21 @@ def _init_weights(path: Path, kind: str, run: _Run, model_config: dict[str, Any]
     log.info("%s starts from the weights of %s (its step %d)", kind, path, ckpt.step)
 
 
-def _resume(path: Path, kind: str, run: _Run, model_config: dict[str, Any]) -> int:
-    """Load weights, EMA, optimizer, scaler and this rank's RNG state; the checkpoint's step."""
+def _resume(
+    path: Path,
+    kind: str,
+    run: _Run,
+    model_config: dict[str, Any],
+    run_config: dict[str, Any] | None = None,
+) -> int:
+    """Load weights, EMA, optimizer, scaler and this rank's RNG state; the checkpoint's step.
+
+    A ``run_config`` that differs from the checkpoint's beyond what a resumed run may change
+    is refused (:func:`~realdeal.training.run_folder.resume_conflicts`)."""
     ckpt = load_checkpoint(path, kind=kind, map_location=run.dist.device)
     check_model_config(path, ckpt, model_config)
+    if run_config is not None and (conflicts := resume_conflicts(ckpt.config, run_config)):
+        raise InputError(path.parent, resume_refusal(conflicts))
     if ckpt.slim:
         raise InputError(
             path,

@@ -21,6 +21,7 @@ from realdeal.runtime.checkpoint import EmbeddedAutoencoder
 from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed_everything
 from realdeal.training.distributed import barrier, init_distributed
 from realdeal.training.engine import TrainResult, train
+from realdeal.training.run_folder import CONFIG_NAME, dataset_fingerprint, open_run
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,12 @@ def train_ldm(
 ) -> TrainResult:
     """Train the latent diffusion U-Net on the train split of ``data`` encoded by ``autoencoder``.
 
-    Latents are cached in ``out_dir/latents`` (reused while the autoencoder file is the same);
+    Latents are cached in ``out_dir/latents`` (an entry is reused while its image file and the
+    autoencoder file are the same, see :func:`~realdeal.pipelines.autoencoder.encode_dataset`);
     the latent scaling fitted on them and the autoencoder's EMA weights are stored in the
-    LDM checkpoint, so sampling needs only that one file.
+    LDM checkpoint, so sampling needs only that one file. Nothing is written before
+    :func:`~realdeal.training.run_folder.open_run` accepted the run; a resumed run must use
+    the dataset and the autoencoder it was trained with.
     """
     from realdeal.data.dataset import PreparedDataset
 
@@ -91,24 +95,35 @@ def train_ldm(
         raise ConfigError(
             f"U-Net in/out channels must equal the autoencoder's {ae.config.latent_channels} latent channels"
         )
-    fingerprint = checkpoint_fingerprint(autoencoder)
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.json")
-        encode_dataset(
-            ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint, train_ids=ids
-        )
-    barrier(dist)
-    latents = encode_dataset(
-        ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint, train_ids=ids
-    )
-    scaler = LatentScaler.fit(latents.values())
-    stacked = scaler.forward(torch.stack([latents[s] for s in ids]))
-    m = cfg.unet.size_multiple
-    if any(s % m for s in stacked.shape[2:]):
+    f, m = ae.config.downsampling, cfg.unet.size_multiple
+    latent_size = tuple(-(-s // f) for s in ds.shape)  # the encoder pads to multiples of f
+    if any(s % m for s in latent_size):
         raise ConfigError(
-            f"latent size {tuple(stacked.shape[2:])} must be divisible by {m} for a {len(cfg.unet.channels)}-level U-Net"
+            f"latent size {latent_size} must be divisible by {m} for a {len(cfg.unet.channels)}-level U-Net"
         )
+    fingerprint = checkpoint_fingerprint(autoencoder)
+    same = {"autoencoder.fingerprint": fingerprint, "image_shape": list(ds.shape)}
+    inputs = {"dataset": dataset_fingerprint(ds), "autoencoder": fingerprint}
+    with open_run(out_dir, "ldm", cfg, resume=resume, dist=dist, same=same, inputs=inputs):
+        if dist.is_main:
+            save_config(cfg, out_dir / CONFIG_NAME)
+            encode_dataset(
+                ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint,
+                train_ids=ids,
+            )  # fmt: skip
+        barrier(dist)
+        latents = encode_dataset(
+            ae, ds, ids, out_dir / "latents", dist.device, autoencoder_id=fingerprint,
+            train_ids=ids, write=False,
+        )  # fmt: skip
+        scaler = LatentScaler.fit(latents.values())
+        return _train(
+            cfg, ds, ids, latents, scaler, ae, ae_ckpt, fingerprint, out_dir, resume, dist
+        )
+
+
+def _train(cfg, ds, ids, latents, scaler, ae, ae_ckpt, fingerprint, out_dir, resume, dist):
+    stacked = scaler.forward(torch.stack([latents[s] for s in ids]))
     log.info("ldm: %d training latents of shape %s", len(ids), tuple(stacked.shape[1:]))
     seed_everything(cfg.train.seed)
     model = build_unet(cfg.unet)

@@ -1,4 +1,4 @@
-"""Refiner training: (original, coarse) patch pairs, masks and the masked ε-loss (SPEC §5).
+"""Refiner training: (original, coarse) patch pairs, masks and the masked ε-loss (paper §2.2; docs/method.md#spec-5).
 
 One training sample is one window of one subject: ``x`` the original patch, ``x̂`` the
 autoencoder reconstruction of the same window (``realdeal reconstruct`` writes those into
@@ -50,8 +50,10 @@ from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import require_reconstructions
 from realdeal.presets import Positions, RefinerRunConfig, Target
 from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed_everything
-from realdeal.training.distributed import init_distributed
+from realdeal.training.distributed import barrier, init_distributed
 from realdeal.training.engine import TrainResult, train
+from realdeal.training.run_folder import CONFIG_NAME, dataset_fingerprint, open_run
+from realdeal.utils.fs import write_json_atomic
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -148,22 +150,62 @@ class RefinerTask:
         return Denoiser(model, self.schedule).loss(x, eps, t, cond=cond, mask=m, x_t=x_t)
 
 
-def _cached_arrays(ds, ids: list[str], kind: str, cache: Path) -> list[np.ndarray]:
+PATCH_CACHE_FORMAT = "realdeal-patch-cache"
+
+
+def _cached_arrays(
+    ds, ids: list[str], kind: str, cache: Path, write: bool = True
+) -> list[np.ndarray]:
     """Per-subject float32 ``.npy`` copies, memory-mapped (fast random patch reads; a gzip
-    NIfTI would be decompressed for every patch)."""
-    cache.mkdir(parents=True, exist_ok=True)
+    NIfTI would be decompressed for every patch).
+
+    Each ``<id>_<kind>.npy`` has a ``<id>_<kind>.json`` beside it with the fingerprint
+    (:func:`~realdeal.utils.fs.file_fingerprint`) of the NIfTI file it was made from; an entry
+    whose file changed since (re-prepared images, new reconstructions) is made again. Entries
+    of earlier versions (no record) are kept, and get their record, if written after their file
+    last changed, else made again. ``write=False`` (ranks other than 0) only reads: a missing
+    or stale entry is then loaded from its NIfTI file into memory."""
+    from realdeal.utils.fs import atomic_path, check_fingerprint, file_fingerprint, written_after
+
+    if write:
+        cache.mkdir(parents=True, exist_ok=True)
     out = []
     for sid in progress(ids, desc=f"cache {kind}", unit="subject"):
-        path = cache / f"{sid}_{kind}.npy"
-        if not path.exists():
+        path, record = cache / f"{sid}_{kind}.npy", cache / f"{sid}_{kind}.json"
+        src = ds.image_path(sid) if kind == "images" else ds.derived_path(kind, sid)
+        stored = _read_record(record)
+        fp = check_fingerprint(src, stored) if path.exists() else None
+        if fp is None and stored is None and path.exists() and written_after(path, src):
+            fp = file_fingerprint(src)  # an earlier version's entry, made after src changed
+        if fp is not None and write and fp is not stored:
+            write_json_atomic(record, {"format": PATCH_CACHE_FORMAT, "input": fp})
+        if fp is None:
             vol = ds.load_image(sid) if kind == "images" else ds.load_derived(kind, sid)
-            from realdeal.utils.fs import atomic_path
-
+            data = vol.data.astype(np.float32)
+            if not write:
+                out.append(data)
+                continue
+            fp = file_fingerprint(src)
+            record.unlink(missing_ok=True)  # no record names the entry while it changes
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.save(fh, vol.data.astype(np.float32))
+                    np.save(fh, data)
+            write_json_atomic(record, {"format": PATCH_CACHE_FORMAT, "input": fp})
         out.append(np.load(path, mmap_mode="r"))
     return out
+
+
+def _read_record(path: Path) -> dict | None:
+    """The input fingerprint a patch-cache record holds (None if there is no such record)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != PATCH_CACHE_FORMAT:
+        return None
+    return data.get("input") if isinstance(data.get("input"), dict) else None
 
 
 def measure_residual_scale(ds, ids: list[str], coarse: str = "reconstructions") -> float:
@@ -198,12 +240,27 @@ def train_refiner(
     if any(s < cfg.window for s in ds.shape):
         raise ConfigError(f"window {cfg.window} does not fit the dataset grid {ds.shape}")
     dist = init_distributed(cfg.train.device)
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.json")
+    same = {"image_shape": list(ds.shape), "window": cfg.window}
+    inputs = {"dataset": dataset_fingerprint(ds)}
+    with open_run(out_dir, "refiner", cfg, resume=resume, dist=dist, same=same,
+                  inputs=inputs) as state:  # fmt: skip
+        if cfg.residual_scale is None and state.stored("residual_scale") is not None:
+            # resumed: the scale the run measured when it started, not a new measurement
+            cfg = dataclasses.replace(cfg, residual_scale=float(state.stored("residual_scale")))
+        if dist.is_main:
+            save_config(cfg, out_dir / CONFIG_NAME)
+        return _train(cfg, ds, ids, out_dir, resume, dist)
+
+
+def _train(cfg: RefinerRunConfig, ds, ids, out_dir: Path, resume: bool, dist) -> TrainResult:
     cache = out_dir / "patch-cache"
-    images = _cached_arrays(ds, ids, "images", cache)
-    coarse = _cached_arrays(ds, ids, cfg.coarse, cache)
+    if dist.is_main:
+        images = _cached_arrays(ds, ids, "images", cache)
+        coarse = _cached_arrays(ds, ids, cfg.coarse, cache)
+    barrier(dist)
+    if not dist.is_main:  # after rank 0 made the entries
+        images = _cached_arrays(ds, ids, "images", cache, write=False)
+        coarse = _cached_arrays(ds, ids, cfg.coarse, cache, write=False)
     fractions = [
         ds.load_fraction(s)
         if ds.window == cfg.window
@@ -220,7 +277,7 @@ def train_refiner(
         cfg = dataclasses.replace(cfg, residual_scale=measure_residual_scale(ds, ids, cfg.coarse))
         log.info("refiner: residual scale %.4g (std of x − x̂ in the brain)", cfg.residual_scale)
         if dist.is_main:
-            save_config(cfg, out_dir / "config.json")
+            save_config(cfg, out_dir / CONFIG_NAME)
     seed_everything(cfg.train.seed)
     model = build_unet(cfg.unet)
     extra = {

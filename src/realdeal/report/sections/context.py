@@ -86,13 +86,14 @@ def read_evaluation(folder: Path, run: Run | None = None) -> dict[str, Any]:
             if not isinstance(summary, list):
                 raise TypeError("summary is not a list")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise Skipped(f"{shown}/results.json unreadable ({e})") from e
+            why = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise Skipped(f"{shown}/results.json unreadable ({why})") from e
         sets, config, records, source = res.get("sets"), res.get("config"), res.get("records"), rj
     elif sc.is_file():
         try:
             with sc.open(newline="") as f:
                 summary = list(csv.DictReader(f))
-        except (OSError, csv.Error) as e:
+        except (OSError, ValueError, csv.Error) as e:  # ValueError: not UTF-8 text
             raise Skipped(f"{shown}/summary.csv unreadable ({e})") from e
         sets, config, records, source = None, {}, [], sc
     else:

@@ -3,23 +3,62 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 from realdeal.data.io import load_volume
+from realdeal.errors import InputError
+from realdeal.metrics.memorization import read_memorization
 from realdeal.report.document import Block, Figure, Note, Para, Table
 from realdeal.report.sections.context import Context, Skipped
 
 
-def memorization_section(ctx: Context) -> list[Block]:
+def load_memorization(ctx: Context) -> tuple[dict, dict, list[dict]]:
+    """The run's memorisation entry, result and records; :class:`Skipped` without them."""
     sec = ctx.run.section("memorization")
     if not sec or not sec.get("eval"):
         raise Skipped('run.json has no "memorization" entry')
     path = ctx.run.path(sec["eval"]) / "memorization.json"
     try:
-        res = json.loads(path.read_text())
-        summary, records = res["summary"], res["records"]
-    except (OSError, ValueError, KeyError) as e:
-        raise Skipped(f"{ctx.run.rel(path)} unusable ({type(e).__name__})") from e
+        res = read_memorization(path)
+    except InputError as e:
+        raise Skipped(f"{ctx.run.rel(path)} unusable ({e.problem})") from e
+    return sec, res, res["records"]
+
+
+def verdict(ctx: Context) -> tuple[list[Block], dict[str, dict], Path | None]:
+    """The memorisation verdict on the generated sets (a sentence, and a note when there are
+    copies), each generated volume's record by name, and the training folder; nothing when the
+    run has no memorisation result."""
+    try:
+        sec, res, records = load_memorization(ctx)
+    except Skipped:
+        return [], {}, None
+    by_set = {s["set"]: s for s in res["summary"]}
+    held = by_set.get("held-out")
+    blocks: list[Block] = []
+    for name in sec.get("generated") or {}:
+        s = by_set.get(name)
+        if not s or s.get("copies") is None:
+            continue
+        base = (
+            f"; held-out subjects {held['median']:.3f} (new heads through the same autoencoder)"
+            if held
+            else ""
+        )
+        line = (
+            f"Memorisation (set {name!r}): {s['copies']} of {s['volumes']} volumes are copies of "
+            f"training subjects. Median similarity to the nearest training subject "
+            f"{s['median']:.3f}{base}; see the section on memorisation."
+        )
+        blocks.append(Note(line) if s["copies"] else Para(line))
+    train = ctx.run.path(sec["train"]) if sec.get("train") else None
+    named = {r["subject"]: r for r in records if r["set"] in (sec.get("generated") or {})}
+    return blocks, named, train
+
+
+def memorization_section(ctx: Context) -> list[Block]:
+    sec, res, records = load_memorization(ctx)
+    summary = res["summary"]
     rows = []
     for s in summary:
         copies = "" if s["copies"] is None else f"{s['copies']} of {s['volumes']}"

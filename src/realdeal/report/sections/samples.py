@@ -27,7 +27,9 @@ def samples_section(ctx: Context) -> list[Block]:
     files = {n: f for n, f in files.items() if f}
     if not files:
         raise Skipped("no sample volumes found")
-    blocks: list[Block] = []
+    from realdeal.report.sections.memorization import verdict
+
+    blocks, nearest, train = verdict(ctx)
     first = next(iter(files))
     if len(files[first]) > 1:  # every sample of the first set at a glance
         names = sorted(files[first])
@@ -43,8 +45,10 @@ def samples_section(ctx: Context) -> list[Block]:
     common = sorted(set.intersection(*(set(f) for f in files.values())))
     blocks += [
         Para(
-            f"LDM samples next to their refined versions ({' | '.join(files)}), one grey-level "
-            f"window per figure (the first row's); orange box enlarged {ZOOM_FACTOR:g}×."
+            f"LDM samples next to their refined versions ({' | '.join(files)})"
+            + (", and the nearest training subject of each," if nearest else "")
+            + f" one grey-level window per figure (the first row's); orange box enlarged "
+            f"{ZOOM_FACTOR:g}×."
         )
     ]
     blocks += [Note(f"Missing sample set {m}.") for m in missing]
@@ -57,6 +61,16 @@ def samples_section(ctx: Context) -> list[Block]:
         if any(v.shape != vols[0].shape for v in vols):
             blocks.append(Note(f"Sample {name} skipped: the sets' volumes differ in shape."))
             continue
+        titles, caption = list(files), f"{name}: {' | '.join(files)}"
+        match = nearest.get(name)
+        twin = train / f"{match['nearest']}.nii.gz" if match and train else None
+        if twin is not None and twin.is_file() and load_volume(twin).shape == vols[0].shape:
+            vols.append(load_volume(twin))
+            titles.append(f"nearest training {match['nearest']} ({match['similarity']:.3f})")
+            caption += (
+                f" | its nearest training subject, {match['nearest']} (similarity "
+                f"{match['similarity']:.3f}{', a copy' if match.get('copy') else ''})"
+            )
         data = [v.data for v in vols]
         mask = ndimage.binary_fill_holes(data[0] > data[0].min() + 0.05 * np.ptp(data[0]))
         point = centre_point(np.where(mask, data[0], data[0].min()))
@@ -65,11 +79,11 @@ def samples_section(ctx: Context) -> list[Block]:
         triplanar_png(
             data,
             path,
-            titles=list(files),
+            titles=titles,
             point=point,
             spacing=vols[0].spacing,
             suptitle=name,
             zoom=Zoom(zc, "axial", ZOOM_FACTOR),
         )
-        blocks.append(Figure(src, f"sample {name}", f"{name}: {' | '.join(files)}."))
+        blocks.append(Figure(src, f"sample {name}", caption + "."))
     return blocks
