@@ -322,7 +322,7 @@ def test_a_config_files_device_is_checked_too(parser, no_work, capsys, tmp_path,
 # --------------------------------------------------------------------------- outputs
 
 #: Commands whose ``dest="out"`` output is a file, not a folder.
-FILE_OUTPUTS = {"import-official"}
+FILE_OUTPUTS = {"import-official", "doctor"}
 
 
 def _with_out(cmd: str, value: str) -> tuple[list[str], str]:

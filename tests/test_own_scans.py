@@ -74,7 +74,7 @@ def _crop(src: Path, dst: Path, xs: slice) -> Path:
 @pytest.mark.skipif(not CH2.exists(), reason=f"{CH2} absent (Debian package mricron-data)")
 def test_raw_head_scan_from_file_to_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    ae, ref = str(DEMO / "autoencoder.pt"), str(DEMO / "refiner.pt")
+    ae, ref = "demo:autoencoder", "demo:refiner"  # as docs/own-scans.md names them
     # 1. skull strip at the demo models' 2 mm (the first command of docs/own-scans.md)
     assert main(["-q", "skullstrip", str(CH2), "-o", "brain", "--spacing", "2", "--labels"]) == 0
     brain = nib.load("brain/ch2.nii.gz")

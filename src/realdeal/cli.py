@@ -35,6 +35,7 @@ COMMANDS = [
     "realdeal.commands.demo",
     "realdeal.commands.export_demo",
     "realdeal.commands.report",
+    "realdeal.commands.doctor",
 ]
 
 
@@ -59,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr at INFO (``-v``: DEBUG; ``-q``: WARNING, and no progress bars), through
+    :class:`~realdeal.utils.progress.ProgressLogHandler`: a log line never lands inside a
+    progress bar's line."""
+    from realdeal.utils.progress import ProgressLogHandler, set_quiet
+
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    handler = ProgressLogHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    set_quiet(quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,3 +20,8 @@ class InputError(RealDealError):
 
 class ConfigError(RealDealError):
     """A configuration value or combination of values is invalid."""
+
+
+class InstallationError(RealDealError):
+    """A package realdeal needs is missing or does not work (a broken torch/torchvision pair,
+    say); the message names the package, its version and the fix."""

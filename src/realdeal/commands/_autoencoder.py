@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from realdeal.commands._checks import checkpoint_arg
 from realdeal.config import device_arg
 
 
 def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool = True) -> None:
     """``--autoencoder``, ``--data``, ``--split``, ``--device`` and ``--precision``."""
-    p.add_argument("--autoencoder", required=True, help="autoencoder checkpoint.pt")
+    p.add_argument(
+        "--autoencoder",
+        required=True,
+        type=checkpoint_arg,
+        help="autoencoder checkpoint.pt, or demo:autoencoder for the shipped one",
+    )
     p.add_argument("--data", required=need_data, help="prepared dataset folder")
     p.add_argument(
         "--split",

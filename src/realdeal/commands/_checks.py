@@ -138,6 +138,24 @@ def _what(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_arg(value: str) -> str:
+    """``argparse`` type of every option that takes a realdeal checkpoint: ``demo:autoencoder``,
+    ``demo:ldm`` and ``demo:refiner`` name the models shipped inside the package
+    (:func:`realdeal.runtime.checkpoint.resolve_checkpoint`) and become their paths; anything
+    else is a path, kept as given. An unknown ``demo:`` name is a usage error."""
+    if not value.startswith("demo:"):  # runtime.checkpoint.DEMO_PREFIX (it imports torch)
+        return value
+    from realdeal.runtime.checkpoint import resolve_checkpoint
+
+    try:
+        return str(resolve_checkpoint(value))
+    except InputError as e:
+        raise argparse.ArgumentTypeError(f"{value}: {e.problem}") from e
+
+
 # --------------------------------------------------------------------------- demo checkpoints
 
 DEMO_FORMAT = "realdeal-demo-checkpoints"

@@ -66,7 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.sample_steps,
         help=f"LDM sampling steps ({d.sample_sampler})",
     )
-    p.add_argument("--refine-sampler", choices=list(SAMPLERS), default=d.refine_sampler)
+    p.add_argument(
+        "--refine-sampler",
+        choices=list(SAMPLERS),
+        default=d.refine_sampler,
+        help="refinement sampler",
+    )
     p.add_argument(
         "--refine-steps",
         type=field_arg(int, DEMO, "refine_steps"),

@@ -15,7 +15,9 @@ from realdeal.commands._checks import check_dataset, check_writable_dir
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "encode", help="write autoencoder latents (safetensors) of a prepared dataset"
+        "encode",
+        help="write autoencoder latents (safetensors) of a prepared dataset",
+        description=__doc__,
     )
     p.add_argument(
         "-o",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._checks import check_writable_dir
+from realdeal.commands._flags import on_first_use
 from realdeal.config import device_arg, field_arg, option_arg
 
 PAIRED = "realdeal.metrics.suite:PairedConfig"
@@ -35,7 +36,6 @@ def register(subparsers) -> None:
         "evaluate",
         help="realism metrics (LPIPS, HOG, noise KL, sharpness, FID, coverage/density) as paper tables",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "mode",
@@ -48,7 +48,19 @@ def register(subparsers) -> None:
     _add_unpaired_flags(p.add_argument_group("unpaired mode (--generated also for memorization)"))
     _add_memorization_flags(p.add_argument_group("memorization mode"))
     _add_common_flags(p.add_argument_group("common"))
-    p.set_defaults(func=run, preflight=lambda a: check_writable_dir(a.out, "--out"))
+    on_first_use(p, _state_the_copy_rule)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """``--out`` writable; torchvision working where LPIPS or FID will run."""
+    check_writable_dir(args.out, "--out")
+    from realdeal.runtime.environment import check_torchvision
+
+    if args.mode == "paired" and not args.no_lpips:
+        check_torchvision("LPIPS (--no-lpips skips it)")
+    elif args.mode == "unpaired" and args.features == "inception":
+        check_torchvision("FID (--features patchstats avoids it)")
 
 
 def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
@@ -132,9 +144,18 @@ def _add_memorization_flags(g: argparse._ArgumentGroup) -> None:
         "--held-out",
         nargs="+",
         metavar="PATH",
-        help="real subjects it never saw, prepared the same way: the baseline; a generated "
-        "volume closer to a training volume than all of them counts as a copy",
+        help="real subjects it never saw, prepared the same way: the baseline",
     )
+
+
+def _state_the_copy_rule(p: argparse.ArgumentParser) -> None:
+    """``--held-out``'s help ends with the copy rule as the metric's module states it
+    (:data:`realdeal.metrics.memorization.COPY_RULE`; imported on first use of the parser, as
+    numpy and scipy come with it)."""
+    from realdeal.metrics.memorization import COPY_RULE
+
+    action = p._option_string_actions["--held-out"]
+    action.help = f"{action.help}; {COPY_RULE}"
 
 
 def _add_common_flags(g: argparse._ArgumentGroup) -> None:

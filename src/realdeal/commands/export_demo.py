@@ -23,7 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export-demo-checkpoints",
         help="write training runs as the slim demo checkpoints `realdeal demo` ships with",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for kind in ("autoencoder", "ldm", "refiner"):
         p.add_argument(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from realdeal.commands._checks import check_intensity_source, check_writable_dir
+from realdeal.commands._checks import (
+    check_intensity_source,
+    check_writable_dir,
+    checkpoint_arg,
+)
 from realdeal.config import field_arg
 
 PREPARE = "realdeal.data.dataset:PrepareConfig"
@@ -67,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--intensity-from",
         metavar="DATASET_OR_CHECKPOINT",
+        type=checkpoint_arg,
         help="reuse the (low, high) intensity mapping saved in a prepared dataset or checkpoint "
         "instead of fitting one (new data in an existing model's intensity space)",
     )

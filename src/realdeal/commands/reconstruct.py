@@ -18,6 +18,7 @@ from realdeal.commands._checks import (
     check_intensity_source,
     check_output,
     check_writable_dir,
+    checkpoint_arg,
 )
 from realdeal.commands._scan import add_input_flags, add_scan_flags
 
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--intensity-from",
         metavar="DATASET_OR_CHECKPOINT",
+        type=checkpoint_arg,
         help="the training set's intensity mapping (prepared dataset or checkpoint); default: "
         "the autoencoder's training dataset if it still exists",
     )

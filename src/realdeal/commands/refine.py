@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from realdeal.commands._checks import check_output
+from realdeal.commands._checks import check_output, checkpoint_arg
 from realdeal.commands._scan import add_input_flags, add_scan_flags
 from realdeal.config import device_arg, field_arg
 from realdeal.diffusion.registry import (
@@ -71,7 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_input_flags(p)
     p.add_argument(
-        "--checkpoint", required=True, help="refiner checkpoint (realdeal train refiner)"
+        "--checkpoint",
+        required=True,
+        type=checkpoint_arg,
+        help="refiner checkpoint (realdeal train refiner), or demo:refiner for the shipped one",
     )
     _add_sampling_flags(p)
     p.add_argument(

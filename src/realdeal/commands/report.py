@@ -18,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="build the HTML/Markdown report of a run folder (figures, tables vs the paper)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with run.json")
     p.add_argument("--out", default=None, help="report folder (default RUN_DIR/report)")

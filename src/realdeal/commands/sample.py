@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from realdeal.commands._checks import check_dataset, check_writable_dir
+from realdeal.commands._checks import check_dataset, check_writable_dir, checkpoint_arg
 from realdeal.config import device_arg, option_arg
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, default_steps_help, describe
 
@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sample latents with DDPM, DDIM or DPM-Solver++, undo the latent scaling, "
         "decode, and write NIfTI volumes in the prepared dataset's geometry.",
     )
-    p.add_argument("--ldm", required=True, help="LDM checkpoint.pt (it carries its autoencoder)")
+    p.add_argument(
+        "--ldm",
+        required=True,
+        type=checkpoint_arg,
+        help="LDM checkpoint.pt (it carries its autoencoder), or demo:ldm for the shipped one",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument(
         "-n", "--n", type=option_arg(int, "sample --n"), default=1, help="number of volumes"

@@ -28,7 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from realdeal.commands._checks import check_dataset, check_device, check_writable_dir
+from realdeal.commands._checks import (
+    check_dataset,
+    check_device,
+    check_writable_dir,
+    checkpoint_arg,
+)
 from realdeal.commands._flags import (
     ConfigFlags,
     DeferredFlagsParser,
@@ -55,7 +60,7 @@ ENGINE_FLAGS = ConfigFlags(
         "betas": Flag("AdamW betas", metavar=("B1", "B2")),
         "warmup_steps": "linear learning-rate warm-up steps",
         "lr_decay": "after warm-up: constant, or a half cosine to --min-lr-ratio·lr at --steps",
-        "min_lr_ratio": "where --lr-decay cosine ends, as a fraction of --lr (default 0)",
+        "min_lr_ratio": "where --lr-decay cosine ends, as a fraction of --lr",
         "grad_clip": Flag("clip the gradient norm to this (0 = off)", zero_clears=True),
         "ema_decay": "EMA decay of the weights used for inference",
         "precision": "mixed precision (auto: bf16 where supported)",
@@ -68,9 +73,11 @@ ENGINE_FLAGS = ConfigFlags(
         "device": Flag("auto, cpu, cuda or cuda:N (auto: this rank's GPU if any)", type=device_arg),
         "channels_last": "channels-last 3D memory layout (faster convolutions on CPU)",
         "init_from": Flag(
-            "start from the (EMA) weights of this checkpoint of the same kind and network, "
-            "with a new optimizer and schedule (fine-tuning; ignored on --resume)",
+            "start from the (EMA) weights of this checkpoint of the same kind and network "
+            "(demo:KIND: the shipped one), with a new optimizer and schedule (fine-tuning; "
+            "ignored on --resume)",
             metavar="CHECKPOINT",
+            type=checkpoint_arg,
         ),
     },
     "optimisation (override the preset)",
@@ -78,8 +85,12 @@ ENGINE_FLAGS = ConfigFlags(
 """Flags of :class:`~realdeal.presets.TrainConfig`, shared by every ``train`` sub-command."""
 
 
-def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    """The run's own flags (data, folder, preset, config, resume) and :data:`ENGINE_FLAGS`."""
+def add_engine_flags(p: argparse.ArgumentParser, kind: str | None = None) -> None:
+    """The run's own flags (data, folder, preset, config, resume) and :data:`ENGINE_FLAGS`.
+
+    ``kind`` (default: the sub-command's name, e.g. ``ldm``) is the model kind whose presets'
+    values the generated flags' help states as their defaults."""
+    p.set_defaults(preset_kind=kind or p.prog.split()[-1])
     p.add_argument(
         "--data", required=True, help="prepared dataset folder (trains on its train split)"
     )
@@ -228,8 +239,8 @@ LDM_FLAGS = (
         ("schedule",),
         {
             "schedule": "β schedule (paper: linear)",
-            "beta_start": "first β (0.0015)",
-            "beta_end": "last β (0.0205)",
+            "beta_start": "first β",
+            "beta_end": "last β",
             "prediction_type": "what the U-Net predicts (paper: v)",
         },
         "U-Net and schedule",
@@ -249,7 +260,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="kind", required=True, metavar="KIND", parser_class=DeferredFlagsParser
     )
 
-    a = kinds.add_parser("autoencoder", help="stage 1: the 3D ResNet autoencoder")
+    a = kinds.add_parser(
+        "autoencoder",
+        help="stage 1: the 3D ResNet autoencoder",
+        description="Train the 3D ResNet autoencoder (paper stage 1) on the train split of a "
+        "prepared dataset: it compresses each volume 4× per axis into a 4-channel latent and "
+        "decodes it back. Its EMA weights encode the data for the LDM and make the "
+        "reconstructions the refiner trains on.",
+    )
     add_engine_flags(a)
     add_config_flags(a, *AUTOENCODER_FLAGS)
     a.defer(  # after the generated flags, in their group
@@ -259,12 +277,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.set_defaults(func=run_autoencoder)
 
-    ldm = kinds.add_parser("ldm", help="stage 2: latent diffusion U-Net")
+    ldm = kinds.add_parser(
+        "ldm",
+        help="stage 2: latent diffusion U-Net",
+        description="Train the latent diffusion U-Net (paper stage 2) on the latents of the "
+        "train split, encoded by --autoencoder's EMA weights (cached in the run folder). The "
+        "checkpoint carries that autoencoder, so `realdeal sample` needs only it.",
+    )
     add_engine_flags(ldm)
     ldm.add_argument(
         "--autoencoder",
         required=True,
-        help="autoencoder checkpoint.pt (its EMA weights encode the data)",
+        type=checkpoint_arg,
+        help="autoencoder checkpoint.pt (its EMA weights encode the data), or demo:autoencoder "
+        "for the shipped one",
     )
     add_config_flags(ldm, *LDM_FLAGS)
     ldm.set_defaults(func=run_ldm)

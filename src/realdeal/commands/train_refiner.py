@@ -12,7 +12,7 @@ REFINER_FLAGS = (
         "realdeal.presets:RefinerRunConfig",
         (),
         {
-            "window": "patch size (paper 64, cpu-small 32)",
+            "window": "patch size (voxels per side)",
             "positions": "window positions (default stratified over brain-fraction bins)",
             "coarse": "derived-volume kind holding the coarse inputs (default reconstructions)",
             "target": "what to diffuse: the image (paper) or the residual x − x̂ (cpu-small default)",
@@ -31,7 +31,7 @@ REFINER_FLAGS = (
         "realdeal.diffusion.masks:MaskConfig",
         ("masks",),
         {
-            "p_full": "probability of the full mask (paper 0.1)",
+            "p_full": "probability of the full mask (the paper's value)",
             "p_half": "probability of a half mask",
             "p_slabs": "probability of 1–3 known face slabs (our plan's shapes)",
         },

@@ -80,8 +80,21 @@ def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def build_fid_inception():
-    """pytorch-fid's InceptionV3 graph with random weights (no download)."""
-    from pytorch_fid import inception as pfi
+    """pytorch-fid's InceptionV3 graph with random weights (no download).
+
+    A torchvision that does not work with the installed torch, or a missing ``pytorch-fid``
+    package, is one :class:`~realdeal.errors.InstallationError` line naming the fix."""
+    from realdeal.errors import InstallationError
+    from realdeal.runtime.environment import check_torchvision
+
+    check_torchvision("FID (--features patchstats avoids it)")
+    try:
+        from pytorch_fid import inception as pfi
+    except ImportError as e:
+        raise InstallationError(
+            f"FID needs the pytorch-fid package ({e}): pip install pytorch-fid, or pass "
+            "--features patchstats"
+        ) from e
 
     net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
     net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
@@ -150,7 +163,7 @@ def load_fid_inception(
     weights_dir: str | os.PathLike | None = None, allow_download: bool = True, device: str = "cpu"
 ) -> InceptionPool3:
     """FID's InceptionV3 with its real weights from the torch.hub cache (or ``weights_dir``)."""
+    net = build_fid_inception()  # first: a broken torchvision is reported before the weights
     state = W.load_state_dict(W.FID_INCEPTION, weights_dir, allow_download)
-    net = build_fid_inception()
     W.load_into(net, state, W.FID_INCEPTION, W.checkpoint_dir(weights_dir))
     return InceptionPool3(net, device)

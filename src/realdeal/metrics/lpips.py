@@ -63,8 +63,20 @@ class Lpips:
 def load_lpips(
     weights_dir: str | os.PathLike | None = None, allow_download: bool = True, device: str = "cpu"
 ) -> Lpips:
-    """LPIPS-AlexNet with the real ImageNet AlexNet weights (torch.hub cache or ``weights_dir``)."""
-    import lpips as lpips_pkg
+    """LPIPS-AlexNet with the real ImageNet AlexNet weights (torch.hub cache or ``weights_dir``).
+
+    A torchvision that does not work with the installed torch, or a missing ``lpips`` package,
+    is one :class:`~realdeal.errors.InstallationError` line naming the fix."""
+    from realdeal.errors import InstallationError
+    from realdeal.runtime.environment import check_torchvision
+
+    check_torchvision("LPIPS (--no-lpips skips it)")
+    try:
+        import lpips as lpips_pkg
+    except ImportError as e:
+        raise InstallationError(
+            f"LPIPS needs the lpips package ({e}): pip install lpips, or pass --no-lpips"
+        ) from e
     import torchvision
 
     state = W.load_state_dict(W.ALEXNET, weights_dir, allow_download)

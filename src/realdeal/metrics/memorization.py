@@ -42,6 +42,15 @@ from realdeal.metrics.subjects import SubjectSet
 from realdeal.metrics.tables import write_csv
 from realdeal.utils.fs import write_json_atomic, write_text_atomic
 
+COPY_FRACTION = 0.5
+"""A copy is closer to its nearest training volume than this fraction of the distance the
+closest held-out subject came (:func:`copy_threshold`)."""
+COPY_RULE = (
+    "a generated volume counts as a copy when its distance (1 − similarity) to its nearest "
+    "training volume is less than half the smallest such distance of any held-out subject"
+)
+"""The copy rule in words, as ``realdeal evaluate --help`` and the tables state it."""
+
 TRAINING_SET = "training (nearest other)"
 HELD_OUT_SET = "held-out"
 RECORD_COLUMNS = ("set", "subject", "nearest", "similarity", "copy")
@@ -85,8 +94,7 @@ class MemorizationResult:
                 f"{s['max']:.3f}] | {copies} | {top} |"
             )
         thr = (
-            f"a copy is above {self.threshold:.4f}, at less than half the distance (1 − "
-            "similarity) of the closest held-out subject"
+            f"{COPY_RULE} (similarity above {self.threshold:.4f})"
             if self.threshold is not None
             else "no held-out subjects given: no copy threshold"
         )
@@ -192,6 +200,12 @@ class _Loader:
         return block_mean(x, self.factor)
 
 
+def copy_threshold(held_out_similarities: list[float]) -> float:
+    """The similarity above which a generated volume is a copy (:data:`COPY_RULE`):
+    ``1 − COPY_FRACTION · (1 − s_max)``, ``s_max`` the largest held-out similarity."""
+    return 1 - COPY_FRACTION * (1 - max(held_out_similarities))
+
+
 def _unit_rows(vols: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
     """Each volume's masked voxels, centred and scaled to unit norm (rows of a matrix)."""
     m = np.stack([v[mask] for v in vols]).astype(np.float64)
@@ -257,7 +271,7 @@ def evaluate_memorization(
         rows = _unit_rows([load(p) for p in held_out.paths.values()], mask)
         recs = [{"set": HELD_OUT_SET, "subject": s, "nearest": n, "similarity": v, "copy": None}
                 for s, (n, v) in zip(held_out.ids, nearest(rows), strict=True)]  # fmt: skip
-        threshold = 1 - (1 - max(r["similarity"] for r in recs)) / 2
+        threshold = copy_threshold([r["similarity"] for r in recs])
         sets.append((HELD_OUT_SET, recs))
     for g in generated:
         rows = _unit_rows([load(p) for p in g.paths.values()], mask)

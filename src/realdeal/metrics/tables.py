@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ ORIGINAL = "original"
 SUMMARY_COLUMNS = ("set", "metric", "axis", "mean", "ci_low", "ci_high", "n")
 RECORD_COLUMNS = ("subject", "set", "metric", "axis", "value")
 
-LABELS = {
+_FIXED_LABELS = {
     "lpips": "LPIPS ↓",
     "hog_brain": "HOG whole brain ↓",
     "hog_cerebellum": "HOG cerebellum ↓",
@@ -41,6 +42,42 @@ LABELS = {
     "fid": "FID ↓",
     "fd_patchstats": "FD patch-stats ↓",
 }
+
+#: PRDC metrics per neighbourhood size, in either feature space: ``coverage_k10``,
+#: ``precision_k5_patchstats``, …
+_PRDC_METRIC = re.compile(r"(precision|recall|density|coverage)_k(\d+)(?:_patchstats)?")
+
+
+def metric_label(metric: str) -> str:
+    """The label a table shows for ``metric``: a fixed one (``LPIPS ↓``), one made from a
+    PRDC metric's name (``coverage_k10_patchstats`` → ``Coverage k=10 ↑``), else the name."""
+    if metric in _FIXED_LABELS:
+        return _FIXED_LABELS[metric]
+    m = _PRDC_METRIC.fullmatch(metric)
+    if m:
+        return f"{m.group(1).capitalize()} k={m.group(2)} ↑"
+    return metric
+
+
+class _Labels(dict):
+    """The labels of :func:`metric_label` as a mapping: ``get`` and ``[]`` also answer for
+    PRDC metrics of any ``k``, so a table made in any process labels them the same way."""
+
+    def __missing__(self, metric: str) -> str:
+        label = metric_label(metric)
+        if label == metric:
+            raise KeyError(metric)
+        return label
+
+    def get(self, metric, default=None):  # type: ignore[override]
+        try:
+            return self[metric]
+        except KeyError:
+            return default
+
+
+LABELS: dict[str, str] = _Labels(_FIXED_LABELS)
+"""Metric name → table label (:func:`metric_label`)."""
 
 
 def bootstrap_ci(
@@ -151,8 +188,8 @@ def metric_table(
         return None
     header = (
         [""]
-        + [f"{LABELS.get(m, m)} {d}" for m in per_axis for d in DIMS]
-        + [LABELS.get(m, m) for m in scalar]
+        + [f"{metric_label(m)} {d}" for m in per_axis for d in DIMS]
+        + [metric_label(m) for m in scalar]
     )
     rows = []
     for s in sets:
@@ -198,6 +235,27 @@ def unpaired_footnote(ci: float, intervals: bool = True) -> str:
     )
 
 
+def distance_title(metrics: Iterable[str]) -> str:
+    """Title of the paired distance table (the paper's Table 1), naming only the metrics
+    among ``metrics`` (those computed): LPIPS, HOG texture, noise KL, and the supplement's
+    Table 4 when the ventricles' KL is there."""
+    have = set(metrics)
+    parts = [
+        name
+        for name, keys in (
+            ("LPIPS", {"lpips"}),
+            ("HOG texture", {"hog_brain", "hog_cerebellum"}),
+            ("noise KL", {"kl_white_matter", "kl_lateral_ventricles"}),
+        )
+        if have & keys
+    ]
+    title = "Table 1 — distance to the original"
+    if parts:
+        title += f" ({', '.join(parts)}"
+        title += "; suppl. Table 4: ventricles)" if "kl_lateral_ventricles" in have else ")"
+    return title
+
+
 def paired_markdown(
     summary: list[dict],
     candidate_sets: Sequence[str],
@@ -213,7 +271,7 @@ def paired_markdown(
     foot = paired_footnote(labels_note, n_bootstrap, ci, _has_intervals(summary))
     parts = [
         metric_table(
-            "Table 1 — distance to the original (LPIPS, HOG texture, noise KL; suppl. Table 4: ventricles)",
+            distance_title({r["metric"] for r in summary}),
             summary,
             candidate_sets,
             ["lpips", "hog_brain", "hog_cerebellum"],
@@ -254,14 +312,8 @@ def unpaired_markdown(
     parts = []
     for k in ks:
         cov, den = f"coverage_k{k}{suffix}", f"density_k{k}{suffix}"
-        LABELS.setdefault(cov, f"Coverage k={k} ↑")
-        LABELS.setdefault(den, f"Density k={k} ↑")
         per_axis = ([fd_metric] if k == 10 or (10 not in ks and k == ks[0]) else []) + [cov, den]
         parts.append(metric_table(f"k = {k}{space}", summary, rows, per_axis, []))
-    for k in ks:
-        pre, rec = f"precision_k{k}{suffix}", f"recall_k{k}{suffix}"
-        LABELS.setdefault(pre, f"Precision k={k} ↑")
-        LABELS.setdefault(rec, f"Recall k={k} ↑")
     parts.append(
         metric_table(
             f"Precision / recall{space}",

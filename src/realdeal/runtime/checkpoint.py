@@ -6,7 +6,9 @@ always with ``weights_only=True``, never unpickles code), written atomically. On
 ``format``  ``"realdeal-checkpoint/1"``
 ``kind``    ``"autoencoder"``, ``"ldm"`` or ``"refiner"``
 ``preset``  preset name the run started from
-``step``    optimizer steps trained
+``step``    optimizer steps trained (by this run)
+``init_steps``  steps the weights it started from (``--init-from``) had been trained, summed
+            along the chain of fine-tunes; written only when not 0
 ``config``  the resolved run config as a JSON string
 ``model_config``  the network's config as a JSON string (compared on resume)
 ``model``, ``ema``  state dicts (training weights, EMA weights)
@@ -20,8 +22,11 @@ In memory a checkpoint is one of the payload dataclasses: :func:`save_checkpoint
 :func:`load_checkpoint` reads one back (the stored kind's class). A field that is ``None`` is
 not written, and a key that an older file lacks reads as that field's default, so files keep
 exactly the keys they were written with. Defaults for older files (the only hidden defaults):
-``step`` 0; an ``extra`` field absent → ``None``, except the refiner's ``window``, which
-falls back to the run config's ``window``, then 64.
+``step`` 0; ``init_steps`` 0; an ``extra`` field absent → ``None``, except the refiner's
+``window``, which falls back to the run config's ``window``, then 64.
+
+The shipped demo models have names: ``demo:autoencoder``, ``demo:ldm`` and ``demo:refiner``
+(:func:`resolve_checkpoint`), accepted wherever a checkpoint path is.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import logging
 import os
 import pickle
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +48,34 @@ from realdeal.utils.fs import atomic_path
 log = logging.getLogger(__name__)
 
 FORMAT = "realdeal-checkpoint/1"
+
+DEMO_PREFIX = "demo:"
+DEMO_MODELS = ("autoencoder", "ldm", "refiner")
+"""The shipped demo models, named ``demo:<kind>`` (:func:`resolve_checkpoint`)."""
+
+
+def shipped_checkpoint_path(kind: str) -> Path:
+    """Where the package keeps the shipped demo model ``kind`` (the file may be absent)."""
+    return Path(str(resources.files("realdeal"))) / "demo_checkpoints" / f"{kind}.pt"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path``, with the names ``demo:autoencoder``, ``demo:ldm`` and ``demo:refiner`` mapped
+    to the demo models shipped inside the package (so commands work from any folder).
+
+    Another ``demo:`` name, or a shipped model this installation lacks, is one
+    :class:`InputError` line."""
+    text = os.fspath(path)
+    if not text.startswith(DEMO_PREFIX):
+        return Path(text)
+    kind = text[len(DEMO_PREFIX) :]
+    if kind not in DEMO_MODELS:
+        names = ", ".join(DEMO_PREFIX + k for k in DEMO_MODELS)
+        raise InputError(text, f"no shipped model of that name (the shipped ones: {names})")
+    found = shipped_checkpoint_path(kind)
+    if not found.is_file():
+        raise InputError(text, f"this installation holds no shipped demo models ({found} missing)")
+    return found
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
@@ -120,6 +154,10 @@ class Checkpoint:
     kind: ClassVar[str] = ""
     preset: str = ""
     step: int = 0
+    """Optimizer steps of the run that wrote this checkpoint."""
+    init_steps: int = 0
+    """Steps the weights this run started from (``--init-from``) had already been trained,
+    summed along the chain of fine-tunes (0 for a model trained from scratch)."""
     config: dict[str, Any]
     """The resolved run config (stored as a JSON string)."""
     model_config: dict[str, Any]
@@ -134,6 +172,11 @@ class Checkpoint:
     rng: list[dict[str, torch.Tensor]] | dict[str, Any] | None = None
     """Every rank's RNG state (resumable checkpoints); ``{}`` in slim ones."""
     slim: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        """Every optimizer step these weights have had: :attr:`init_steps` + :attr:`step`."""
+        return self.init_steps + self.step
 
     @property
     def resumable(self) -> bool:
@@ -157,6 +200,7 @@ class Checkpoint:
             "kind": self.kind,
             "preset": self.preset,
             "step": self.step,
+            **({"init_steps": self.init_steps} if self.init_steps else {}),
             "config": json.dumps(self.config),
             "model_config": json.dumps(self.model_config),
             "model": self.model,
@@ -182,6 +226,7 @@ class Checkpoint:
         return sub(
             preset=d.get("preset", ""),
             step=int(d.get("step", 0)),
+            init_steps=int(d.get("init_steps", 0)),
             config=config,
             model_config=json.loads(d["model_config"]),
             model=d["model"],
@@ -348,8 +393,10 @@ def load_checkpoint(
     """The payload of a checkpoint file, read safely; :class:`InputError` (one line) if unusable.
 
     ``kind`` is the model kind the caller needs; a checkpoint of another kind is refused.
-    The result is the stored kind's class (:class:`LDMCheckpoint` for an LDM, …).
+    The result is the stored kind's class (:class:`LDMCheckpoint` for an LDM, …). ``path``
+    may name a shipped demo model (``demo:ldm``, :func:`resolve_checkpoint`).
     """
+    path = resolve_checkpoint(path)
     ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(path, "not a realdeal checkpoint (no realdeal format marker)")

@@ -37,6 +37,7 @@ from realdeal.runtime.checkpoint import (
     check_model_config,
     checkpoint_class,
     load_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from realdeal.runtime.device import (
@@ -279,7 +280,10 @@ def _train(
     )
     if hasattr(task, "draws"):
         dataset = _WithDraws(dataset, task.draws)
-    stored = dict(preset=preset, config=run_config, model_config=model_config, **(extra or {}))
+    stored = dict(
+        preset=preset, config=run_config, model_config=model_config, init_steps=run.init_steps,
+        **(extra or {}),
+    )  # fmt: skip
     sampler = StepBatchSampler(len(dataset), cfg, dist, run.start, cfg.steps)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -396,6 +400,9 @@ class _Run:
     dist: DistInfo
     start: int
     """Optimizer steps already done (from the resumed checkpoint)."""
+    init_steps: int = 0
+    """Steps the starting weights (``init_from``) had been trained, along their whole chain;
+    stored in every checkpoint of the run (:attr:`Checkpoint.init_steps`)."""
 
 
 def _setup(
@@ -434,7 +441,7 @@ def _setup(
         run.start = _resume(resume_from, kind, run, model_config, run_config)
     else:
         if cfg.init_from:
-            _init_weights(Path(cfg.init_from), kind, run, model_config)
+            _init_weights(resolve_checkpoint(cfg.init_from), kind, run, model_config)
         seed_everything(cfg.seed + dist.rank)
     if dist.distributed:
         run.train_model = nn.parallel.DistributedDataParallel(
@@ -444,14 +451,19 @@ def _setup(
 
 
 def _init_weights(path: Path, kind: str, run: _Run, model_config: dict[str, Any]) -> None:
-    """Load the (EMA) weights of ``path`` into the network and its EMA (``init_from``)."""
+    """Load the (EMA) weights of ``path`` into the network and its EMA (``init_from``); the
+    run records the steps those weights had (:attr:`Checkpoint.total_steps` of ``path``)."""
     if not path.is_file():
         raise InputError(path, "no such checkpoint to start from (--init-from)")
     ckpt = load_checkpoint(path, kind=kind, map_location=run.dist.device)
     check_model_config(path, ckpt, model_config)
     run.model.load_state_dict(ckpt.weights())
     run.ema.load_state_dict(run.model.state_dict(), 0)
-    log.info("%s starts from the weights of %s (its step %d)", kind, path, ckpt.step)
+    run.init_steps = ckpt.total_steps
+    log.info(
+        "%s starts from the weights of %s (its step %d; %d steps in all)",
+        kind, path, ckpt.step, ckpt.total_steps,
+    )  # fmt: skip
 
 
 def _resume(
@@ -479,6 +491,7 @@ def _resume(
         raise InputError(path, "holds no training state (optimizer, RNG) to resume from")
     run.model.load_state_dict(ckpt.model)
     run.ema.load_state_dict(ckpt.ema, ckpt.ema_updates)
+    run.init_steps = ckpt.init_steps
     run.opt.load_state_dict(ckpt.optimizer)  # type: ignore[arg-type]
     if run.use_scaler and ckpt.grad_scaler:
         run.scaler.load_state_dict(ckpt.grad_scaler)

@@ -87,7 +87,9 @@ def _comparison_table(ctx: Context, group: _Group, ev: dict, mode: str) -> Table
 
 
 def _extra_tables(ev: dict, shown: set[str]) -> list[Block]:
-    """Metrics of the evaluation that no paper table has (PSNR, SSIM, seam, precision/recall)."""
+    """Metrics of the evaluation that no paper table has (PSNR, SSIM, seam, precision/recall),
+    labelled as the evaluation's own tables label them
+    (:func:`realdeal.metrics.tables.metric_label`)."""
     extra = [r for r in ev["summary"] if r["metric"] not in shown]
     if not extra:
         return []
@@ -106,13 +108,13 @@ def _extra_tables(ev: dict, shown: set[str]) -> list[Block]:
         out.append(
             Table(
                 "Further metrics (no paper value)",
-                ["set", *(T.LABELS.get(m, m) for m in scalar)],
+                ["set", *(T.metric_label(m) for m in scalar)],
                 rows,
             )
         )
     if per_axis:
         rows = [
-            [s, T.LABELS.get(m, m), *(fmt_ours(idx.get((s, m, d))) for d in P.DIMS)]
+            [s, T.metric_label(m), *(fmt_ours(idx.get((s, m, d))) for d in P.DIMS)]
             for m in per_axis
             for s in sets
             if any((s, m, d) in idx for d in P.DIMS)
