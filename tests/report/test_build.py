@@ -524,5 +524,5 @@ def test_unpaired_section_gives_coverage_against_the_ceiling(run_dir, tmp_path):
     ratios = [cov[("sample", a)] / cov[("refined sample", a)] for a in axes]
     table = section.split("**Coverage k = 10 ÷ the ceiling's**")[1]
     row = next(line for line in table.splitlines() if line.startswith("| sample |"))
-    assert row.split("|")[2].strip() == f"{ratios[0]:.2f}"
+    assert row.split("|")[3].strip() == f"{ratios[0]:.2f}"
     assert row.split("|")[-2].strip() == f"{min(ratios):.2f}"

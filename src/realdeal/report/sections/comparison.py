@@ -223,18 +223,35 @@ def _ceiling_table(ctx: Context, ev: dict, metric: str) -> list[Block]:
     ``unpaired.ceiling``: decoded volumes of unseen subjects, at the same counts), per axis."""
     ceiling = (ctx.run.section("unpaired") or {}).get("ceiling")
     vals: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
     for r in ev["summary"]:
         if r["metric"] == metric and isinstance(r.get("mean"), (int, float)):
             vals.setdefault(r["set"], {})[str(r.get("axis"))] = float(r["mean"])
+            if isinstance(r.get("n"), (int, float)):
+                counts[r["set"]] = max(counts.get(r["set"], 0), int(r["n"]))
     if not ceiling or ceiling not in vals:
         return []
     axes = sorted(vals[ceiling])
-    rows = []
+    rows, unequal = [], []
     for name, by_axis in vals.items():
         if name in (ceiling, "real", "original"):  # generated sets only
             continue
         ratios = [by_axis.get(a, float("nan")) / vals[ceiling][a] for a in axes]
-        rows.append([name, *(f"{v:.2f}" for v in ratios), f"{min(ratios):.2f}"])
+        n = counts.get(name)
+        rows.append([name, str(n or "?"), *(f"{v:.2f}" for v in ratios), f"{min(ratios):.2f}"])
+        if n != counts.get(ceiling):
+            unequal.append(name)
+    notes = [f"ceiling coverage: {', '.join(f'{vals[ceiling][a]:.3f}' for a in axes)} "
+             f"({counts.get(ceiling, '?')} volumes)"]  # fmt: skip
+    extra: list[Block] = []
+    if unequal:
+        extra.append(
+            Note(
+                f"Set(s) {', '.join(repr(u) for u in unequal)} hold another number of volumes "
+                f"than the ceiling ({counts.get(ceiling, '?')}): coverage grows with the number "
+                "of volumes, so their ratio says little."
+            )
+        )
     return [
         Para(
             f"The ceiling: set {ceiling!r} holds the autoencoder's reconstructions of as many "
@@ -243,9 +260,7 @@ def _ceiling_table(ctx: Context, ev: dict, metric: str) -> list[Block]:
             "at these counts."
         ),
         Table(
-            "Coverage k = 10 ÷ the ceiling's",
-            ["set", *axes, "worst axis"],
-            rows,
-            [f"ceiling coverage: {', '.join(f'{vals[ceiling][a]:.3f}' for a in axes)}"],
+            "Coverage k = 10 ÷ the ceiling's", ["set", "volumes", *axes, "worst axis"], rows, notes
         ),
+        *extra,
     ]
