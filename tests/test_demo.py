@@ -101,6 +101,10 @@ def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_r
     dest = export_checkpoints(demo_run, tmp_path / "ckpts")
     manifest = json.loads((dest / "manifest.json").read_text())
     assert set(manifest["sha256"]) == set(MODEL_KINDS)
+    from safetensors.torch import load_file
+
+    from realdeal.demo import _sha256
+
     for kind in MODEL_KINDS:
         slim = torch.load(dest / f"{kind}.pt", weights_only=True)
         full = torch.load(demo_run / "models" / kind / "checkpoint.pt", weights_only=True)
@@ -108,6 +112,15 @@ def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_r
         for k, v in full["ema"].items():
             assert torch.equal(slim["model"][k], v)
         assert (dest / f"{kind}.metrics.jsonl").is_file()
+        # the same weights as .safetensors, its sha256 recorded beside the .pt file's
+        st = dest / f"{kind}.safetensors"
+        assert manifest["sha256_safetensors"][kind] == _sha256(st)
+        assert manifest["models"][kind]["sha256_safetensors"] == _sha256(st)
+        assert manifest["sha256"][kind] == _sha256(dest / f"{kind}.pt")
+        tensors = load_file(st)
+        for k, v in full["ema"].items():
+            assert torch.equal(tensors[k], v)
+        assert json.loads((dest / f"{kind}.model.json").read_text())["kind"] == kind
     files = _usable_checkpoints(DemoConfig(quick=True).effective(), dest)
     assert files == {k: dest / f"{k}.pt" for k in MODEL_KINDS}
     # Another cohort (seed) → not usable: the demo trains instead.
@@ -159,7 +172,8 @@ def test_export_from_training_runs_records_how_each_model_was_made(demo_run, tmp
     assert manifest["version"] == 2
     recs = manifest["models"]
     assert recs["autoencoder"] == first_records["autoencoder"]
-    assert (dest / "autoencoder.pt").read_bytes() == (first / "autoencoder.pt").read_bytes()
+    for name in ("autoencoder.pt", "autoencoder.safetensors", "autoencoder.model.json"):
+        assert (dest / name).read_bytes() == (first / name).read_bytes()
     for kind in ("ldm", "refiner"):
         train = run["config"]["models"][kind]["train"]
         assert recs[kind]["steps"] == train["steps"]

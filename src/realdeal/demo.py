@@ -357,10 +357,24 @@ def export_models(
     carried over unchanged). ``trained_on`` names the device where the training logs do not
     (logs record it from this version on). The training time of a run is the sum of its logged
     windows (``log_every`` steps each), so pauses between resumed runs do not count.
+
+    Each ``<kind>.pt`` gets a ``<kind>.safetensors`` beside it with the same weights and values
+    (readable without pickle or realdeal; ``<kind>.model.json`` holds its metadata), made from
+    that ``.pt`` file; the manifest records its sha256 as ``sha256_safetensors`` (per model and
+    for all, beside the ``.pt`` files' ``sha256``).
     """
     import torch
 
-    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+    from realdeal.runtime.checkpoint import (
+        load_checkpoint,
+        save_checkpoint,
+        save_checkpoint_safetensors,
+    )
+
+    def write_safetensors(folder: Path, kind: str) -> str:
+        """``<kind>.safetensors`` (and ``.model.json``) from ``<kind>.pt``; its sha256."""
+        ckpt = load_checkpoint(folder / f"{kind}.pt", kind=kind)
+        return _sha256(save_checkpoint_safetensors(folder / f"{kind}.safetensors", ckpt))
 
     dest = Path(dest)
     commit = _git_commit()
@@ -372,6 +386,7 @@ def export_models(
             src = Path(models[kind])
             if (src / "manifest.json").is_file():
                 records[kind] = _carry_over(kind, src, Path(tmp), cohort, prepare)
+                records[kind]["sha256_safetensors"] = write_safetensors(Path(tmp), kind)
                 continue
             ckpt_file, run_dir = _checkpoint_and_run(src)
             ckpt = load_checkpoint(ckpt_file, kind=kind)
@@ -391,10 +406,14 @@ def export_models(
                 "made_by": made_by,
                 "commit": commit,
                 "sha256": _sha256(path),
+                "sha256_safetensors": write_safetensors(Path(tmp), kind),
             }
             if train_cfg.get("init_from"):
                 records[kind]["init_from"] = _init_record(
-                    kind, Path(train_cfg["init_from"]), records[kind]["sha256"]
+                    kind,
+                    Path(train_cfg["init_from"]),
+                    records[kind]["sha256"],
+                    records[kind]["sha256_safetensors"],
                 )
         manifest = {
             "format": "realdeal-demo-checkpoints",
@@ -405,6 +424,7 @@ def export_models(
             "models": records,
             "steps": {k: r["steps"] for k, r in records.items()},
             "sha256": {k: r["sha256"] for k, r in records.items()},
+            "sha256_safetensors": {k: r["sha256_safetensors"] for k, r in records.items()},
             "torch": torch.__version__,
         }
         write_json_atomic(Path(tmp) / "manifest.json", manifest)
@@ -431,10 +451,13 @@ def model_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
+def _init_record(
+    kind: str, path: Path, own_sha256: str, own_sha256_safetensors: str | None = None
+) -> dict[str, Any]:
     """The record of the weights a fine-tuned run started from (``--init-from``): the path, and
     that model's record when the file is a demo checkpoint whose manifest still describes it
-    (the sha256 must match), so the manifest keeps the whole lineage.
+    (the sha256 of its ``.pt`` or of its ``.safetensors`` file must match), so the manifest
+    keeps the whole lineage.
 
     A run exported into the very folder it started from has replaced that file with its own
     export (``own_sha256``): that record describes the run itself, not where it started, so it
@@ -450,9 +473,11 @@ def _init_record(kind: str, path: Path, own_sha256: str) -> dict[str, Any]:
     if path.is_file() and manifest.is_file():
         earlier = model_records(json.loads(manifest.read_text())).get(kind)
         sha = _sha256(path)
-        if earlier and earlier.get("sha256") == sha and sha != own_sha256:
+        own = (own_sha256, own_sha256_safetensors)
+        theirs = (earlier or {}).get("sha256"), (earlier or {}).get("sha256_safetensors")
+        if earlier and sha in theirs and sha not in own:
             rec.update(earlier)
-        elif sha == own_sha256:
+        elif sha in own:
             log.warning(
                 "%s: %s is this run's own export now; the manifest records only its path as the "
                 "run's starting point", kind, path,

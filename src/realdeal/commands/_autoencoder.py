@@ -15,7 +15,7 @@ def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool
         "--autoencoder",
         required=True,
         type=checkpoint_arg,
-        help="autoencoder checkpoint.pt, or demo:autoencoder for the shipped one",
+        help="autoencoder checkpoint (.pt or .safetensors), or demo:autoencoder for the shipped one",
     )
     p.add_argument("--data", required=need_data, help="prepared dataset folder")
     p.add_argument(

@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         required=True,
         type=checkpoint_arg,
-        help="refiner checkpoint (realdeal train refiner), or demo:refiner for the shipped one",
+        help="refiner checkpoint, .pt or .safetensors (realdeal train refiner), or demo:refiner "
+        "for the shipped one",
     )
     _add_sampling_flags(p)
     p.add_argument(

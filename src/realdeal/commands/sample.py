@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ldm",
         required=True,
         type=checkpoint_arg,
-        help="LDM checkpoint.pt (it carries its autoencoder), or demo:ldm for the shipped one",
+        help="LDM checkpoint, .pt or .safetensors (it carries its autoencoder), or demo:ldm for "
+        "the shipped one",
     )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument(

@@ -289,8 +289,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--autoencoder",
         required=True,
         type=checkpoint_arg,
-        help="autoencoder checkpoint.pt (its EMA weights encode the data), or demo:autoencoder "
-        "for the shipped one",
+        help="autoencoder checkpoint, .pt or .safetensors (its EMA weights encode the data), or "
+        "demo:autoencoder for the shipped one",
     )
     add_config_flags(ldm, *LDM_FLAGS)
     ldm.set_defaults(func=run_ldm)

@@ -42,6 +42,7 @@ from realdeal.runtime.checkpoint import (
     EmbeddedAutoencoder,
     LDMCheckpoint,
     RefinerCheckpoint,
+    is_safetensors_file,
     load_checkpoint,
     save_checkpoint,
 )
@@ -81,8 +82,8 @@ def embedded_autoencoder(path: str | os.PathLike) -> EmbeddedAutoencoder:
     """The autoencoder an LDM checkpoint carries, from a released or a realdeal autoencoder file."""
     from realdeal.pipelines.autoencoder import checkpoint_fingerprint
 
-    ckpt = read_official(path)
-    if ckpt.get("format") == FORMAT:
+    ckpt = None if is_safetensors_file(path) else read_official(path)
+    if ckpt is None or ckpt.get("format") == FORMAT:  # a realdeal file (.pt or .safetensors)
         ae = load_checkpoint(path, kind="autoencoder")
         model_config, state, preset = ae.model_config, ae.weights(), ae.preset
     else:

@@ -25,6 +25,18 @@ exactly the keys they were written with. Defaults for older files (the only hidd
 ``step`` 0; ``init_steps`` 0; an ``extra`` field absent → ``None``, except the refiner's
 ``window``, which falls back to the run config's ``window``, then 64.
 
+The same inference-only (slim) checkpoint can also be a ``.safetensors`` file
+(:func:`save_checkpoint_safetensors`), readable without realdeal and without pickle: its tensors
+are the EMA weights under their state-dict names, those of an LDM's embedded autoencoder under
+``autoencoder.``; its metadata (string → string) holds ``format`` ``"pt"`` (the safetensors
+convention) and, each as a JSON value, ``realdeal_format`` (``"realdeal-checkpoint/1"``), the
+non-tensor entries above (``kind``, ``preset``, ``step``, ``init_steps``, ``config``,
+``model_config``, ``ema_updates``, ``extra`` — an embedded autoencoder's ``model_config`` as
+an object —, ``slim``) and ``network`` (plus ``autoencoder_network`` for an LDM): the class the
+weights belong to, its arguments (for a U-Net, the keyword arguments of MONAI's
+``DiffusionModelUNet``) and the prefix of their tensor names. :func:`load_checkpoint` reads
+both forms (told apart by their first bytes) into the same payload.
+
 The shipped demo models have names: ``demo:autoencoder``, ``demo:ldm`` and ``demo:refiner``
 (:func:`resolve_checkpoint`), accepted wherever a checkpoint path is.
 """
@@ -107,10 +119,7 @@ def read_torch_file(
         raise InputError(path, f"cannot be read ({e.strerror or e})") from e
     is_zip = head.startswith(_ZIP_MAGIC)
     if not is_zip and (not head or head[0] != _PICKLE_PROTOCOL):
-        what = (
-            "an empty file" if not head else "a text file" if _is_text(head) else "another format"
-        )
-        raise InputError(path, f"not a PyTorch checkpoint ({what})")
+        raise InputError(path, f"not a PyTorch checkpoint ({_what_file(path, head)})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as e:
@@ -128,6 +137,15 @@ def read_torch_file(
         raise InputError(
             path, f"not a readable checkpoint (truncated or corrupt: {_first_line(e)})"
         ) from e
+
+
+def _what_file(path: Path, head: bytes) -> str:
+    """What a file that is not the expected format looks like, from its first bytes."""
+    if not head:
+        return "an empty file"
+    if _safetensors_header_size(path, head) is not None:
+        return "a safetensors file"
+    return "a text file" if _is_text(head) else "another format"
 
 
 def _is_text(head: bytes) -> bool:
@@ -387,6 +405,203 @@ def save_checkpoint(path: str | os.PathLike, payload: Checkpoint) -> Path:
     return path
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+MODEL_JSON_SUFFIX = ".model.json"
+"""The human-readable copy of a ``.safetensors`` checkpoint's metadata beside it."""
+
+_ST_FORMAT_KEY = "realdeal_format"
+_ST_PAYLOAD_KEYS = ("kind", "preset", "step", "init_steps", "config", "model_config",
+                    "ema_updates", "extra", "slim")  # fmt: skip
+"""Non-tensor entries of a checkpoint dict kept in the safetensors metadata (in this order)."""
+_ST_AUTOENCODER_PREFIX = "autoencoder."
+_MONAI_UNET = "monai.networks.nets.DiffusionModelUNet"
+
+
+def monai_unet_arguments(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of MONAI's ``DiffusionModelUNet`` for a U-Net checkpoint's
+    ``model_config`` (:class:`realdeal.models.unet.UNetConfig`, whose fields are those
+    arguments' names; 3-D; fields newer than the file read as :data:`ADDED_MODEL_FIELDS`)."""
+    added = {k: v for k, v in ADDED_MODEL_FIELDS.items() if k not in model_config}
+    return {"spatial_dims": 3, **model_config, **added}
+
+
+def _network(kind: str, model_config: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """What the tensors under ``prefix`` are the weights of, and how to build it."""
+    if kind == "autoencoder":
+        official = model_config.get("layout") == "official"
+        cls = ("realdeal.models.official_autoencoder.OfficialAutoencoder" if official
+               else "realdeal.models.autoencoder.Autoencoder")  # fmt: skip
+        return {"class": cls, "config": model_config, "prefix": prefix}
+    return {"class": _MONAI_UNET, "arguments": monai_unet_arguments(model_config), "prefix": prefix}
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, ensure_ascii=False)
+
+
+def _safetensors_form(payload: Checkpoint) -> tuple[StateDict, dict[str, str]]:
+    """(tensors, metadata) of a slim payload (see the module docstring)."""
+    d = payload.to_dict()
+    tensors = dict(payload.weights())
+    extra = dict(d["extra"])
+    networks = {"network": _network(payload.kind, payload.model_config, "")}
+    embedded = extra.get("autoencoder")
+    if embedded is not None:
+        embedded = dict(embedded)
+        for name, t in embedded.pop("ema").items():
+            key = _ST_AUTOENCODER_PREFIX + name
+            if key in tensors:
+                raise ValueError(f"tensor name {key!r} is both the network's and the autoencoder's")
+            tensors[key] = t
+        embedded["model_config"] = json.loads(embedded["model_config"])
+        extra["autoencoder"] = embedded
+        networks["autoencoder_network"] = _network(
+            "autoencoder", embedded["model_config"], _ST_AUTOENCODER_PREFIX
+        )
+    meta = {"format": "pt", _ST_FORMAT_KEY: _to_json(FORMAT)}
+    for key in _ST_PAYLOAD_KEYS:
+        if key in ("config", "model_config"):
+            meta[key] = d[key]  # already JSON text
+        elif key == "extra":
+            meta[key] = _to_json(extra)
+        elif key in d:
+            meta[key] = _to_json(d[key])
+    meta.update((k, _to_json(v)) for k, v in networks.items())
+    return tensors, meta
+
+
+def save_checkpoint_safetensors(
+    path: str | os.PathLike, payload: Checkpoint, model_json: bool = True
+) -> Path:
+    """Write the inference-only form of ``payload`` to ``path`` as a ``.safetensors`` file
+    (atomically); returns ``path``. :func:`load_checkpoint` reads it back.
+
+    The file holds the EMA weights (a checkpoint that is not slim is written as
+    :meth:`Checkpoint.slimmed` would make it) and every non-tensor value as JSON metadata
+    (see the module docstring). ``model_json``: also write that metadata, decoded and indented,
+    beside it as ``NAME.model.json`` (:data:`MODEL_JSON_SUFFIX`), for people and tools that
+    read no safetensors header. The same payload gives the same bytes (the metadata in a fixed
+    order; safetensors itself writes it in a random one), so sha256 records identify it."""
+    from safetensors.torch import save as safetensors_bytes
+
+    from realdeal.utils.fs import write_json_atomic
+
+    if payload.kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {payload.kind!r}")
+    slim = payload if payload.slim else payload.slimmed()
+    tensors, meta = _safetensors_form(slim)
+    raw = safetensors_bytes({k: t.detach().contiguous() for k, t in tensors.items()}, meta)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header.pop("__metadata__", None)
+    ordered = {"__metadata__": meta, **{k: header[k] for k in tensors}}  # state-dict order
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # tensor data stays 8-byte aligned, as safetensors writes it
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        fh.write(raw[8 + n :])
+    if model_json:
+        decoded = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
+        write_json_atomic(model_json_path(path), decoded)
+    return path
+
+
+def model_json_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checkpoint_safetensors` puts the metadata of ``path`` in JSON."""
+    path = Path(path)
+    stem = (
+        path.name[: -len(SAFETENSORS_SUFFIX)]
+        if path.name.endswith(SAFETENSORS_SUFFIX)
+        else path.stem
+    )
+    return path.with_name(stem + MODEL_JSON_SUFFIX)
+
+
+_MAX_SAFETENSORS_HEADER = 100_000_000  # what safetensors itself accepts
+
+
+def _safetensors_header_size(path: Path, head: bytes) -> int | None:
+    """The header length of a safetensors file whose first bytes are ``head``, else ``None``."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return None
+    n = int.from_bytes(head[:8], "little")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    return n if 2 <= n <= min(size - 8, _MAX_SAFETENSORS_HEADER) else None
+
+
+def is_safetensors_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that begins as a safetensors file does."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return _safetensors_header_size(path, head) is not None
+
+
+def read_safetensors_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The checkpoint dict (as :func:`read_torch_file` gives it for a ``.pt`` file) of a
+    ``.safetensors`` file :func:`save_checkpoint_safetensors` wrote; :class:`InputError` (one
+    line) if it is unreadable or not a realdeal checkpoint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            n = _safetensors_header_size(path, head)
+            if n is None:
+                raise InputError(
+                    path, f"not a readable safetensors file ({_what_file(path, head)})"
+                )
+            f.seek(8)
+            header = json.loads(f.read(n))
+        names = [k for k in header if k != "__metadata__"]  # the order they were written in
+        device = str(map_location) if isinstance(map_location, torch.device) else map_location
+        with safe_open(path, framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in names}
+    except InputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # SafetensorError, OSError, JSON errors … for damaged files
+        raise InputError(
+            path, f"not a readable safetensors file (truncated or corrupt: {_first_line(e)})"
+        ) from e
+    if meta.get(_ST_FORMAT_KEY) != _to_json(FORMAT):
+        raise InputError(path, "not a realdeal checkpoint (no realdeal format marker)")
+    try:
+        d: dict[str, Any] = {"format": FORMAT}
+        for key in _ST_PAYLOAD_KEYS:
+            if key in meta:
+                d[key] = meta[key] if key in ("config", "model_config") else json.loads(meta[key])
+        extra = d.get("extra") or {}
+        weights = tensors
+        if isinstance(extra.get("autoencoder"), dict):  # an LDM: the embedded one under a prefix
+            prefix = _ST_AUTOENCODER_PREFIX
+            weights = {k: t for k, t in tensors.items() if not k.startswith(prefix)}
+            ae = dict(extra["autoencoder"])
+            ae["model_config"] = json.dumps(ae["model_config"])
+            ae["ema"] = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
+            extra["autoencoder"] = ae
+        d["model"] = d["ema"] = weights
+        d.update(optimizer={}, scaler={}, rng={}, slim=True)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(path, f"is a damaged realdeal checkpoint ({type(e).__name__}: {e})") from e
+    return d
+
+
 def load_checkpoint(
     path: str | os.PathLike, kind: str | None = None, map_location: str | torch.device = "cpu"
 ) -> Checkpoint:
@@ -394,10 +609,15 @@ def load_checkpoint(
 
     ``kind`` is the model kind the caller needs; a checkpoint of another kind is refused.
     The result is the stored kind's class (:class:`LDMCheckpoint` for an LDM, …). ``path``
-    may name a shipped demo model (``demo:ldm``, :func:`resolve_checkpoint`).
+    may name a shipped demo model (``demo:ldm``, :func:`resolve_checkpoint`). Both forms are
+    read: ``torch.save`` files (``.pt``) and ``.safetensors`` files
+    (:func:`save_checkpoint_safetensors`), told apart by their first bytes.
     """
     path = resolve_checkpoint(path)
-    ckpt = read_torch_file(path, map_location)
+    if is_safetensors_file(path) or path.name.endswith(SAFETENSORS_SUFFIX):
+        ckpt = read_safetensors_checkpoint(path, map_location)
+    else:
+        ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(path, "not a realdeal checkpoint (no realdeal format marker)")
     if kind is not None and ckpt.get("kind") != kind:
