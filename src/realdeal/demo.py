@@ -864,16 +864,16 @@ def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | N
     stamp = ds.root / "reconstructions" / "reconstruct_config.json"
     fp = checkpoint_fingerprint(autoencoder)
     ids = ds.ids() if ids is None else ids
-    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
-        if all(ds.has_derived("reconstructions", s) for s in ids):
+    same_autoencoder = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp
+    if same_autoencoder:
+        ids = [s for s in ids if not ds.has_derived("reconstructions", s)]
+        if not ids:
             log.info("reusing the reconstructions (same autoencoder)")
             return
     from realdeal.runtime.device import resolve_device
 
     where = resolve_device(device)
     ae, ckpt = load_autoencoder(autoencoder, where)
-    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
-        ids = [s for s in ids if not ds.has_derived("reconstructions", s)]
     reconstruct_dataset(ae, ds, ids, where)
     write_json_atomic(
         stamp, {"autoencoder": str(autoencoder), "fingerprint": fp, "step": ckpt.step}

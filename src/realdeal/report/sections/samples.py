@@ -64,8 +64,9 @@ def samples_section(ctx: Context) -> list[Block]:
         titles, caption = list(files), f"{name}: {' | '.join(files)}"
         match = nearest.get(name)
         twin = train / f"{match['nearest']}.nii.gz" if match and train else None
-        if twin is not None and twin.is_file() and load_volume(twin).shape == vols[0].shape:
-            vols.append(load_volume(twin))
+        nearest_vol = load_volume(twin) if twin is not None and twin.is_file() else None
+        if nearest_vol is not None and nearest_vol.shape == vols[0].shape:
+            vols.append(nearest_vol)
             titles.append(f"nearest training {match['nearest']} ({match['similarity']:.3f})")
             caption += (
                 f" | its nearest training subject, {match['nearest']} (similarity "
