@@ -3,7 +3,7 @@
 All figures are taken inside the brain of the coarse input (``x > −0.95``) on volumes
 ``(X, Y, Z)`` in [−1, 1]: sharpness = variance of the Laplacian after Gaussian smoothing with
 σ = 0.5 voxel; noise std = standard deviation of ``y − median₃(y)``; seam score of
-:mod:`realdeal.diffusion.seams` cut by the plan that produced ``y``; with an original and a
+:mod:`realdeal.inference.seams` cut by the plan that produced ``y``; with an original and a
 white-matter mask also the paper's noise KL (:mod:`realdeal.metrics.noise`: NLM residual
 histogram in white matter, KL(original ‖ candidate)).
 """
@@ -41,7 +41,7 @@ def quality(
     """Sharpness, noise std and seam score of ``y`` (and noise KL to the original in WM)."""
     from scipy import ndimage
 
-    from realdeal.diffusion.seams import seam_score
+    from realdeal.inference.seams import seam_score
 
     brain = x > -0.95
     lap = ndimage.laplace(ndimage.gaussian_filter(y, 0.5))

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import refine_volume
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule
+from realdeal.inference.plan import PlanConfig, make_plan, official_plan
+from realdeal.inference.refine import refine_volume
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from realdeal.models.unet import UNetConfig, build_unet
 from realdeal.pipelines.refiner import RefineSettings

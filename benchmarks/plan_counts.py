@@ -19,8 +19,8 @@ from collections import Counter
 import numpy as np
 
 from realdeal.data.transforms import CropPad, Resample
-from realdeal.diffusion.masks import MaskConfig, in_support, plan_mask_shapes
-from realdeal.diffusion.plan import Plan, PlanConfig, make_plan, official_plan
+from realdeal.inference.masks import MaskConfig, in_support, plan_mask_shapes
+from realdeal.inference.plan import Plan, PlanConfig, make_plan, official_plan
 
 GEOMETRIES = {
     "HCP 0.7 mm": {"shape": (224, 288, 224), "spacing": 0.7, "window": 64, "max_batch": 32},

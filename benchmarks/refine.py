@@ -121,7 +121,7 @@ def main() -> None:
         _run_one(args)
         return
 
-    from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
+    from realdeal.inference.plan import PlanConfig, make_plan, official_plan
 
     common = [
         "--checkpoint",

@@ -32,7 +32,7 @@ def coarse(shape: tuple[int, int, int], shift: float) -> np.ndarray:
 
 
 def main() -> None:
-    from realdeal.diffusion.refine import RefineJob, refine_volume, refine_volumes
+    from realdeal.inference.refine import RefineJob, refine_volume, refine_volumes
     from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -36,9 +36,9 @@ def run(items: list[tuple[str, int, str]], input_path: Path, seed: int) -> tuple
     from scipy import ndimage
 
     from realdeal.diffusion.denoiser import Denoiser
-    from realdeal.diffusion.plan import PlanConfig, make_plan
-    from realdeal.diffusion.refine import refine_volume
     from realdeal.diffusion.registry import make_sampler
+    from realdeal.inference.plan import PlanConfig, make_plan
+    from realdeal.inference.refine import refine_volume
     from realdeal.pipelines.refiner import RefinerPipeline
 
     with np.load(input_path) as f:

@@ -10,10 +10,11 @@ The public Python API, importable from here:
 - :class:`Plan` — the windows a refinement visits (``RefinerPipeline.plan``).
 
 The names load lazily, so ``import realdeal`` stays light (no torch) until one is used.
-Subpackages, lowest layer first (``realdeal.utils.structure.LAYERS``; no import runs
-backwards): ``runtime`` (checkpoints, devices, seeds), ``data``, ``models``, ``diffusion``,
-``presets``, ``pipelines``, ``metrics``, ``report``, ``official`` (importing the authors'
-checkpoints), ``training``, ``demo``, and the ``realdeal`` command (``commands``, ``cli``).
+Subpackages, lowest layer first (the import contracts in ``pyproject.toml``; ``a | b`` are
+independent siblings): ``errors``, ``utils``, ``config``, ``runtime`` (checkpoints, devices,
+seeds), ``data | diffusion`` (schedule, denoiser, samplers), ``models | inference`` (the
+refiner's windowed inference), ``pipelines | presets | metrics``, ``training | official |
+report``, ``demo``, and the ``realdeal`` command (``commands``, ``cli``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _PUBLIC = {
     "PairedConfig": "realdeal.metrics.suite",
     "UnpairedConfig": "realdeal.metrics.suite",
     "find_set": "realdeal.metrics.subjects",
-    "Plan": "realdeal.diffusion.plan",
+    "Plan": "realdeal.inference.plan",
 }
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from realdeal.data.io import Volume, load_volume
-    from realdeal.diffusion.plan import Plan
+    from realdeal.inference.plan import Plan
     from realdeal.metrics.subjects import find_set
     from realdeal.metrics.suite import (
         PairedConfig,

@@ -134,7 +134,7 @@ FIELD_RANGES: dict[str, dict[str, Range]] = {
         "beta_start": Range(0.0, 1.0, lo_open=True, hi_open=True),
         "beta_end": Range(0.0, 1.0, lo_open=True, hi_open=True),
     },
-    "realdeal.diffusion.masks:MaskConfig": {
+    "realdeal.inference.masks:MaskConfig": {
         "p_full": UNIT,
         "p_half": UNIT,
         "p_slabs": UNIT,

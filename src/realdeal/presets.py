@@ -30,9 +30,9 @@ from realdeal.config import (
     from_dict,
     to_dict,
 )
-from realdeal.diffusion.masks import MaskConfig
 from realdeal.diffusion.schedule import ScheduleConfig
 from realdeal.errors import ConfigError
+from realdeal.inference.masks import MaskConfig
 from realdeal.models.autoencoder import AutoencoderConfig
 from realdeal.models.unet import UNetConfig
 from realdeal.runtime.device import Precision

@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from realdeal.diffusion.masks import (
+from realdeal.errors import ConfigError
+from realdeal.inference.masks import (
     MaskConfig,
     MaskShape,
     describe_mask,
@@ -17,8 +18,7 @@ from realdeal.diffusion.masks import (
     sample_mask,
     sample_shape,
 )
-from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
-from realdeal.errors import ConfigError
+from realdeal.inference.plan import PlanConfig, make_plan, official_plan
 
 CONFIGS = {"default": MaskConfig(), "paper": MaskConfig.paper()}
 

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from realdeal.diffusion.plan import (
+from realdeal.errors import ConfigError
+from realdeal.inference.plan import (
     Plan,
     PlanConfig,
     make_plan,
@@ -17,7 +18,6 @@ from realdeal.diffusion.plan import (
     official_plan,
     plan_from_dict,
 )
-from realdeal.errors import ConfigError
 
 
 def ellipsoid(shape, centre=None, radii=None):
@@ -337,9 +337,9 @@ def test_refine_loop_writes_every_voxel_once_over_the_official_plan():
     import torch
 
     from realdeal.diffusion.denoiser import Denoiser
-    from realdeal.diffusion.refine import refine_volume
     from realdeal.diffusion.registry import make_sampler
     from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+    from realdeal.inference.refine import refine_volume
 
     schedule = NoiseSchedule(ScheduleConfig(prediction_type="epsilon"))
     sampler = make_sampler("ddim", schedule, 3)

@@ -14,10 +14,10 @@ import pytest
 
 from realdeal.diffusion import registry
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import refine_volume
 from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.inference.plan import PlanConfig, make_plan, official_plan
+from realdeal.inference.refine import refine_volume
 from tiny_refiner import coarse_volumes, tiny_refiner_checkpoint
 
 VARIANTS = [
@@ -118,8 +118,8 @@ def test_volumes_refined_together_report_their_own_share_of_the_time(monkeypatch
     clock that only the network advances (by 1 per window) makes the shares exact."""
     import types
 
-    from realdeal.diffusion import refine as refine_mod
-    from realdeal.diffusion.refine import RefineJob, refine_volumes
+    from realdeal.inference import refine as refine_mod
+    from realdeal.inference.refine import RefineJob, refine_volumes
 
     clock = [0.0]
     monkeypatch.setattr(refine_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))

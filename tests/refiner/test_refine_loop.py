@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import PlanConfig, make_plan
-from realdeal.diffusion.refine import refine_volume
 from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.inference.plan import PlanConfig, make_plan
+from realdeal.inference.refine import refine_volume
 
 SAMPLERS = [("ddpm", 12, 0.0), ("ddim", 8, 0.0), ("ddim", 8, 1.0), ("dpm++", 8, 0.0)]
 SHIFT = 0.1
@@ -101,7 +101,7 @@ def test_same_seed_same_output_other_seed_differs(sampler_setup):
 
 
 def test_official_plan_runs_through_the_same_loop():
-    from realdeal.diffusion.plan import official_plan
+    from realdeal.inference.plan import official_plan
 
     schedule = NoiseSchedule(ScheduleConfig(prediction_type="epsilon"))
     sampler = make_sampler("ddim", schedule, 4)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import PlanConfig, make_plan
-from realdeal.diffusion.refine import RefineJob, refine_volume, refine_volumes
 from realdeal.diffusion.registry import make_sampler
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.inference.plan import PlanConfig, make_plan
+from realdeal.inference.refine import RefineJob, refine_volume, refine_volumes
 
 SAMPLERS = [("ddpm", 6, 0.0), ("ddim", 5, 1.0), ("dpm++", 5, 0.0)]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from realdeal.data.fraction import brain_fraction_map
-from realdeal.diffusion.masks import MaskConfig
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.inference.masks import MaskConfig
 from realdeal.training.refiner import FRACTION_BINS, PatchPairs, RefinerTask
 
 

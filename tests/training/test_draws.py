@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from realdeal.diffusion.masks import MaskConfig
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from realdeal.inference.masks import MaskConfig
 from realdeal.runtime.rng import batch_draws, per_sample_randint, per_sample_randn
 from realdeal.training.engine import _collate, _WithDraws
 from realdeal.training.ldm import LatentDiffusionTask, LatentItems

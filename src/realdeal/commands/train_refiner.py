@@ -28,7 +28,7 @@ REFINER_FLAGS = (
         "refiner",
     ),
     ConfigFlags(
-        "realdeal.diffusion.masks:MaskConfig",
+        "realdeal.inference.masks:MaskConfig",
         ("masks",),
         {
             "p_full": "probability of the full mask (the paper's value)",

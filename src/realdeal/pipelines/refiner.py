@@ -32,12 +32,12 @@ from realdeal.config import from_dict
 from realdeal.data.io import Volume, load_volume
 from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import Plan, PlanConfig, make_plan, official_plan
-from realdeal.diffusion.refine import RefineJob, RefineResult, refine_volume, refine_volumes
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, check_eta, check_number, make_sampler
 from realdeal.diffusion.registry import resolve_sampling as resolve
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError, RealDealError
+from realdeal.inference.plan import Plan, PlanConfig, make_plan, official_plan
+from realdeal.inference.refine import RefineJob, RefineResult, refine_volume, refine_volumes
 from realdeal.models.loading import load_refiner
 from realdeal.runtime.checkpoint import RefinerCheckpoint
 from realdeal.runtime.device import compiled_network, inference_precision
@@ -74,10 +74,10 @@ class RefineSettings:
     strength: float = 1.0
     """< 1: start from the coarse input noised to ``strength·T`` (SDEdit); 1 = the paper."""
     overlap: int | None = None
-    """Window overlap in voxels; ``None`` = a quarter window (see ``diffusion.plan``)."""
+    """Window overlap in voxels; ``None`` = a quarter window (see ``inference.plan``)."""
     max_batch: int | None = 8
     """Windows per network call at most (bounds memory). Not part of the result: every window
-    draws its noise from its own stream (:mod:`realdeal.diffusion.refine`), so a volume is the
+    draws its noise from its own stream (:mod:`realdeal.inference.refine`), so a volume is the
     same with any value (up to the float rounding of batched convolutions)."""
     batch_volumes: int = 4
     """Volumes refined together (consecutive inputs): the next batch of each shares a network
@@ -85,8 +85,8 @@ class RefineSettings:
     window's output can change in the last float bits with the batch it shares, so runs
     with the same value (one process or any number of torchrun ranks) agree bit for bit."""
     traversal: Traversal = "wavefront"
-    """Window traversal: ``wavefront`` (ours, :func:`~realdeal.diffusion.plan.make_plan`) or
-    ``official`` (the authors', :func:`~realdeal.diffusion.plan.official_plan`). Called
+    """Window traversal: ``wavefront`` (ours, :func:`~realdeal.inference.plan.make_plan`) or
+    ``official`` (the authors', :func:`~realdeal.inference.plan.official_plan`). Called
     ``schedule`` before (``--schedule``, and in old ``refine.json`` files)."""
     skip_background: bool = True
     seed: int = 0
@@ -382,7 +382,7 @@ class RefinerPipeline:
         flight at once (:func:`refine_paths` passes groups of ``settings.batch_volumes``).
         Returns one record per pair, in order (plan statistics, U-Net evaluations, seconds
         in flight, seam scores)."""
-        from realdeal.diffusion.seams import seam_score
+        from realdeal.inference.seams import seam_score
 
         resolved = resolve_sampling(settings, self.target)
         sources = ((i, lambda src=src: load_volume(src)) for i, (src, _) in enumerate(pairs))

@@ -2,8 +2,8 @@
 
 One training sample is one window of one subject: ``x`` the original patch, ``x̂`` the
 autoencoder reconstruction of the same window (``realdeal reconstruct`` writes those into
-the prepared dataset), ``M`` a mask from :mod:`realdeal.diffusion.masks` (True = generate).
-Then, exactly as the paper (built by :mod:`realdeal.diffusion.conditioning`, which inference
+the prepared dataset), ``M`` a mask from :mod:`realdeal.inference.masks` (True = generate).
+Then, exactly as the paper (built by :mod:`realdeal.inference.conditioning`, which inference
 shares):
 
 * ``y_prev = x·(1−M) + g·M`` with ``g ~ N(0, I)``;
@@ -41,11 +41,11 @@ from torch import nn
 
 from realdeal.config import save_config, to_dict
 from realdeal.data.fraction import brain_fraction_map
-from realdeal.diffusion.conditioning import training_inputs
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.masks import MaskConfig, sample_mask
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError, InputError
+from realdeal.inference.conditioning import training_inputs
+from realdeal.inference.masks import MaskConfig, sample_mask
 from realdeal.models.unet import build_unet
 from realdeal.pipelines.autoencoder import require_reconstructions
 from realdeal.presets import Positions, RefinerRunConfig, Target

@@ -1,8 +1,10 @@
-"""The package's own shape: which subpackage imports which, and its longest functions.
+"""The package's own shape: which subpackage imports which, imports hidden in functions,
+flags written by hand, and the longest functions.
 
-Used by ``tests/test_architecture.py`` (no import may run against the layering below) and by
-``benchmarks/structure.py`` (prints the import graph and the longest functions). Reads the
-source with :mod:`ast`; imports nothing from realdeal.
+Used by ``benchmarks/structure.py`` (prints them) and ``tests/test_architecture.py``. The
+layering itself is a set of import-linter contracts in ``pyproject.toml``
+(``[tool.importlinter]``), checked by ``lint-imports``. Reads the source with :mod:`ast`;
+imports nothing from realdeal.
 """
 
 from __future__ import annotations
@@ -11,33 +13,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
-#: The layers, lowest first. A module may import from its own layer and the ones below.
-#: ``training`` sits high because it uses everything under it; ``demo`` and the command line
-#: run training and so sit above it.
-LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "utils", "config"),
-    ("runtime",),
-    ("data",),
-    ("models",),
-    ("diffusion",),
-    ("presets",),
-    ("pipelines",),
-    ("metrics",),
-    ("report",),
-    ("official",),
-    ("training",),
-    ("demo",),
-    ("commands", "cli", "__main__"),
-)
-
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def layer_of(unit: str) -> int:
-    for i, names in enumerate(LAYERS):
-        if unit in names:
-            return i
-    raise KeyError(f"{unit!r} has no layer in realdeal.utils.structure.LAYERS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,20 +84,6 @@ def graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:
     return edges
 
 
-def backward_imports(root: Path = PACKAGE_ROOT) -> list[Import]:
-    """Imports from a lower layer into a higher one (the public re-exports of the package's
-    ``__init__`` are the one allowed exception: they are lazy and nothing imports through them
-    inside realdeal)."""
-    bad = []
-    for imp in imports(root):
-        src, dst = imp.source_unit, imp.target_unit
-        if "(top)" in (src, dst) or src == dst:
-            continue
-        if layer_of(dst) > layer_of(src):
-            bad.append(imp)
-    return bad
-
-
 def longest_functions(root: Path = PACKAGE_ROOT, most: int = 10) -> list[tuple[int, str]]:
     """The ``most`` longest functions and methods as (lines, ``file:line name``)."""
     rows = []
@@ -131,3 +93,48 @@ def longest_functions(root: Path = PACKAGE_ROOT, most: int = 10) -> list[tuple[i
                 where = f"{path.relative_to(root.parent)}:{node.lineno} {node.name}"
                 rows.append((node.end_lineno - node.lineno + 1, where))
     return sorted(rows, key=lambda r: (-r[0], r[1]))[:most]
+
+
+def local_imports(root: Path = PACKAGE_ROOT) -> list[Import]:
+    """Imports of realdeal modules made inside a function body (they hide the dependency graph
+    from a reader of the module's head; import-linter still sees them)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path, root)
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (
+                    node.level or (node.module or "").startswith("realdeal")
+                ):
+                    found.append(Import(module, node.module or ".", node.lineno))
+                elif isinstance(node, ast.Import):
+                    found += [
+                        Import(module, a.name, node.lineno)
+                        for a in node.names
+                        if a.name.startswith("realdeal")
+                    ]
+    return found
+
+
+def argument_calls(root: Path = PACKAGE_ROOT) -> list[str]:
+    """Every ``….add_argument(…)`` call site in the source, as ``file:line`` (a generator's one
+    call in a loop counts once: these are the flags written by hand)."""
+    rows = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"
+            ):
+                rows.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return rows
+
+
+def lines_of(unit: str, root: Path = PACKAGE_ROOT) -> int:
+    """Source lines in a subpackage (``diffusion``) or top-level module (``demo``)."""
+    target = root / unit
+    paths = sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
+    return sum(len(p.read_text().splitlines()) for p in paths)

@@ -11,7 +11,7 @@ For a window with generate mask ``M`` (1 = generate, 0 = known) and known values
   ``[x̂, y_prev]``, which :class:`~realdeal.diffusion.denoiser.Denoiser` appends to ``x_t``.
 
 All tensors are ``(B, 1, D, H, W)``; ``M`` is float (0/1) in the data's dtype.
-Used by :mod:`realdeal.training.refiner` (the loss) and :mod:`realdeal.diffusion.refine`.
+Used by :mod:`realdeal.training.refiner` (the loss) and :mod:`realdeal.inference.refine`.
 """
 
 from __future__ import annotations

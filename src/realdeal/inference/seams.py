@@ -3,7 +3,7 @@
 Consistency between windows is a concern of the paper's refiner (paper §2.2;
 docs/method.md#spec-5-5) that realdeal measures rather than assumes (docs/method.md#spec-7).
 
-For a volume and the :class:`~realdeal.diffusion.plan.Plan` that produced it, every pair of
+For a volume and the :class:`~realdeal.inference.plan.Plan` that produced it, every pair of
 face-adjacent voxels ``(v, v + e_a)`` along axis ``a`` is either a *boundary* pair (written by
 different windows, or one of them kept as coarse background) or an *interior* pair (written by
 the same window). The score compares the absolute intensity steps ``|x[v + e_a] − x[v]|`` of
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from realdeal.diffusion.plan import Plan, PlanConfig, make_plan
 from realdeal.errors import ConfigError
+from realdeal.inference.plan import Plan, PlanConfig, make_plan
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ windows that claimed voxels inside it. Hence:
   window with voxels that are neither known nor its own — a mask the model is never trained on.
 * the known region of a window is the union of slabs of thickness ``overlap`` on the faces
   that look toward the centre: one, two or three faces on distinct axes (see
-  :mod:`realdeal.diffusion.masks`, which trains on exactly these shapes).
+  :mod:`realdeal.inference.masks`, which trains on exactly these shapes).
 
 On a full grid the wave of a window equals its L1 distance from the centre window. Windows
 whose coarse content is pure background are not diffused; they still take part in the claiming
@@ -65,7 +65,7 @@ background skipping pays for the denser lattice) in about a third of its sequent
 (one to three slabs of 16 voxels, 11 mm at 0.7 mm; still 4 voxels wide at the U-Net's
 coarsest level) where the authors' windows see one half window. An eighth is 45 % cheaper
 again but leaves a 2-voxel slab at the coarsest level, a risk for seams that the seam score
-(:mod:`realdeal.diffusion.seams`) should decide. The training masks cover every overlap from
+(:mod:`realdeal.inference.seams`) should decide. The training masks cover every overlap from
 an eighth to a half of the window.
 """
 

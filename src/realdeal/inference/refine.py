@@ -3,14 +3,14 @@
 This is where the three independent pieces meet (paper §2.2, docs/method.md#spec-5): a
 :class:`~realdeal.diffusion.denoiser.Denoiser` (the refiner network, ε- or v-prediction),
 a sampler (DDPM, DDIM or DPM-Solver++, see :mod:`realdeal.diffusion.registry`) and a
-:class:`~realdeal.diffusion.plan.Plan` (which windows, in which order, with which masks).
+:class:`~realdeal.inference.plan.Plan` (which windows, in which order, with which masks).
 For every batch of windows of the plan:
 
 * ``M`` = the window's generate mask (voxels not yet refined); the rest is known;
 * ``y_prev`` = refined values where ``M = 0``, Gaussian noise where ``M = 1``;
 * ``x_T`` = noise where ``M = 1``, refined values where ``M = 0``;
 * the network sees ``[x_t, x̂_patch, y_prev]`` on the channel axis (built by
-  :mod:`realdeal.diffusion.conditioning`, as in training); after every reverse step the known
+  :mod:`realdeal.inference.conditioning`, as in training); after every reverse step the known
   region is reset to the refined values (it stays clean, as in training);
 * at the end only the window's write mask (``⊆ M``) is copied into the refined volume.
 
@@ -47,13 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from realdeal.diffusion.conditioning import keep_known, start_inputs
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.plan import Plan, Window
 from realdeal.diffusion.registry import BoundedResidual, truncate
 from realdeal.diffusion.samplers import Group, Sampler, sample_groups
 from realdeal.diffusion.schedule import NoiseSchedule
 from realdeal.errors import ConfigError
+from realdeal.inference.conditioning import keep_known, start_inputs
+from realdeal.inference.plan import Plan, Window
 from realdeal.runtime.rng import SampleStreams, sample_seed
 from realdeal.utils.progress import progress
 

@@ -7,7 +7,7 @@ A mask is a bool array of the window's shape ``(X, Y, Z)``; True = to generate (
 False = known (the clean original is shown there). The paper trains on the full mask (10 %) and
 six half masks (90 %): ``M = 1`` on the left, right, posterior, anterior, inferior or superior
 half. Those are exactly the masks of the official traversal. Our wavefront plan
-(:mod:`realdeal.diffusion.plan`) produces, besides the full mask for its first window, a known
+(:mod:`realdeal.inference.plan`) produces, besides the full mask for its first window, a known
 region made of slabs of thickness ``overlap`` on one, two or three faces on distinct axes (a
 window bordering refined voxels on several sides). :class:`MaskConfig` samples all of these.
 
@@ -205,5 +205,5 @@ def in_support(
 
 def plan_mask_shapes(plan) -> Counter[MaskShape | None]:
     """How often each mask shape occurs among the diffused windows of a
-    :class:`~realdeal.diffusion.plan.Plan` (``None`` counts masks that are not face slabs)."""
+    :class:`~realdeal.inference.plan.Plan` (``None`` counts masks that are not face slabs)."""
     return Counter(describe_mask(plan.generate_mask(w)) for w in plan.running)
