@@ -77,7 +77,7 @@ def ldm_row(ckpt: Path, data: Path, n: int, seed: int) -> dict:
     pipe = LatentDiffusionPipeline.from_checkpoint(ckpt)
     ref = ds.load_image(ds.ids()[0])
     t0 = time.perf_counter()
-    imgs = pipe(n, sampler="ddim", num_steps=50, seed=seed, batch_size=8, show_progress=False)
+    imgs = pipe(n, sampler="ddim", steps=50, seed=seed, batch_size=8, show_progress=False)
     t_sample = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(imgs):

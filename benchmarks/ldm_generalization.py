@@ -116,7 +116,7 @@ def row(ckpt: Path, ds, real, ceiling, n: int, seed: int, with_ceiling: bool) ->
         t0 = time.perf_counter()
         save_samples(
             pipe, n, Path(tmp), ds.load_image(ds.ids()[0]), {"checkpoint": str(ckpt)},
-            sampler=sampling.sampler, num_steps=sampling.steps, seed=seed, batch_size=8,
+            sampler=sampling.sampler, steps=sampling.steps, seed=seed, batch_size=8,
         )  # fmt: skip
         sample_s = time.perf_counter() - t0
         r = {

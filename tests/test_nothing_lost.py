@@ -466,17 +466,21 @@ def test_samples_of_another_run_are_not_mixed_into_a_folder(pipe, reference, tmp
 
     out = tmp_path / "samples"
     settings = {"ldm_sha256": "abc", "ldm": "here/ldm.pt", "n": 2}
-    kw = dict(sampler="ddim", num_steps=2, eta=0.0)
+    kw = dict(sampler="ddim", steps=2, eta=0.0)
     save_samples(pipe, 2, out, reference, settings, seed=1, **kw)
     before = _snapshot(out)
     for other_settings, other_kw in (
         (settings, {**kw, "seed": 2}),
-        (settings, {**kw, "seed": 1, "num_steps": 3}),
+        (settings, {**kw, "seed": 1, "steps": 3}),
         ({**settings, "ldm_sha256": "def"}, {**kw, "seed": 1}),
     ):
         with pytest.raises(InputError, match="holds samples of another run"):
             save_samples(pipe, 2, out, reference, other_settings, **other_kw)
         assert _snapshot(out) == before
+    # a record written when the step count was called num_steps names the same run
+    record = json.loads((out / "sample_config.json").read_text())
+    record["identity"]["run"]["num_steps"] = record["identity"]["run"].pop("steps")
+    (out / "sample_config.json").write_text(json.dumps(record))
     # the same run (the checkpoint given by another path) continues: the first two are kept
     more = {**settings, "ldm": "/elsewhere/ldm.pt", "n": 3}
     paths = save_samples(pipe, 3, out, reference, more, seed=1, **kw)

@@ -60,7 +60,7 @@ def test_the_ldm_pipeline_shows_its_sampler_steps(monkeypatch, tmp_path):
 
     pipe = LatentDiffusionPipeline.from_checkpoint(tiny_ldm_checkpoint(tmp_path))
     terminal = _terminal(monkeypatch)
-    pipe(1, sampler="ddim", num_steps=2, seed=0)
+    pipe(1, sampler="ddim", steps=2, seed=0)
     out = terminal.getvalue()
     assert "\rddim 1-1/1: " in out and "/2 " in out, out  # a bar over the 2 steps
 

@@ -28,8 +28,7 @@ BAD_STRENGTHS = [math.nan, math.inf, 0.0, -0.5, 1.5]
 
 @pytest.mark.parametrize("eta", BAD_ETAS)
 def test_bad_eta_is_refused_wherever_sampling_settings_are_made(eta):
-    from realdeal.diffusion.registry import DEFAULT_SAMPLING, Sampling, make_sampler
-    from realdeal.diffusion.registry import resolve_sampling as resolve
+    from realdeal.diffusion.registry import DEFAULT_SAMPLING, Sampling, SamplingConfig, make_sampler
     from realdeal.diffusion.schedule import NoiseSchedule
     from realdeal.pipelines.refiner import RefineSettings
 
@@ -37,8 +36,8 @@ def test_bad_eta_is_refused_wherever_sampling_settings_are_made(eta):
         lambda: RefineSettings(eta=eta),
         lambda: RefineSettings.from_dict({"eta": eta}),
         lambda: Sampling("ddim", 10, eta),
-        lambda: resolve(DEFAULT_SAMPLING["ldm"], None, None, eta),
-        lambda: resolve(DEFAULT_SAMPLING["ldm"], "ddim", None, eta),
+        lambda: SamplingConfig(eta=eta).resolve(DEFAULT_SAMPLING["ldm"]),
+        lambda: SamplingConfig("ddim", eta=eta).resolve(DEFAULT_SAMPLING["ldm"]),
         lambda: make_sampler("ddim", NoiseSchedule(), 10, eta=eta),
     ]
     for make in made:
@@ -191,7 +190,7 @@ def test_ldm_sample_that_comes_out_nan_is_not_written(tmp_path, capsys):
     from realdeal.pipelines.ldm import LatentDiffusionPipeline
 
     with pytest.raises(RealDealError, match="non-finite"):
-        LatentDiffusionPipeline.from_checkpoint(ckpt)(1, num_steps=2, show_progress=False)
+        LatentDiffusionPipeline.from_checkpoint(ckpt)(1, steps=2, show_progress=False)
 
 
 def test_refined_volume_that_comes_out_nan_is_not_written(tmp_path, capsys):

@@ -910,7 +910,7 @@ def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
         reference,
         {"checkpoint": str(checkpoint), "sampler": cfg.sample_sampler, "steps": cfg.sample_steps},
         sampler=cfg.sample_sampler,
-        num_steps=cfg.sample_steps,
+        steps=cfg.sample_steps,
         seed=cfg.seed,
         batch_size=cfg.sample_batch,
     )

@@ -28,8 +28,8 @@ def pipe(ldm_checkpoint):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
 def test_every_sampler_gives_seeded_images(pipe, sampler):
-    a = pipe(2, sampler=sampler, num_steps=3, seed=1, batch_size=2, show_progress=False)
-    b = pipe(2, sampler=sampler, num_steps=3, seed=1, batch_size=2, show_progress=False)
+    a = pipe(2, sampler=sampler, steps=3, seed=1, batch_size=2, show_progress=False)
+    b = pipe(2, sampler=sampler, steps=3, seed=1, batch_size=2, show_progress=False)
     assert a.shape == (2, 24, 32, 24) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.equal(a[0], a[1])
 
@@ -39,10 +39,10 @@ def test_default_is_the_tables_ldm_row(pipe):
 
     row = DEFAULT_SAMPLING["ldm"]
     default = pipe(1, seed=2, show_progress=False)
-    named = pipe(1, sampler=row.sampler, num_steps=row.steps, eta=row.eta, seed=2,
+    named = pipe(1, sampler=row.sampler, steps=row.steps, eta=row.eta, seed=2,
                  show_progress=False)  # fmt: skip
     assert torch.equal(default, named)
-    dpm = pipe(1, sampler="dpm++", num_steps=row.steps, seed=2, show_progress=False)
+    dpm = pipe(1, sampler="dpm++", steps=row.steps, seed=2, show_progress=False)
     assert not torch.equal(default, dpm)
 
 

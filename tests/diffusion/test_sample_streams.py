@@ -117,7 +117,7 @@ LDM_VARIANTS = [(n, e) for n, e, v in VARIANTS if v == "fixed"]  # the pipeline 
 
 @pytest.mark.parametrize("name,eta", LDM_VARIANTS, ids=[f"{n}-eta{e}" for n, e in LDM_VARIANTS])
 def test_ldm_sample_depends_only_on_its_seed(pipe, name, eta):
-    kw = dict(sampler=name, num_steps=3, eta=eta, show_progress=False)
+    kw = dict(sampler=name, steps=3, eta=eta, show_progress=False)
     by_size = [pipe(3, seed=1, batch_size=b, **kw) for b in (1, 2, 3)]
     for other in by_size[1:]:
         torch.testing.assert_close(other, by_size[0], **TOL)
@@ -139,7 +139,7 @@ def test_deterministic_ldm_samplers_keep_their_start_noise(pipe):
     smp = make_sampler("dpm++", pipe.schedule, 3)
     z = sample(D(pipe.unet, pipe.schedule), smp, x_T, show_progress=False)
     expected = pipe.autoencoder.decode(pipe.scaler.inverse(z.float())).float()[:, 0]
-    got = pipe(1, sampler="dpm++", num_steps=3, seed=7, show_progress=False)
+    got = pipe(1, sampler="dpm++", steps=3, seed=7, show_progress=False)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -156,7 +156,7 @@ def test_save_samples_keeps_each_index_seed_across_ranks_and_batch_sizes(
 
     ds = PreparedDataset(pipe.checkpoint.dataset)
     reference = ds.load_image(ds.ids()[0])
-    kw = dict(sampler=name, num_steps=3, eta=1.0 if name == "ddim" else None, seed=4)
+    kw = dict(sampler=name, steps=3, eta=1.0 if name == "ddim" else None, seed=4)
     one = ldm.save_samples(pipe, 5, tmp_path / "one", reference, {}, batch_size=1, **kw)
     monkeypatch.setattr(ldm, "gather_objects", lambda obj, dist: [obj])
     for rank in (0, 1):  # rank 0 writes batches 0 and 2 (indices 0, 1, 4), rank 1 batch 1
@@ -168,5 +168,5 @@ def test_save_samples_keeps_each_index_seed_across_ranks_and_batch_sizes(
         a = load_volume(path).data
         b = load_volume(tmp_path / "two" / Path(path).name).data
         torch.testing.assert_close(torch.from_numpy(b), torch.from_numpy(a), **TOL)
-    single = pipe(1, seed=4 + 3, sampler=name, num_steps=3, eta=kw["eta"], show_progress=False)
+    single = pipe(1, seed=4 + 3, sampler=name, steps=3, eta=kw["eta"], show_progress=False)
     torch.testing.assert_close(torch.from_numpy(load_volume(one[3]).data), single[0], **TOL)

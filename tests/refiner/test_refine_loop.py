@@ -197,11 +197,11 @@ def test_partial_chain_starts_from_the_noised_coarse_and_runs_fewer_steps():
 def test_default_sampling_follows_the_refiner_target():
     from importlib.resources import files
 
-    from realdeal.pipelines.refiner import (
-        RefinerPipeline,
-        RefineSettings,
-        resolve_sampling,
-    )
+    from realdeal.diffusion.registry import DEFAULT_SAMPLING
+    from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings
+
+    def resolve_sampling(settings, target):
+        return settings.resolve(DEFAULT_SAMPLING[target])
 
     r = resolve_sampling(RefineSettings(), "residual")
     assert (r.sampler, r.steps, r.eta, r.spacing, r.variance) == (
@@ -241,7 +241,6 @@ def test_default_sampling_follows_the_refiner_target():
     assert pipe.target == "residual"
     # and the demo refines with the same settings
     from realdeal.demo import DemoConfig
-    from realdeal.diffusion.registry import DEFAULT_SAMPLING
 
     d = DemoConfig()
     demo = (d.refine_sampler, d.refine_steps, d.refine_eta, d.refine_spacing, d.refine_variance)

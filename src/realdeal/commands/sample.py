@@ -84,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.data.dataset import PreparedDataset
-    from realdeal.diffusion.registry import resolve_sampling
     from realdeal.errors import ConfigError
-    from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
+    from realdeal.pipelines.ldm import LatentDiffusionPipeline, ldm_sampling, save_samples
     from realdeal.runtime.distributed import inference_group
     from realdeal.training.distributed import exclusive_folder
     from realdeal.utils.fs import sha256_file
@@ -94,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
     # bad sampler settings (e.g. --eta nan) fail here, before the checkpoint loads
-    chosen = resolve_sampling(DEFAULT_SAMPLING["ldm"], args.sampler, args.steps, args.eta)
+    chosen = ldm_sampling(sampler=args.sampler, steps=args.steps, eta=args.eta).resolve(
+        DEFAULT_SAMPLING["ldm"]
+    )
     sampler, eta = chosen.sampler, chosen.eta
     # Under torchrun every rank loads the model on its own device and writes its share.
     with inference_group(args.device) as dist:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 reference,
                 settings,
                 sampler=args.sampler,
-                num_steps=args.steps,
+                steps=args.steps,
                 eta=args.eta,
                 seed=args.seed,
                 precision=args.precision,

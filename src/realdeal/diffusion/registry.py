@@ -14,6 +14,7 @@ its help text from the tables without loading torch.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from realdeal.errors import ConfigError
@@ -141,30 +142,128 @@ def sampler_name(name: str) -> SamplerName:
     return name  # type: ignore[return-value]
 
 
-def resolve_sampling(
-    default: Sampling,
-    sampler: str | None,
-    steps: int | None,
-    eta: float | None,
-    spacing: str | None = None,
-    variance: str | None = None,
-) -> Sampling:
-    """The sampling asked for: ``default`` (a row of :data:`DEFAULT_SAMPLING`) where no
-    sampler is named, with ``steps``/``eta``/``spacing``/``variance`` overriding it when
-    given; with a sampler named, ``steps`` as given (``None``: that sampler's default), η 0,
-    linear spacing and fixed variance unless given."""
-    if sampler is None:
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample, shared by :class:`~realdeal.pipelines.ldm.LatentDiffusionPipeline` and
+    :class:`~realdeal.pipelines.refiner.RefineSettings` (which extends it).
+
+    Every field left ``None`` takes the model's row of :data:`DEFAULT_SAMPLING`
+    (:meth:`resolve`). ``sampler`` is a registered name (:data:`SAMPLERS`, or an alias) or a
+    ready sampler object (anything with the :class:`~realdeal.diffusion.samplers.Sampler`
+    interface, e.g. ``DDIMSampler(schedule, 25)``), which is used as it is; it then carries
+    its own steps and η, so the other fields must stay ``None``. Settings are checked where
+    they are made: η finite in :data:`ETA_RANGE`, steps a whole number ≥ 1, spacing in
+    :data:`SPACINGS`, variance in :data:`VARIANCES`, each refused in one line naming its flag.
+    """
+
+    sampler: Any = None
+    """``ddpm``, ``ddim`` or ``dpm++`` (or a sampler object); ``None``: as
+    :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING` says for the model (by the refiner's
+    target, or ``ldm``)."""
+    steps: int | None = None
+    """Reverse steps; ``None``: the sampler's default (``SAMPLERS`` in
+    :mod:`realdeal.diffusion.registry`), or as ``DEFAULT_SAMPLING`` says when ``sampler`` is
+    ``None``."""
+    eta: float | None = None
+    """DDIM η; ``None``: 0, or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None``."""
+    variance: str | None = None
+    """DDIM's step variance, ``fixed`` or ``analytic`` (adds what x̂₀'s uncertainty leaves out;
+    :class:`~realdeal.diffusion.samplers.DDIMSampler`); ``None``: fixed, or as
+    ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (analytic for a residual refiner)."""
+    spacing: str | None = None
+    """Timestep spacing, ``linear`` or ``quadratic`` (denser toward t = 0); ``None``: linear,
+    or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (quadratic for a residual
+    refiner)."""
+
+    def __post_init__(self) -> None:
+        import numbers
+
+        if isinstance(self.sampler, str):
+            object.__setattr__(self, "sampler", sampler_name(self.sampler))
+        elif self.sampler is not None:
+            if not callable(getattr(self.sampler, "step", None)) or not callable(
+                getattr(self.sampler, "timesteps", None)
+            ):
+                raise ConfigError(
+                    f"sampler must be a name ({', '.join(SAMPLERS)}) or a sampler object "
+                    f"(with timesteps() and step()), got {self.sampler!r}"
+                )
+            given = [f for f in ("steps", "eta", "variance", "spacing") if getattr(self, f)]
+            if given:
+                raise ConfigError(
+                    f"a sampler object carries its own settings; leave {', '.join(given)} unset"
+                )
+        if self.eta is not None:
+            object.__setattr__(self, "eta", check_eta(self.eta))
+        if self.steps is not None and (
+            isinstance(self.steps, bool)
+            or not isinstance(self.steps, numbers.Integral)
+            or self.steps < 1
+        ):
+            raise ConfigError(
+                f"steps (--steps) must be an integer of at least 1, got {self.steps!r}"
+            )
+        for name, allowed in (("spacing", SPACINGS), ("variance", VARIANCES)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigError(
+                    f"{name} (--{name}) must be one of {', '.join(allowed)}, got {value!r}"
+                )
+
+    @classmethod
+    def of(cls, sampling: SamplingConfig | str | Sampler | None) -> SamplingConfig:
+        """``sampling`` as a :class:`SamplingConfig`: ``None`` is the model's default, a name
+        or a sampler object is that sampler."""
+        if isinstance(sampling, SamplingConfig):
+            return sampling
+        return cls() if sampling is None else cls(sampler=sampling)
+
+    @property
+    def is_object(self) -> bool:
+        """Whether ``sampler`` is a ready sampler object (not a name)."""
+        return self.sampler is not None and not isinstance(self.sampler, str)
+
+    def resolve(self, default: Sampling) -> Sampling:
+        """The sampling asked for: ``default`` (a row of :data:`DEFAULT_SAMPLING`) where no
+        sampler is named, with ``steps``/``eta``/``spacing``/``variance`` overriding it when
+        given; with a sampler named, ``steps`` as given (``None``: that sampler's default), η
+        0, linear spacing and fixed variance unless given. A sampler object is described by
+        its class name and step count."""
+        if self.is_object:
+            smp = self.sampler
+            return Sampling.__new__(
+                Sampling, type(smp).__name__, int(smp.num_steps), float(getattr(smp, "eta", 0.0))
+            )
+        if self.sampler is None:
+            return Sampling(
+                default.sampler,
+                default.steps if self.steps is None else self.steps,
+                default.eta if self.eta is None else self.eta,
+                default.spacing if self.spacing is None else self.spacing,
+                default.variance if self.variance is None else self.variance,
+            )
         return Sampling(
-            default.sampler,
-            default.steps if steps is None else steps,
-            default.eta if eta is None else eta,
-            default.spacing if spacing is None else spacing,
-            default.variance if variance is None else variance,
-        )
-    return Sampling(
-        sampler_name(sampler), steps, 0.0 if eta is None else eta, spacing or "linear",
-        variance or "fixed",
-    )  # fmt: skip
+            self.sampler, self.steps, 0.0 if self.eta is None else self.eta,
+            self.spacing or "linear", self.variance or "fixed",
+        )  # fmt: skip
+
+    def make(self, schedule: NoiseSchedule, default: Sampling, clip_x0: bool = True) -> Sampler:
+        """The sampler to run: the given object, or :func:`make_sampler` of :meth:`resolve`."""
+        if self.is_object:
+            return self.sampler
+        s = self.resolve(default)
+        return make_sampler(
+            s.sampler, schedule, s.steps, s.eta, clip_x0=clip_x0, spacing=s.spacing,
+            variance=s.variance,
+        )  # fmt: skip
+
+
+def sampling_fields(settings: Any) -> SamplingConfig:
+    """The :class:`SamplingConfig` part of ``settings`` (a ``SamplingConfig`` or a dataclass
+    that extends it, such as ``RefineSettings``)."""
+    return SamplingConfig(
+        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(SamplingConfig)}
+    )
 
 
 def make_sampler(

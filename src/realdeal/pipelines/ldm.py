@@ -7,7 +7,9 @@ images ``(B, X, Y, Z)`` in [-1, 1].
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -15,8 +17,8 @@ from torch import nn
 
 from realdeal.config import from_dict
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler, resolve_sampling
-from realdeal.diffusion.samplers import sample
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, SamplingConfig
+from realdeal.diffusion.samplers import Sampler, sample
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.models.autoencoder import Autoencoder
@@ -67,19 +69,24 @@ class LatentDiffusionPipeline:
     def __call__(
         self,
         n: int,
-        sampler: str | None = None,
-        num_steps: int | None = None,
+        sampling: SamplingConfig | str | Sampler | None = None,
+        steps: int | None = None,
         seed: int = 0,
         batch_size: int = 1,
         precision: str = "fp32",
         eta: float | None = None,
         show_progress: bool = True,
+        *,
+        sampler: str | None = None,
+        num_steps: int | None = None,
     ) -> torch.Tensor:
         """``n`` images ``(n, X, Y, Z)`` in [-1, 1] on CPU; sample ``i`` depends only on ``seed + i``.
 
-        ``sampler``: ``ddpm``, ``ddim`` or ``dpm++`` (:mod:`realdeal.diffusion.registry`);
-        ``None`` with ``num_steps``/``eta`` left ``None`` runs ``DEFAULT_SAMPLING["ldm"]``
-        (DDIM, 50 steps, η = 0); a named sampler takes its own default step count.
+        ``sampling``: a :class:`~realdeal.diffusion.registry.SamplingConfig` (the same one
+        the refiner's settings extend), a sampler name (``ddpm``, ``ddim``, ``dpm++``) or a
+        ready sampler object; ``sampler``, ``steps`` and ``eta`` override its fields. Left
+        unset it runs ``DEFAULT_SAMPLING["ldm"]`` (DDIM, 50 steps, η = 0); a named sampler
+        takes its own default step count. (``num_steps`` is the old name of ``steps``.)
 
         Every random number of sample ``i`` comes from its own streams, seeded from
         ``seed + i``: its start noise from ``seed + i`` (on CPU) and the noise of every
@@ -91,11 +98,12 @@ class LatentDiffusionPipeline:
         change with the batch size in the last float bits). A sample that comes out non-finite
         (NaN or inf) raises :class:`~realdeal.errors.RealDealError` naming it.
         """
-        chosen = resolve_sampling(DEFAULT_SAMPLING["ldm"], sampler, num_steps, eta)
+        config = ldm_sampling(sampling, sampler=sampler, steps=steps, eta=eta, num_steps=num_steps)
+        chosen = config.resolve(DEFAULT_SAMPLING["ldm"])
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         amp, _ = resolve_precision(precision, self.device)  # type: ignore[arg-type]
-        smp = make_sampler(chosen.sampler, self.schedule, chosen.steps, eta=chosen.eta)
+        smp = config.make(self.schedule, DEFAULT_SAMPLING["ldm"])
         out = []
         for start in range(0, n, int(batch_size)):
             seeds = [seed + i for i in range(start, min(n, start + int(batch_size)))]
@@ -123,6 +131,37 @@ class LatentDiffusionPipeline:
                 )
             out.append(img)
         return torch.cat(out)
+
+
+def ldm_sampling(
+    sampling: SamplingConfig | str | Sampler | None = None,
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    eta: float | None = None,
+    num_steps: int | None = None,
+) -> SamplingConfig:
+    """One :class:`~realdeal.diffusion.registry.SamplingConfig` from ``sampling`` and the
+    overrides given (``num_steps``, the old name of ``steps``, warns)."""
+    if num_steps is not None:
+        warnings.warn("num_steps is now called steps", DeprecationWarning, stacklevel=3)
+        if steps is not None and steps != num_steps:
+            raise ConfigError(f"steps {steps} and num_steps {num_steps} disagree; give steps")
+        steps = num_steps
+    config = SamplingConfig.of(sampling)
+    overrides = {
+        k: v for k, v in (("sampler", sampler), ("steps", steps), ("eta", eta)) if v is not None
+    }
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _renamed_steps(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity written when the step count was called ``num_steps``, in today's names."""
+    run = identity.get("run")
+    if not isinstance(run, dict) or "num_steps" not in run:
+        return identity
+    run = {("steps" if k == "num_steps" else k): v for k, v in run.items()}
+    return {**identity, "run": run}
 
 
 def save_samples(
@@ -188,7 +227,7 @@ def save_samples(
         if not isinstance(old, dict):
             raise InputError(record, "is not a sample record; refusing to write beside it")
         if isinstance(old.get("identity"), dict):
-            theirs, mine = old["identity"], identity
+            theirs, mine = _renamed_steps(old["identity"]), identity
             keys = set(theirs) | set(mine)
         else:  # written before identities were: compare the settings both name
             theirs = {k: v for k, v in old.items() if k not in ("n", "files")}
@@ -207,12 +246,10 @@ def save_samples(
         files = old.get("files")
         return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
-    resolve_sampling(  # bad sampler settings fail here, before any folder or file is made
-        DEFAULT_SAMPLING["ldm"],
-        sample_kw.get("sampler"),
-        sample_kw.get("num_steps"),
-        sample_kw.get("eta"),
-    )
+    if "num_steps" in sample_kw:  # the old name of ``steps``
+        sample_kw["steps"] = ldm_sampling(num_steps=sample_kw.pop("num_steps")).steps
+    # bad sampler settings fail here, before any folder or file is made
+    ldm_sampling(**{k: sample_kw.get(k) for k in ("sampling", "sampler", "steps", "eta")})
     if tuple(reference.shape) != tuple(
         s * pipeline.autoencoder.config.downsampling for s in pipeline.latent_shape[1:]
     ):

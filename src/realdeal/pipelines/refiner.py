@@ -32,8 +32,13 @@ from realdeal.config import from_dict
 from realdeal.data.io import Volume, load_volume
 from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
-from realdeal.diffusion.registry import DEFAULT_SAMPLING, check_eta, check_number, make_sampler
-from realdeal.diffusion.registry import resolve_sampling as resolve
+from realdeal.diffusion.registry import (
+    DEFAULT_SAMPLING,
+    Sampling,
+    SamplingConfig,
+    check_number,
+    sampling_fields,
+)
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.inference.plan import Plan, PlanConfig, make_plan, official_plan
@@ -51,26 +56,11 @@ Traversal = Literal["wavefront", "official"]
 
 
 @dataclasses.dataclass(frozen=True)
-class RefineSettings:
-    """How to refine: sampler, plan and numerics (``realdeal refine`` flags)."""
+class RefineSettings(SamplingConfig):
+    """How to refine: sampler (the fields of
+    :class:`~realdeal.diffusion.registry.SamplingConfig`, shared with the LDM), plan and
+    numerics (``realdeal refine`` flags)."""
 
-    sampler: str | None = None
-    """``ddpm``, ``ddim`` or ``dpm++``; ``None``: by the refiner's target, see
-    :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING`."""
-    steps: int | None = None
-    """Reverse steps; ``None``: the sampler's default (``SAMPLERS`` in
-    :mod:`realdeal.diffusion.registry`), or as ``DEFAULT_SAMPLING`` says when ``sampler`` is
-    ``None``."""
-    eta: float | None = None
-    """DDIM η; ``None``: 0, or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None``."""
-    variance: str | None = None
-    """DDIM's step variance, ``fixed`` or ``analytic`` (adds what x̂₀'s uncertainty leaves out;
-    :class:`~realdeal.diffusion.samplers.DDIMSampler`); ``None``: fixed, or as
-    ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (analytic for a residual refiner)."""
-    spacing: str | None = None
-    """Timestep spacing, ``linear`` or ``quadratic`` (denser toward t = 0); ``None``: linear,
-    or as ``DEFAULT_SAMPLING`` says when ``sampler`` is ``None`` (quadratic for a residual
-    refiner)."""
     strength: float = 1.0
     """< 1: start from the coarse input noised to ``strength·T`` (SDEdit); 1 = the paper."""
     overlap: int | None = None
@@ -114,15 +104,13 @@ class RefineSettings:
         each with a one-line :class:`~realdeal.errors.ConfigError` naming the flag: η finite
         in [0, 1] (:data:`~realdeal.diffusion.registry.ETA_RANGE`), strength finite in
         (0, 1], counts at least 1. A NaN here would otherwise refine every voxel to NaN."""
-        if self.eta is not None:
-            object.__setattr__(self, "eta", check_eta(self.eta))
+        super().__post_init__()
         object.__setattr__(
             self,
             "strength",
             check_number(self.strength, "strength (--strength)", 0.0, 1.0, lo_open=True),
         )
         for name, flag, value in (
-            ("steps", "--steps", self.steps),
             ("max_batch", "--max-batch", self.max_batch),
             ("batch_volumes", "--batch-volumes", self.batch_volumes),
         ):
@@ -149,19 +137,6 @@ class RefineSettings:
         if "schedule" in data and "traversal" not in data:
             data["traversal"] = data.pop("schedule")
         return from_dict(cls, data)
-
-
-def resolve_sampling(settings: RefineSettings, target: str) -> RefineSettings:
-    """``settings`` with sampler, steps and η filled in for a refiner with ``target``
-    (``DEFAULT_SAMPLING[target]`` in :mod:`realdeal.diffusion.registry`)."""
-    s = resolve(
-        DEFAULT_SAMPLING[target], settings.sampler, settings.steps, settings.eta,
-        settings.spacing, settings.variance,
-    )  # fmt: skip
-    return dataclasses.replace(
-        settings, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
-        variance=s.variance,
-    )  # fmt: skip
 
 
 class RefinerPipeline:
@@ -293,6 +268,12 @@ class RefinerPipeline:
         )  # fmt: skip
         return make_plan(coarse.shape, cfg, coarse=coarse)
 
+    def sampling(self, settings: RefineSettings | None = None) -> Sampling:
+        """The sampler, steps, η, spacing and variance ``settings`` run with on this refiner
+        (its target's :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING` row where they
+        leave them unset)."""
+        return sampling_fields(settings or RefineSettings()).resolve(DEFAULT_SAMPLING[self.target])
+
     def refine_array(self, coarse: np.ndarray, settings: RefineSettings) -> RefineResult:
         """Refine a volume ``(X, Y, Z)`` in [−1, 1]."""
         plan = self.plan(coarse, settings)
@@ -303,12 +284,9 @@ class RefinerPipeline:
 
     def _loop(self, settings: RefineSettings, show_progress: bool = True) -> dict[str, Any]:
         """Keyword arguments of :func:`refine_volumes` (network, sampler, numerics) for ``settings``."""
-        settings = resolve_sampling(settings, self.target)
-        sampler = make_sampler(
-            settings.sampler, self.schedule, settings.steps, settings.eta,
-            clip_x0=self.target == "image", spacing=settings.spacing,
-            variance=settings.variance,
-        )  # fmt: skip
+        sampler = sampling_fields(settings).make(
+            self.schedule, DEFAULT_SAMPLING[self.target], clip_x0=self.target == "image"
+        )
         amp = inference_precision(settings.precision, self.device)
         return dict(
             denoiser=Denoiser(self._network(settings), self.schedule), sampler=sampler, device=self.device,
@@ -384,7 +362,7 @@ class RefinerPipeline:
         in flight, seam scores)."""
         from realdeal.inference.seams import seam_score
 
-        resolved = resolve_sampling(settings, self.target)
+        resolved = self.sampling(settings)
         sources = ((i, lambda src=src: load_volume(src)) for i, (src, _) in enumerate(pairs))
         records: dict[int, dict[str, Any]] = {}
         for i, vol, refined, job, res in self._refine_each(
