@@ -1,4 +1,5 @@
-"""Head detection, brain masks and cheap input checks (MNI152 extraction: tests/test_own_scans.py)."""
+"""Head detection, brain masks and cheap input checks (MNI152 extraction: tests/test_own_scans.py;
+the foreground: tests/data/test_anatomy.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from realdeal.data.brain import (
     brain_for,
     check_inputs,
     detect_head,
-    foreground,
     load_brain_mask,
 )
 from realdeal.data.io import Volume, load_volume
@@ -75,15 +75,6 @@ def test_a_brain_mask_file_or_folder_overrides_and_must_share_the_grid(tmp_path)
     save_nifti(tmp_path / "small.nii.gz", np.ones((8, 8, 8), np.uint8), aff)
     with pytest.raises(InputError, match="brain mask shape"):
         load_brain_mask(tmp_path / "small.nii.gz", scan)
-
-
-def test_foreground_fills_holes_and_keeps_the_largest_component():
-    x = np.zeros((20, 20, 20), np.float32)
-    x[4:16, 4:16, 4:16] = 100.0
-    x[8:12, 8:12, 8:12] = 0.0  # a dark hole inside
-    x[0, 0, 0] = 100.0  # a speck
-    m = foreground(x)
-    assert m[10, 10, 10] and not m[0, 0, 0] and m.sum() == 12**3
 
 
 def test_input_checks_name_the_bad_file(tmp_path):

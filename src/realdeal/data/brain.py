@@ -1,11 +1,12 @@
-"""Brains, not heads: foreground, head detection, brain masks and an offline brain extraction.
+"""Brains, not heads: head detection, brain masks and an offline brain extraction.
 
 realdeal's models are trained on skull-stripped brains (background −1 around the brain), so a
 scan with skull and scalp is out of distribution for every model and for the intensity mapping.
 
-**Head test** (:func:`detect_head`): the scan's foreground (voxels above 5 % of the way from
-the background level to the 99th percentile, holes filled, largest connected component) is
-measured in millilitres from the affine. A skull-stripped adult brain (cerebrum, cerebellum
+**Head test** (:func:`detect_head`): the scan's foreground
+(:func:`realdeal.data.anatomy.foreground`: voxels above 5 % of the way from the background
+level to the 99th percentile, holes filled, largest connected component) is measured in
+millilitres from the affine. A skull-stripped adult brain (cerebrum, cerebellum
 and brain stem, with the CSF a stripping tool keeps) is 1.1–2.3 L (MNI152's brain mask 1.88 L,
 Colin27's ``ch2bet`` 1.74 L, the built-in cohort's 16 deformed brains 1.6–2.27 L); the skull
 and scalp around even a small adult brain add over a litre, and a head with some neck is
@@ -14,13 +15,14 @@ intensity units and no registration; it is meant for adult T1w scans (an infant'
 be smaller than the threshold).
 
 **Brain extraction** (:func:`extract_brain`): the MNI152 2009 template that nilearn ships
-(skull-stripped, 2 mm) is registered to the scan with dipy (centre of mass → translation →
-rigid → 12-parameter affine, mutual information, metric restricted to the template's dilated
-brain mask so that scalp and neck do not pull it) on a 4 mm copy of the scan, and nilearn's
-MNI152 brain mask is carried back onto the scan's own grid. An affine cannot follow
-individual anatomy, so the mask is good for T1w scans of adult brains near MNI shape (Dice
-0.956 against Colin27's own ``ch2bet`` mask), not for unusual anatomy, lesions or
-children; use a dedicated tool (HD-BET, SynthStrip, FSL BET) and ``--brain-mask`` there.
+(2 mm) is registered to the scan as to a head (:func:`realdeal.data.registration.register_to_mni`
+without a brain mask: dipy, centre of mass → translation → rigid → 12-parameter affine, mutual
+information, metric restricted to the template's dilated brain mask so that scalp and neck do
+not pull it, on a 4 mm copy of the scan), and nilearn's MNI152 brain mask is carried back onto
+the scan's own grid. An affine cannot follow individual anatomy, so the mask is good for
+T1w scans of adult brains near MNI shape (Dice 0.956 against Colin27's own ``ch2bet`` mask),
+not for unusual anatomy, lesions or children; use a dedicated tool (HD-BET, SynthStrip, FSL
+BET) and ``--brain-mask`` there.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
+from realdeal.data.anatomy import cerebellum_box, compose_labels, foreground
 from realdeal.data.io import Volume, check_same_grid, load_volume, nifti_stem
+from realdeal.data.registration import mni_template, register_to_mni
 from realdeal.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -46,23 +49,6 @@ STRIP_FIX = (
     "skull-strip it first (`realdeal skullstrip SCAN -o OUT`, or --skull-strip here), or pass "
     "--brain-mask MASK (--allow-head processes it anyway)"
 )
-
-
-def foreground(x: np.ndarray, fraction: float = 0.05) -> np.ndarray:
-    """Boolean foreground of an ``(X, Y, Z)`` image in any units.
-
-    Voxels above ``fraction`` of the way from the background level (the minimum) to the 99th
-    percentile, holes filled, then the largest connected component. Filling first matters: a
-    scalp separated from the brain by a dark skull is a closed shell whose filling is the
-    whole head.
-    """
-    lo, ref = float(x.min()), float(np.percentile(x, 99.0))
-    mask = ndimage.binary_fill_holes(x > lo + fraction * (ref - lo))
-    comp, n = ndimage.label(mask)
-    if n > 1:
-        sizes = ndimage.sum(mask, comp, index=np.arange(1, n + 1))
-        mask = comp == (int(np.argmax(sizes)) + 1)
-    return mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,64 +105,14 @@ def apply_mask(vol: Volume, mask: np.ndarray) -> Volume:
     return vol.with_data(np.where(mask, vol.data, background_level(vol.data)).astype(np.float32))
 
 
-def _mni_template():
-    """(template array, brain mask, affine) of nilearn's MNI152 at 2 mm (shipped, offline)."""
-    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
-
-    t = load_mni152_template(resolution=2)
-    m = load_mni152_brain_mask(resolution=2)
-    return np.asarray(t.get_fdata(), np.float32), np.asarray(m.get_fdata()) > 0, t.affine
-
-
-REGISTRATION_SPACING = 4.0
-"""Working voxel size (mm) of the registration. On Colin27 with skull (1 mm), process time on
-one loaded core: 4 mm 6 s (Dice 0.956 against ``ch2bet``), 3 mm 14 s (0.956), 2 mm 25 s
-(0.952): an affine needs no finer grid."""
-
-
-def register_mni(vol: Volume, spacing: float = REGISTRATION_SPACING) -> np.ndarray:
-    """4×4 map from ``vol``'s world coordinates to MNI152 world coordinates (mm).
-
-    Affine registration of nilearn's MNI152 template to the scan (see the module docstring);
-    ``spacing`` (mm) is the working resolution. Deterministic: dipy's mutual information here
-    uses every voxel (no random sampling).
-    """
-    from dipy.align.imaffine import (
-        AffineRegistration,
-        MutualInformationMetric,
-        transform_centers_of_mass,
-    )
-    from dipy.align.transforms import AffineTransform3D, RigidTransform3D, TranslationTransform3D
-
-    from realdeal.data.transforms import Resample
-
-    t0 = time.perf_counter()
-    rs = Resample(vol.shape, vol.spacing, (spacing,) * 3)
-    x = rs.forward(vol.data, order=1, fill=background_level(vol.data))
-    x_aff = rs.forward_affine(vol.affine)
-    tmpl, tmask, t_aff = _mni_template()
-    metric_mask = ndimage.binary_dilation(tmask, iterations=3).astype(np.int32)
-    reg = AffineRegistration(
-        metric=MutualInformationMetric(nbins=32, sampling_proportion=None),
-        level_iters=[100, 30, 0], sigmas=[3.0, 1.0, 0.0], factors=[4, 2, 1], verbosity=0,
-    )  # fmt: skip
-    current = transform_centers_of_mass(x, x_aff, tmpl, t_aff).affine
-    for transform in (TranslationTransform3D(), RigidTransform3D(), AffineTransform3D()):
-        current = reg.optimize(
-            x, tmpl, transform, None, static_grid2world=x_aff, moving_grid2world=t_aff,
-            starting_affine=current, moving_mask=metric_mask,
-        ).affine  # fmt: skip
-    log.info("%s: MNI152 registered in %.1f s", vol.path, time.perf_counter() - t0)
-    return np.asarray(current)
-
-
 def extract_brain(vol: Volume, to_mni: np.ndarray | None = None) -> np.ndarray:
     """Boolean brain mask on ``vol``'s grid: MNI152's brain mask carried back through
-    ``to_mni`` (default: :func:`register_mni`), within the scan's foreground."""
+    ``to_mni`` (world → MNI world; default: :func:`realdeal.data.registration.register_to_mni`
+    of ``vol`` as a head), within the scan's foreground."""
     from dipy.align.imaffine import AffineMap
 
-    to_mni = register_mni(vol) if to_mni is None else to_mni
-    _, tmask, t_aff = _mni_template()
+    to_mni = register_to_mni(vol.data, vol.affine) if to_mni is None else to_mni
+    _, tmask, t_aff = mni_template()
     back = AffineMap(
         to_mni, domain_grid_shape=vol.shape, domain_grid2world=vol.affine,
         codomain_grid_shape=tmask.shape, codomain_grid2world=t_aff,
@@ -198,21 +134,21 @@ def extract_brain(vol: Volume, to_mni: np.ndarray | None = None) -> np.ndarray:
 def rough_labels(vol: Volume, brain: np.ndarray, to_mni: np.ndarray) -> np.ndarray:
     """A rough FreeSurfer-coded label map (int16) of a T1w scan, for the metrics' regions.
 
-    The built-in cohort's rules (:mod:`realdeal.data.cohort`) applied in MNI coordinates
-    (``to_mni`` from :func:`register_mni`): white matter = the brightest of three multi-Otsu
-    classes in the brain, dark voxels in a central box = lateral ventricles, brain below
-    z = −20 mm and behind y = −40 mm = cerebellum, hemispheres by MNI x. Good enough to place
+    The label rule the built-in cohort uses (:func:`realdeal.data.anatomy.compose_labels`)
+    applied in MNI coordinates (``to_mni``, world → MNI world, from
+    :func:`realdeal.data.registration.register_to_mni`): white matter = the brightest of three
+    multi-Otsu classes in the brain, dark voxels = the darkest (lateral ventricles where they
+    lie in the central box), brain below z = −20 mm and behind y = −40 mm = cerebellum
+    (:func:`realdeal.data.anatomy.cerebellum_box`), hemispheres by MNI x. Good enough to place
     the noise and sharpness regions of ``realdeal evaluate``; not a segmentation.
     """
     from skimage.filters import threshold_multiotsu
 
-    from realdeal.data.cohort import _compose_labels, _mni_cerebellum_box
-
     x = vol.data
     t_low, t_high = threshold_multiotsu(x[brain], classes=3)
     mni_affine = to_mni @ vol.affine
-    cereb = _mni_cerebellum_box(mni_affine, x.shape, brain)
-    return _compose_labels(x, brain, brain & (x > t_high), brain & (x <= t_low), cereb, mni_affine)
+    cereb = cerebellum_box(mni_affine, x.shape, brain)
+    return compose_labels(brain, brain & (x > t_high), brain & (x <= t_low), cereb, mni_affine)
 
 
 def brain_for(
@@ -287,7 +223,7 @@ def skullstrip_files(
             if not rs.is_identity():
                 data = rs.forward(vol.data, order=1, fill=background_level(vol.data))
                 vol = vol.with_data(data, rs.forward_affine(vol.affine))
-        to_mni = register_mni(vol)
+        to_mni = register_to_mni(vol.data, vol.affine)
         mask = extract_brain(vol, to_mni)
         single = len(files) == 1 and is_nifti_path(out)
         mask_dst = _beside(dst, "masks", single)

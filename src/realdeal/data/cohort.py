@@ -28,11 +28,14 @@ added. Each subject's record in ``cohort.json`` holds the target and the noise m
 the result (the estimator on the final image, with the same subject's noise-free version
 subtracted in quadrature, so anatomy cancels).
 
-**Labels** use FreeSurfer codes (see :mod:`realdeal.data.labels`), hemisphere by world x:
+**Labels** use FreeSurfer codes (see :mod:`realdeal.data.labels`), composed by the rule the
+skull stripping and the automatic labels share (:func:`realdeal.data.anatomy.compose_labels`),
+hemisphere by world x:
 
 * white matter 2/41: Colin27 — the brightest of three multi-Otsu classes inside the brain;
   MNI152 — white-matter probability ≥ 0.5 and above the grey-matter probability;
-* cerebellum 7/46 (its white matter) and 8/47: AAL labels 91–116;
+* cerebellum 7/46 (its white matter) and 8/47: AAL labels 91–116 (without Colin27's folder,
+  MNI152's brain below z = −20 mm and behind y = −40 mm);
 * lateral ventricles 4/43: dark voxels (below the lower multi-Otsu threshold) inside the box
   |x| ≤ 32, −48 ≤ y ≤ 36, −4 ≤ z ≤ 36 mm (MNI), opened by one voxel, keeping connected
   components of at least 400 mm³;
@@ -57,7 +60,9 @@ from scipy import ndimage
 
 from realdeal.config import to_dict
 from realdeal.data import labels as L
+from realdeal.data.anatomy import cerebellum_box, compose_labels
 from realdeal.data.io import Volume
+from realdeal.data.registration import MRICRON_DIR, sample_atlas
 from realdeal.data.transforms import CropPad, Resample
 from realdeal.errors import ConfigError, InputError
 from realdeal.utils.fs import atomic_dir, check_replaceable, write_json_atomic
@@ -65,7 +70,6 @@ from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
-MRICRON_DIR = Path("/usr/share/mricron/templates")
 COLIN_SIGMA_REL_1MM = 0.0087
 """Noise of Colin27 (27 averaged scans) at 1 mm, relative to the white-matter median (measured)."""
 MNI_STRUCTURE_FLOOR_1MM = 0.0062
@@ -73,8 +77,6 @@ MNI_STRUCTURE_FLOOR_1MM = 0.0062
 COLIN_AVERAGES = 27
 WM_LEVEL = 1000.0
 """Nominal white-matter intensity of the synthetic scanner (before the random gain)."""
-
-_VENTRICLE_BOX_MM = ((-32.0, 32.0), (-48.0, 36.0), (-4.0, 36.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,61 +166,6 @@ def wm_noise_sigma(image: np.ndarray, wm: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(resid - np.median(resid))))
 
 
-def _world_coords(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    idx = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), -1)
-    return idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
-
-
-def _aal_on(aal_img: nib.Nifti1Image, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """AAL labels sampled (nearest) on another grid via world coordinates."""
-    vox = np.linalg.inv(aal_img.affine) @ affine
-    return ndimage.affine_transform(
-        np.asarray(aal_img.dataobj).astype(np.int16),
-        vox[:3, :3],
-        offset=vox[:3, 3],
-        output_shape=shape,
-        order=0,
-        mode="constant",
-        cval=0,
-    )
-
-
-def _compose_labels(
-    image: np.ndarray,
-    brain: np.ndarray,
-    wm: np.ndarray,
-    dark: np.ndarray,
-    aal: np.ndarray,
-    affine: np.ndarray,
-) -> np.ndarray:
-    """FreeSurfer-coded label map from tissue classes, AAL cerebellum and the ventricle rule."""
-    xyz = _world_coords(affine, image.shape)
-    left = xyz[..., 0] < 0
-    box = np.ones(image.shape, bool)
-    for ax, (lo, hi) in enumerate(_VENTRICLE_BOX_MM):
-        box &= (xyz[..., ax] >= lo) & (xyz[..., ax] <= hi)
-    vent = ndimage.binary_opening(dark & box & brain, iterations=1)
-    comp, n = ndimage.label(vent)
-    if n:
-        sizes = ndimage.sum(vent, comp, index=np.arange(1, n + 1))
-        vox_mm3 = abs(np.linalg.det(affine[:3, :3]))
-        keep = np.flatnonzero(sizes * vox_mm3 >= 400.0) + 1
-        vent = np.isin(comp, keep)
-    cereb = (aal >= 91) & (aal <= 116) & brain
-    lab = np.zeros(image.shape, np.int16)
-    lab[brain] = np.where(left, L.LEFT_CORTEX, L.RIGHT_CORTEX)[brain]
-    sel = brain & dark
-    lab[sel] = L.CSF
-    sel = brain & wm & ~cereb
-    lab[sel] = np.where(left, L.LEFT_WM, L.RIGHT_WM)[sel]
-    sel = cereb & ~wm
-    lab[sel] = np.where(left, L.LEFT_CEREBELLUM_CORTEX, L.RIGHT_CEREBELLUM_CORTEX)[sel]
-    sel = cereb & wm
-    lab[sel] = np.where(left, L.LEFT_CEREBELLUM_WM, L.RIGHT_CEREBELLUM_WM)[sel]
-    lab[vent] = np.where(left, L.LEFT_LAT_VENT, L.RIGHT_LAT_VENT)[vent]
-    return lab
-
-
 @functools.lru_cache(maxsize=2)
 def _load_colin(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colin27 brain (float32), FreeSurfer labels and affine at 1 mm."""
@@ -230,8 +177,8 @@ def _load_colin(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t_low, t_high = threshold_multiotsu(x[brain], classes=3)
     wm = brain & (x > t_high)
     dark = brain & (x <= t_low)
-    aal = _aal_on(nib.load(str(folder / "aal.nii.gz")), img.affine, x.shape)
-    return x, _compose_labels(x, brain, wm, dark, aal, img.affine), img.affine
+    aal = sample_atlas(nib.load(str(folder / "aal.nii.gz")), img.affine, x.shape)
+    return x, compose_labels(brain, wm, dark, aal, img.affine), img.affine
 
 
 @functools.lru_cache(maxsize=2)
@@ -252,18 +199,10 @@ def _load_mni(colin_folder: Path | None) -> tuple[np.ndarray, np.ndarray, np.nda
     wm = brain & (wmp >= 0.5) & (wmp >= gm)
     dark = brain & (x <= t_low) & ~wm
     if colin_folder is not None and (colin_folder / "aal.nii.gz").exists():
-        aal = _aal_on(nib.load(str(colin_folder / "aal.nii.gz")), affine, x.shape)
+        aal = sample_atlas(nib.load(str(colin_folder / "aal.nii.gz")), affine, x.shape)
     else:
-        aal = _mni_cerebellum_box(affine, x.shape, brain)
-    return x, _compose_labels(x, brain, wm, dark, aal, affine), affine
-
-
-def _mni_cerebellum_box(
-    affine: np.ndarray, shape: tuple[int, ...], brain: np.ndarray
-) -> np.ndarray:
-    """Fallback cerebellum without AAL: brain below z = −20 mm and behind y = −40 mm (code 91)."""
-    xyz = _world_coords(affine, shape)
-    return np.where(brain & (xyz[..., 2] < -20) & (xyz[..., 1] < -40), 91, 0).astype(np.int16)
+        aal = cerebellum_box(affine, x.shape, brain)
+    return x, compose_labels(brain, wm, dark, aal, affine), affine
 
 
 def _to_grid(

@@ -284,7 +284,8 @@ def scan_to_model_space(
 ) -> ScanInModelSpace:
     """Find the brain of ``vol`` (:func:`realdeal.data.brain.brain_for`), choose the intensity
     mapping (:func:`resolve_intensity`) and apply both."""
-    from realdeal.data.brain import brain_for, foreground
+    from realdeal.data.anatomy import foreground
+    from realdeal.data.brain import brain_for
 
     scaled = options.intensity == "scaled" or (
         options.intensity == "auto" and looks_scaled(vol.data)

@@ -4,18 +4,20 @@
 label maps they are derived from the **original** image, on its own grid:
 
 * **brain**: foreground above the background value (the image minimum: 0 for raw skull-stripped
-  files, −1 for prepared ones), holes filled, largest connected component;
+  files, −1 for prepared ones), holes filled, largest connected component
+  (:func:`realdeal.data.anatomy.foreground` with ``fraction=1e-6, top="max"``);
 * **tissue classes**: dipy's ``TissueClassifierHMRF`` (Zhang et al. 2001: Gaussian classes with
   a Markov random field prior) on the brain's bounding box with 4 classes — the zero
   background, CSF, grey matter, white matter; the background gets its own class so that it
   does not pull the CSF class mean down. Classes are ordered by mean intensity, so in the
   brain the darkest two are CSF, the next grey matter and the brightest white matter;
 * **MNI space**: the MNI152 2009c brain template shipped with nilearn is registered to the scan
-  with dipy (mutual information; centre of mass → translation → rigid → affine, at
+  as to a skull-stripped brain (:func:`realdeal.data.registration.register_to_mni` with the
+  brain mask: dipy, mutual information; centre of mass → translation → rigid → affine, at
   ``registration_spacing`` or coarser), giving every scan voxel its MNI coordinates;
 * **lateral ventricles**: CSF voxels inside the box |x| ≤ 32, −48 ≤ y ≤ 36, −4 ≤ z ≤ 36 mm
   (MNI), opened by one voxel, connected components of at least 400 mm³ (MNI) — the rule the
-  built-in cohort's own label maps use (:mod:`realdeal.data.cohort`);
+  built-in cohort's own label maps use (:func:`realdeal.data.anatomy.compose_labels`);
 * **cerebellum**: AAL labels 91–116 (``aal.nii.gz``, Debian ``mricron-data``, on the Colin27 grid
   in MNI space) sampled through the registration; its white matter is the WM class there.
   Without the atlas the cerebellum is left out with the reason in :attr:`AutoLabels.skipped`;
@@ -30,18 +32,21 @@ classified at their own resolution (slower).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from realdeal.data import labels as L
-from realdeal.data.cohort import MRICRON_DIR, _aal_on, _compose_labels
-from realdeal.data.io import Volume, voxel_spacing
-from realdeal.data.transforms import Resample
+from realdeal.data.anatomy import compose_labels, foreground
+from realdeal.data.io import Volume
+from realdeal.data.registration import (
+    MRICRON_DIR,
+    RegistrationConfig,
+    register_to_mni,
+    sample_atlas,
+)
 from realdeal.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,15 @@ class SegmentConfig:
     atlas_dir: str | None = None
     """Folder with ``aal.nii.gz`` (default /usr/share/mricron/templates)."""
 
+    def registration(self) -> RegistrationConfig:
+        """The registration's settings: ``registration_spacing`` as the finest working
+        spacing (finer axes coarsened, coarser ones kept), ``registration_iterations``."""
+        return RegistrationConfig(
+            spacing=self.registration_spacing,
+            resample="coarsen",
+            level_iters=self.registration_iterations,
+        )
+
 
 @dataclasses.dataclass
 class AutoLabels:
@@ -74,7 +88,8 @@ class AutoLabels:
     labels: np.ndarray
     """``(X, Y, Z)`` int16 FreeSurfer codes on the image's grid."""
     to_mni: np.ndarray
-    """4×4: scan voxel indices → MNI millimetres (the registration)."""
+    """4×4: scan voxel indices → MNI millimetres (the registration's world → MNI world map
+    composed with the scan's affine)."""
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     """Region → why it is missing (e.g. no AAL atlas, no ventricle found)."""
 
@@ -89,20 +104,6 @@ def source_note(skipped: dict[str, str] | None = None) -> str:
     for region, why in (skipped or {}).items():
         note += f"; {region} skipped: {why}"
     return note
-
-
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """Foreground of a skull-stripped image: above its minimum (the background), filled, largest part."""
-    x = np.asarray(image)
-    fg = x > x.min() + 1e-6 * max(float(np.ptp(x)), 1e-12)
-    if not fg.any():
-        return fg
-    fg = ndimage.binary_fill_holes(fg)
-    comp, n = ndimage.label(fg)
-    if n > 1:
-        sizes = ndimage.sum(fg, comp, index=np.arange(1, n + 1))
-        fg = comp == int(np.argmax(sizes)) + 1
-    return fg
 
 
 def tissue_classes(
@@ -128,66 +129,6 @@ def tissue_classes(
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _mni_template() -> tuple[np.ndarray, np.ndarray]:
-    """nilearn's MNI152 2009c brain (2 mm, background 0) and its affine."""
-    from nilearn import datasets
-
-    t1 = datasets.load_mni152_template(resolution=2)
-    mask = np.asarray(datasets.load_mni152_brain_mask(resolution=2).get_fdata()) > 0.5
-    x = np.where(mask, np.asarray(t1.get_fdata(), dtype=np.float32), 0.0)
-    return x.astype(np.float32), np.asarray(t1.affine, dtype=np.float64)
-
-
-def register_to_mni(
-    image: np.ndarray,
-    brain: np.ndarray,
-    affine: np.ndarray,
-    config: SegmentConfig = SegmentConfig(),
-) -> np.ndarray:
-    """4×4 matrix mapping the scan's voxel indices to MNI mm (affine registration, dipy)."""
-    from dipy.align.imaffine import (
-        AffineRegistration,
-        MutualInformationMetric,
-        transform_centers_of_mass,
-    )
-    from dipy.align.transforms import (
-        AffineTransform3D,
-        RigidTransform3D,
-        TranslationTransform3D,
-    )
-
-    static = np.where(brain, np.asarray(image, dtype=np.float32), 0.0)
-    static = np.where(brain, static - static[brain].min(), 0.0).astype(np.float32)
-    static_affine = np.asarray(affine, dtype=np.float64)
-    spacing = np.asarray(voxel_spacing(static_affine))
-    if spacing.min() < config.registration_spacing - 1e-3:  # register fine scans coarser
-        target = tuple(float(max(s, config.registration_spacing)) for s in spacing)
-        rs = Resample(static.shape, tuple(float(s) for s in spacing), target)  # type: ignore[arg-type]
-        static, static_affine = rs.forward(static, order=1), rs.forward_affine(static_affine)
-    moving, moving_affine = _mni_template()
-    reg = AffineRegistration(
-        metric=MutualInformationMetric(nbins=32, sampling_proportion=None),
-        level_iters=list(config.registration_iterations),
-        sigmas=[3.0, 1.0, 0.0],
-        factors=[4, 2, 1],
-        verbosity=0,
-    )
-    start = transform_centers_of_mass(static, static_affine, moving, moving_affine).affine
-    for transform in (TranslationTransform3D(), RigidTransform3D(), AffineTransform3D()):
-        start = reg.optimize(
-            static,
-            moving,
-            transform,
-            None,
-            static_grid2world=static_affine,
-            moving_grid2world=moving_affine,
-            starting_affine=start,
-        ).affine
-    # dipy's matrix maps static world → moving (MNI) world
-    return start @ np.asarray(affine, dtype=np.float64)
-
-
 def auto_labels(
     volume: Volume, config: SegmentConfig = SegmentConfig(), path: str | os.PathLike | None = None
 ) -> AutoLabels:
@@ -198,7 +139,7 @@ def auto_labels(
     import nibabel as nib
 
     image = np.asarray(volume.data, dtype=np.float32)
-    brain = brain_mask(image)
+    brain = foreground(image, fraction=1e-6, top="max")  # all above the background
     if brain.sum() < 1000:
         raise InputError(
             path or volume.path,
@@ -206,18 +147,17 @@ def auto_labels(
             "voxels above the background",
         )
     classes = tissue_classes(image, brain, config)
-    to_mni = register_to_mni(image, brain, volume.affine, config)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    to_mni = register_to_mni(image, affine, brain, config.registration()) @ affine
     skipped: dict[str, str] = {}
     atlas = Path(config.atlas_dir or MRICRON_DIR) / "aal.nii.gz"
     if atlas.is_file():
-        aal = _aal_on(nib.load(str(atlas)), to_mni, image.shape)
+        aal = sample_atlas(nib.load(str(atlas)), to_mni, image.shape)
     else:
         aal = np.zeros(image.shape, np.int16)
         skipped["cerebellum"] = f"AAL atlas not found ({atlas}; Debian package mricron-data)"
     # the cohort's composition rule, on MNI coordinates (to_mni as the "affine")
-    labels = _compose_labels(
-        image, brain, classes == WM_CLASS, classes == CSF_CLASS, aal, to_mni
-    ).astype(np.int16)
+    labels = compose_labels(brain, classes == WM_CLASS, classes == CSF_CLASS, aal, to_mni)
     if not np.isin(labels, L.REGIONS["lateral_ventricles"]).any():
         skipped["lateral_ventricles"] = "no CSF component ≥ 400 mm³ in the central MNI box"
     if "cerebellum" not in skipped and not np.isin(labels, L.REGIONS["cerebellum"]).any():
