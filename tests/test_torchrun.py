@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,21 +23,66 @@ FLAGS = ["--sampler", "ddim", "--steps", "2", "--eta", "1", "--seed", "3", "--ma
          "--batch-volumes", "2", "--device", "cpu"]  # fmt: skip
 
 
-def run_realdeal(args: list[str], nproc: int | None = None) -> subprocess.CompletedProcess:
-    """``realdeal ARGS`` in a fresh process, under torchrun with ``nproc`` processes if given.
-
-    Both with one CPU thread per process (torchrun's default): on CPU, how many threads split
-    a convolution changes its result in the last bits, so only equal settings compare exactly.
-    """
-    env = {
+def realdeal_env() -> dict[str, str]:
+    """The environment of a realdeal subprocess: this checkout's source, no progress bars, and
+    one CPU thread per process (torchrun's default): on CPU, how many threads split a
+    convolution changes its result in the last bits, so only equal settings compare exactly."""
+    return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "REALDEAL_NO_PROGRESS": "1",
         "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def run_realdeal(args: list[str], nproc: int | None = None) -> subprocess.CompletedProcess:
+    """``realdeal ARGS`` in a fresh process, under torchrun with ``nproc`` processes if given
+    (:func:`realdeal_env`)."""
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [sys.executable, *(launch if nproc else []), "-m", "realdeal", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=realdeal_env(), capture_output=True, text=True, timeout=300)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nodes(
+    args: list[str], nnodes: int = 2, nproc_per_node: int = 2, timeout: float = 300
+) -> list[subprocess.CompletedProcess]:
+    """``realdeal ARGS`` as a job of ``nnodes`` simulated nodes: one ``torchrun --nnodes
+    NNODES --nproc-per-node N`` launch per node, all started together, meeting through the c10d
+    rendezvous on the loopback address (as on a cluster, where each node runs one launch). The
+    nodes' completed processes, in launch order."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    launch = ["-m", "torch.distributed.run", f"--nnodes={nnodes}",
+              f"--nproc-per-node={nproc_per_node}", "--rdzv-backend=c10d",
+              f"--rdzv-endpoint={endpoint}", f"--rdzv-id=realdeal-test-{endpoint}",
+              "--max-restarts=0"]  # fmt: skip
+    cmd = [sys.executable, *launch, "-m", "realdeal", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    nodes = [
+        subprocess.Popen(cmd, env=realdeal_env(), start_new_session=True, **pipes)
+        for _ in range(nnodes)
+    ]
+    done = []
+    try:
+        for node in nodes:
+            try:
+                out, err = node.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:  # waiting for a node that failed: its whole launch
+                os.killpg(node.pid, signal.SIGKILL)
+                out, err = node.communicate()
+            done.append(subprocess.CompletedProcess(node.args, node.returncode, out, err))
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.communicate()
+    return done
 
 
 @pytest.mark.slow

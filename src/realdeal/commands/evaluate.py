@@ -11,6 +11,10 @@ Memorization mode: each generated volume's similarity to its nearest training vo
 (``--train``), against held-out subjects' (``--held-out``), which coverage and FID cannot
 see (:mod:`realdeal.metrics.memorization`); writes ``memorization.json``, ``per_subject.csv``
 and ``tables.md``.
+
+Under ``torchrun`` (one node or several) the ranks split the volumes: each computes the
+values or features of its share, rank 0 gathers them, writes the tables (equal to one
+process's) and prints them.
 """
 
 from __future__ import annotations
@@ -201,14 +205,31 @@ def _add_common_flags(g: argparse._ArgumentGroup) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import datetime
+
+    from realdeal.runtime.distributed import inference_group
+
+    # Under torchrun the ranks split the volumes. The others then wait while rank 0 computes
+    # the tables (FD and PRDC over every patch, bootstrap intervals), which at full scale can
+    # outlast torch's 30-minute default for a collective call.
+    wait = datetime.timedelta(hours=12)
+    with inference_group(args.device, timeout=wait) as dist:
+        result = _evaluate(args, dist)
+    if result is None:  # not rank 0: rank 0 reports for every rank
+        return 0
+    print(result.markdown)
+    print(f"results written to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, dist):
+    """The result of the chosen mode (``None`` on ranks other than 0)."""
     from realdeal.errors import ConfigError
     from realdeal.metrics import suite
     from realdeal.metrics.noise import NoiseConfig
     from realdeal.metrics.subjects import find_set
-    from realdeal.runtime.distributed import resolve_device
 
-    device = str(resolve_device(args.device))
-    network = suite.NetworkOptions(args.weights_dir, not args.no_download, device)
+    network = suite.NetworkOptions(args.weights_dir, not args.no_download, str(dist.device))
     common = {"n_patches_2d": args.patches, "patch_size_2d": args.patch_size, "seed": args.seed}
     if args.bootstrap is not None:
         common["n_bootstrap"] = args.bootstrap
@@ -223,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             noise=NoiseConfig(backend=args.noise_backend),
             seam_window=args.seam_window,
         )
-        result = suite.evaluate_paired(
+        return suite.evaluate_paired(
             find_set("originals", args.originals),
             [find_set(name, path) for name, path in args.candidate],
             find_set("labels", args.labels) if args.labels else None,
@@ -231,31 +252,30 @@ def run(args: argparse.Namespace) -> int:
             network,
             args.workers,
             args.out,
+            dist,
         )
-    elif args.mode == "memorization":
+    if args.mode == "memorization":
         from realdeal.metrics.memorization import evaluate_memorization
 
         if not args.train or not args.generated:
             raise ConfigError("memorization mode needs --train and at least one --generated NAME=PATH")  # fmt: skip
-        result = evaluate_memorization(
+        return evaluate_memorization(
             find_set("train", args.train),
             [find_set(name, path) for name, path in args.generated],
             find_set("held-out", args.held_out) if args.held_out else None,
             out_dir=args.out,
+            dist=dist,
         )
-    else:
-        if not args.real or not args.generated:
-            raise ConfigError("unpaired mode needs --real and at least one --generated NAME=PATH")
-        config = suite.UnpairedConfig(**common, features=args.features)
-        result = suite.evaluate_unpaired(
-            find_set("real", args.real),
-            [find_set(name, path) for name, path in args.generated],
-            config,
-            find_set("real labels", args.real_labels) if args.real_labels else None,
-            network,
-            args.workers,
-            args.out,
-        )
-    print(result.markdown)
-    print(f"results written to {args.out}")
-    return 0
+    if not args.real or not args.generated:
+        raise ConfigError("unpaired mode needs --real and at least one --generated NAME=PATH")
+    config = suite.UnpairedConfig(**common, features=args.features)
+    return suite.evaluate_unpaired(
+        find_set("real", args.real),
+        [find_set(name, path) for name, path in args.generated],
+        config,
+        find_set("real labels", args.real_labels) if args.real_labels else None,
+        network,
+        args.workers,
+        args.out,
+        dist,
+    )

@@ -24,6 +24,9 @@ Compare like with like: the training and held-out volumes should have passed thr
 generated ones passed through. For an LDM's decoded samples, that means the autoencoder's
 reconstructions of those subjects, not their originals.
 What it found on the demo models: docs/results/demo-models.md.
+
+Under ``torchrun`` the ranks split the volumes to load and block-average; rank 0 gathers them
+in input order and computes the result exactly as one process does.
 """
 
 from __future__ import annotations
@@ -37,9 +40,17 @@ from typing import Any
 
 import numpy as np
 
-from realdeal.errors import ConfigError, InputError
+from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.metrics.subjects import SubjectSet
 from realdeal.metrics.tables import write_csv
+from realdeal.runtime.distributed import (
+    DistInfo,
+    Failure,
+    broadcast_error,
+    check_same,
+    gather_shards,
+    shard,
+)
 from realdeal.utils.fs import write_json_atomic, write_text_atomic
 
 COPY_FRACTION = 0.5
@@ -229,22 +240,65 @@ def _summary(set_name: str, recs: list[dict[str, Any]], with_copies: bool) -> di
     }
 
 
+def _load_all(
+    paths: list[Path], config: MemorizationConfig, dist: DistInfo | None
+) -> tuple[list[np.ndarray], int] | None:
+    """Every volume of ``paths`` block-averaged, and the factor; under torchrun each rank loads
+    its share and rank 0 gets them all in order (the other ranks ``None``). The first volume
+    fixes the grid and the factor, so every rank loads it. A bad volume raises on every rank
+    (the first in order, as one process would)."""
+    load = _Loader(None, config.max_voxels)
+    index = shard(range(len(paths)), dist)
+    mine: list[np.ndarray | Failure | None] = [None] * len(index)
+    try:
+        if index[:1] != [0]:
+            load(paths[0])
+    except RealDealError:
+        pass  # rank 0 meets the same error at the same volume and reports it
+    else:
+        for j, i in enumerate(index):
+            try:
+                mine[j] = load(paths[i])
+            except RealDealError as e:
+                mine[j] = Failure.of(e)
+                break
+    vols = gather_shards(mine, len(paths), dist)
+    failed = None if vols is None else next((v for v in vols if isinstance(v, Failure)), None)
+    broadcast_error(None if failed is None else failed.error(), dist)
+    if vols is None:
+        return None
+    return vols, int(load.factor or 1)
+
+
 def evaluate_memorization(
     train: SubjectSet,
     generated: list[SubjectSet],
     held_out: SubjectSet | None = None,
     config: MemorizationConfig | None = None,
     out_dir: str | os.PathLike | None = None,
-) -> MemorizationResult:
+    dist: DistInfo | None = None,
+) -> MemorizationResult | None:
     """Nearest-training similarity of every generated and held-out volume (module docstring).
 
     Every volume must be on the training volumes' grid. ``out_dir``: write the result there.
+    Under torchrun (``dist``) the ranks split the loading; rank 0 returns (and writes) the
+    result, the other ranks return ``None``.
     """
     config = config or MemorizationConfig()
     if len(train) < 2:
         raise ConfigError("memorisation needs at least 2 training volumes")
-    load = _Loader(None, config.max_voxels)
-    train_vols = [load(p) for p in train.paths.values()]
+    held = held_out if held_out is not None and len(held_out) else None
+    inputs = [train, *([held] if held is not None else []), *generated]
+    check_same([(s.name, s.ids) for s in inputs], dist, "the volumes of the sets")
+    loaded = _load_all([p for s in inputs for p in s.paths.values()], config, dist)
+    if loaded is None:
+        return None  # rank 0 computes and writes the result
+    everything, factor = loaded
+    vols, start = {}, 0
+    for i, s in enumerate(inputs):
+        vols[i] = everything[start : start + len(s)]
+        start += len(s)
+    train_vols = vols[0]
     mean = np.mean(train_vols, axis=0)
     lo, hi = np.percentile(mean, [1, 99])
     mask = mean > lo + config.foreground * (hi - lo)
@@ -267,14 +321,14 @@ def evaluate_memorization(
             for s, (n, v) in zip(names, nearest(T, exclude_self=True), strict=True)]  # fmt: skip
     sets.append((TRAINING_SET, recs))
     threshold = None
-    if held_out is not None and len(held_out):
-        rows = _unit_rows([load(p) for p in held_out.paths.values()], mask)
+    if held is not None:
+        rows = _unit_rows(vols[1], mask)
         recs = [{"set": HELD_OUT_SET, "subject": s, "nearest": n, "similarity": v, "copy": None}
-                for s, (n, v) in zip(held_out.ids, nearest(rows), strict=True)]  # fmt: skip
+                for s, (n, v) in zip(held.ids, nearest(rows), strict=True)]  # fmt: skip
         threshold = copy_threshold([r["similarity"] for r in recs])
         sets.append((HELD_OUT_SET, recs))
-    for g in generated:
-        rows = _unit_rows([load(p) for p in g.paths.values()], mask)
+    for i, g in enumerate(generated, start=len(inputs) - len(generated)):
+        rows = _unit_rows(vols[i], mask)
         recs = [{"set": g.name, "subject": s, "nearest": n, "similarity": v,
                  "copy": None if threshold is None else v > threshold}
                 for s, (n, v) in zip(g.ids, nearest(rows), strict=True)]  # fmt: skip
@@ -284,9 +338,7 @@ def evaluate_memorization(
         records += recs
         is_generated = name not in (TRAINING_SET, HELD_OUT_SET)
         summary.append(_summary(name, recs, is_generated and threshold is not None))
-    result = MemorizationResult(
-        records, summary, threshold, int(load.factor or 1), int(mask.sum()), config
-    )
+    result = MemorizationResult(records, summary, threshold, factor, int(mask.sum()), config)
     if out_dir is not None:
         result.write(out_dir)
     return result

@@ -21,6 +21,14 @@ intervals excluded their own estimate (original FD 0.00816 [0.0194, 0.158]).
 Randomness: each subject's patch positions come from ``SeedSequence([seed, crc32(id)])``, so
 results do not depend on worker count or order. Subjects run in a process pool
 (``workers``; 1 = in this process).
+
+Under ``torchrun`` (``dist`` from :func:`realdeal.runtime.distributed.inference_group`, one
+node or several) the ranks split the subjects (:func:`~realdeal.runtime.distributed.shard`),
+each computes the per-subject values or features of its share, and rank 0 gathers them in
+input order and computes the tables exactly as one process does; the other ranks get ``None``
+and write nothing but the automatic label maps of their own subjects. A volume's values
+depend only on the volume, the seed and the settings (networks see one volume's patches at a
+time), so the tables equal a single process's bit for bit.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import numpy as np
 from realdeal.config import to_dict
 from realdeal.data.labels import region_mask
 from realdeal.data.segment import SegmentConfig, auto_labels, source_note
-from realdeal.errors import ConfigError, InputError, RealDealError
+from realdeal.errors import ConfigError, RealDealError
 from realdeal.metrics import tables as T
 from realdeal.metrics.fid import frechet_distance_features
 from realdeal.metrics.noise import NoiseConfig, kl_divergence, noise_histogram, noise_residual
@@ -65,6 +73,16 @@ from realdeal.metrics.texture import (
     hog_descriptors,
     hog_distance_from_descriptors,
     region_box,
+)
+from realdeal.runtime.distributed import (
+    DistInfo,
+    Failure,
+    broadcast_error,
+    check_same,
+    check_shared_folder,
+    gather_shards,
+    main_first,
+    shard,
 )
 from realdeal.utils.fs import write_json_atomic, write_text_atomic
 from realdeal.utils.progress import progress
@@ -421,12 +439,34 @@ def spawn_safe_main() -> bool:
 
 
 def _run_tasks(
+    fn,
+    tasks: list[tuple],
+    workers: int,
+    init_args: tuple,
+    desc: str,
+    models: dict,
+    dist: DistInfo | None = None,
+) -> list | None:
+    """Run ``fn(*task)`` for every task: results in task order, in a pool when ``workers > 1``.
+
+    In this process the already loaded ``models`` are used; pool workers load their own. Under
+    torchrun each rank runs its share of the tasks and rank 0 gets every result (the other
+    ranks ``None``). A task's :class:`~realdeal.errors.RealDealError` is raised on every rank:
+    the first in task order, as one process would raise it.
+    """
+    index = shard(range(len(tasks)), dist)
+    mine = _run_local(fn, [tasks[i] for i in index], workers, init_args, desc, models)
+    results = gather_shards(mine, len(tasks), dist)
+    failed = None if results is None else next((r for r in results if _failed(r)), None)
+    broadcast_error(None if failed is None else failed.error(), dist)
+    return results
+
+
+def _run_local(
     fn, tasks: list[tuple], workers: int, init_args: tuple, desc: str, models: dict
 ) -> list:
-    """Run ``fn(*task)`` for every task (results in task order), in a pool when ``workers > 1``.
-
-    In this process the already loaded ``models`` are used; pool workers load their own.
-    """
+    """This process's tasks (see :func:`_run_tasks`); stops at the first failed one, leaving
+    ``None`` for the tasks it did not reach and the :class:`Failure` in the failed one's place."""
     results: list[Any] = [None] * len(tasks)
     if workers > 1 and len(tasks) > 1 and not spawn_safe_main():
         log.warning(
@@ -442,8 +482,10 @@ def _run_tasks(
             _WORKER.update(models, threads=_WORKER.get("threads") or 1)
             try:
                 for i, t in enumerate(tasks):
-                    results[i] = _check(fn(*t))
+                    results[i] = fn(*t)
                     bar.update()
+                    if _failed(results[i]):
+                        break
             finally:
                 _WORKER.clear()
                 _WORKER.update(saved)
@@ -454,32 +496,37 @@ def _run_tasks(
             ) as ex:
                 futures = {ex.submit(fn, *t): i for i, t in enumerate(tasks)}
                 for fut in cf.as_completed(futures):
-                    results[futures[fut]] = _check(fut.result())
+                    results[futures[fut]] = fut.result()
                     bar.update()
+                    if _failed(results[futures[fut]]):
+                        ex.shutdown(cancel_futures=True)
+                        break
     finally:
         bar.close()
     return results
 
 
-_FAILED = "__failed__"
+def _failure(e: RealDealError) -> Failure:
+    """A task's error as plain data (:class:`~realdeal.runtime.distributed.Failure`): it
+    crosses the process pool and the ranks, which ``InputError(path, problem)`` cannot."""
+    return Failure.of(e)
 
 
-def _failure(e: RealDealError) -> tuple:
-    """A worker's error as (marker, class, message): InputError(path, problem) does not unpickle."""
-    return _FAILED, type(e), str(e)
+def _failed(result: Any) -> bool:
+    return isinstance(result, Failure)
 
 
-def _check(result):
-    """Re-raise a worker's error in this process with its class and message."""
-    if isinstance(result, tuple) and len(result) == 3 and result[0] == _FAILED:
-        cls, msg = result[1], result[2]
-        raise cls(None, msg) if issubclass(cls, InputError) else RealDealError(msg)
-    return result
+def default_workers(dist: DistInfo | None = None) -> int:
+    """``min(2, CPUs)``, both cores of the reference machine; under torchrun, the CPUs are this
+    node's share per rank (its CPU count over the processes on the node)."""
+    per_rank = (os.cpu_count() or 1) // (dist.local_world_size if dist is not None else 1)
+    return max(1, min(2, per_rank))
 
 
-def default_workers() -> int:
-    """``min(2, CPU count)``: both cores of the reference machine."""
-    return max(1, min(2, os.cpu_count() or 1))
+def _threads(workers: int, dist: DistInfo | None) -> int:
+    """Threads for each worker process: this rank's CPUs over its workers."""
+    ranks = dist.local_world_size if dist is not None else 1
+    return max(1, (os.cpu_count() or 1) // (workers * ranks))
 
 
 # ---------------------------------------------------------------- paired suite
@@ -511,51 +558,60 @@ def evaluate_paired(
     network: NetworkOptions = NetworkOptions(),
     workers: int | None = None,
     out_dir: str | os.PathLike | None = None,
-) -> EvaluationResult:
+    dist: DistInfo | None = None,
+) -> EvaluationResult | None:
     """Paired suite over subjects: every candidate set against the originals (see module doc).
 
     ``labels=None`` derives each original's labels automatically (:mod:`realdeal.data.segment`).
     With ``out_dir``, the tables, CSVs and JSON are written there (:meth:`EvaluationResult.write`),
-    and automatic labels to ``out_dir/labels/``.
+    and automatic labels to ``out_dir/labels/``. Under torchrun (``dist``) the ranks split the
+    subjects; rank 0 returns (and writes) the result, the other ranks return ``None``.
     """
     if not candidates:
         raise ConfigError("paired evaluation needs at least one candidate set")
     names = [c.name for c in candidates]
     if len(set(names)) != len(names) or T.ORIGINAL in names:
         raise ConfigError(f"candidate set names must be distinct and not {T.ORIGINAL!r}: {names}")
-    for s in (*candidates, *([labels] if labels is not None else [])):
+    sets = (originals, *([labels] if labels is not None else []), *candidates)
+    check_same([(s.name, s.ids) for s in sets], dist, "the subjects of the sets")
+    for s in sets[1:]:
         check_paired(originals, s)
     models = {}
     if config.lpips:  # load here first: fail fast if the weights cannot be had (or download them)
         from realdeal.metrics.lpips import load_lpips
 
-        models["lpips"] = load_lpips(network.weights_dir, network.allow_download, network.device)
-    workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+        models["lpips"] = main_first(
+            lambda: load_lpips(network.weights_dir, network.allow_download, network.device), dist
+        )
+    workers = workers or default_workers(dist)
     labels_out = None
     if labels is None and out_dir is not None:
         labels_out = Path(out_dir) / "labels"
-        labels_out.mkdir(parents=True, exist_ok=True)
+        if dist is None or dist.is_main:
+            labels_out.mkdir(parents=True, exist_ok=True)
+        check_shared_folder(labels_out, dist)  # each rank writes its own subjects' labels there
     tasks = _paired_tasks(originals, candidates, labels, config, labels_out)
     t0 = time.perf_counter()
-    init = ({"lpips": config.lpips}, network, threads)
-    results = _run_tasks(_paired_task, tasks, workers, init, "paired metrics", models)
+    init = ({"lpips": config.lpips}, network, _threads(workers, dist))
+    results = _run_tasks(_paired_task, tasks, workers, init, "paired metrics", models, dist)
+    if results is None:
+        return None  # rank 0 writes the tables
     records = [r for recs, _, _ in results for r in recs]
     timings = _summed_timings(tm for _, tm, _ in results)
     skipped = {sid: sk for sid, (_, _, sk) in zip(originals.ids, results, strict=True) if sk}
     note = labels_note(labels, {sid: skipped.get(sid, {}) for sid in originals.ids})
-    timings["wall"] = time.perf_counter() - t0
+    timings["wall"] = time.perf_counter() - t0  # the per-subject metrics, over all ranks
+    t1 = time.perf_counter()
     summary = T.summarize(records, config.n_bootstrap, config.ci, config.seed)
+    timings["tables"] = time.perf_counter() - t1
     result = EvaluationResult(
         mode="paired",
         config={
             "paired": to_dict(config),
             "workers": workers,
+            "processes": dist.world_size if dist is not None else 1,
             "subjects": originals.ids,
-            "sets": {
-                s.name: s.source
-                for s in (originals, *([labels] if labels is not None else []), *candidates)
-            },
+            "sets": {s.name: s.source for s in sets},
             "labels": "given" if labels is not None else "automatic",
             "labels_source": labels.source if labels is not None else str(labels_out or ""),
             "labels_note": note,
@@ -703,47 +759,55 @@ def evaluate_unpaired(
     network: NetworkOptions = NetworkOptions(),
     workers: int | None = None,
     out_dir: str | os.PathLike | None = None,
-) -> EvaluationResult:
+    dist: DistInfo | None = None,
+) -> EvaluationResult | None:
     """Unpaired suite: each generated set vs the real set, plus real vs real (module doc).
 
-    With ``out_dir``, the tables, CSVs and JSON are written there.
+    With ``out_dir``, the tables, CSVs and JSON are written there. Under torchrun (``dist``)
+    the ranks split the feature extraction (every volume and draw); rank 0 returns (and
+    writes) the result, the other ranks return ``None``.
     """
     if not generated:
         raise ConfigError("unpaired evaluation needs at least one generated set")
     if min(len(real), *(len(g) for g in generated)) < 1:
         raise ConfigError("every set needs at least one subject")
+    sets = (real, *([real_labels] if real_labels is not None else []), *generated)
+    check_same([(s.name, s.ids) for s in sets], dist, "the subjects of the sets")
     if real_labels is not None:
         check_paired(real, real_labels)
     models = {}
     if config.features == "inception":  # load here first: fail fast if the weights cannot be had
         from realdeal.metrics.fid import load_fid_inception
 
-        models["inception"] = load_fid_inception(
-            network.weights_dir, network.allow_download, network.device
+        models["inception"] = main_first(
+            lambda: load_fid_inception(network.weights_dir, network.allow_download, network.device),
+            dist,
         )
-    workers = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    init = ({"inception": config.features == "inception"}, network, threads)
+    workers = workers or default_workers(dist)
+    init = ({"inception": config.features == "inception"}, network, _threads(workers, dist))
     t0 = time.perf_counter()
-
-    def feats(
-        s: SubjectSet, labels: SubjectSet | None, draw: int, desc: str
-    ) -> list[dict[int, np.ndarray]]:
-        tasks = [
-            (sid, s.paths[sid], None if labels is None else labels.paths[sid], config, draw)
-            for sid in s.ids
-        ]
-        return [f for f, _ in _run_tasks(_unpaired_task, tasks, workers, init, desc, models)]
-
-    real_a = feats(real, real_labels, 0, f"features {real.name}")
-    real_b = feats(real, real_labels, 1, f"features {real.name} (2nd draw)")
+    # one list of feature tasks: the real set twice (two draws of patch positions), then each
+    # generated set; every task is one volume, whichever process or rank runs it
+    parts = [(real, real_labels, 0), (real, real_labels, 1), *((g, None, 0) for g in generated)]
+    tasks = [
+        (sid, s.paths[sid], None if labels is None else labels.paths[sid], config, draw)
+        for s, labels, draw in parts
+        for sid in s.ids
+    ]
+    results = _run_tasks(_unpaired_task, tasks, workers, init, "patch features", models, dist)
+    features_s = time.perf_counter() - t0
+    if results is None:
+        return None  # rank 0 computes and writes the tables
+    feats, start = [], 0
+    for s, _, _ in parts:
+        feats.append([f for f, _ in results[start : start + len(s)]])
+        start += len(s)
+    real_a, real_b, gen = feats[0], feats[1], feats[2:]
     real_cat = {a: np.concatenate([f[a] for f in real_a]) for a in AXES}
     rng = np.random.default_rng(config.seed)
     summary: list[dict] = []
-    for g in generated:
-        summary += _set_level(
-            real_cat, feats(g, None, 0, f"features {g.name}"), config, rng, g.name
-        )
+    for g, fake in zip(generated, gen, strict=True):
+        summary += _set_level(real_cat, fake, config, rng, g.name)
     summary += _set_level(real_cat, real_b, config, rng, T.ORIGINAL)
     names = [g.name for g in generated]
     fd_name = "fid" if config.features == "inception" else "fd_patchstats"
@@ -753,13 +817,14 @@ def evaluate_unpaired(
         config={
             "unpaired": to_dict(config),
             "workers": workers,
+            "processes": dist.world_size if dist is not None else 1,
             "sets": {s.name: s.source for s in (real, *generated)},
         },
         sets=names,
         records=[],
         summary=summary,
         markdown=T.unpaired_markdown(summary, names, fd_name, suffix, config.ks, config.ci),
-        timings={"wall": time.perf_counter() - t0},
+        timings={"features": features_s, "wall": time.perf_counter() - t0},
     )
     if out_dir is not None:
         result.write(out_dir)
