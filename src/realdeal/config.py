@@ -6,13 +6,13 @@ for the built-in cohort, from what is documented next to the field). ``to_dict``
 saved next to every checkpoint and output and a run repeated from what it wrote.
 
 Every numeric setting has a declared :class:`Range` (finite, sign, bounds): in the field's
-metadata (``dataclasses.field(metadata=bounds(lo, hi))``, see :mod:`realdeal.presets`) or, for
-config classes whose modules declare none, in :data:`FIELD_RANGES`; options that set no config
-field have theirs in :data:`OPTION_RANGES`. :func:`from_dict` (so ``--config`` files, presets
-with overrides and :func:`replace`) checks values against them before a config is built, and
-the command line's number options parse with :func:`number_arg` of the same declarations, so
-``--lr nan`` and ``"lr": NaN`` in a config file are refused alike, in one line naming the
-setting.
+metadata (``dataclasses.field(metadata=bounds(lo, hi))``, see :mod:`realdeal.presets` and the
+commands' own settings classes) or, for config classes whose modules declare none, in
+:data:`FIELD_RANGES`; options that set no config field have theirs in :data:`OPTION_RANGES`.
+:func:`from_dict` (so ``--config`` files, presets with overrides and :func:`replace`) checks
+values against them before a config is built, and the command line's number options parse
+with :func:`number_arg` of the same declarations, so ``--lr nan`` and ``"lr": NaN`` in a
+config file are refused alike, in one line naming the setting.
 """
 
 from __future__ import annotations
@@ -217,16 +217,7 @@ FIELD_RANGES: dict[str, dict[str, Range]] = {
 
 #: Ranges of command-line options that set no config field, by ``"command --option"``.
 OPTION_RANGES: dict[str, Range] = {
-    "sample --n": Range(1, 100_000, integer=True),
-    "sample --steps": SAMPLING_STEPS,
-    "sample --eta": Range(0.0, 1.0, why="DDIM η"),
-    "sample --seed": SEED,
-    "skullstrip --spacing": VOXEL_MM,
     "evaluate --workers": WORKERS,
-    "import-official --image-shape": GRID,
-    "import-official --window": Range(4, 1024, integer=True),
-    "import-official --norm-groups": Range(1, 1024, integer=True),
-    "import-official --head-channels": Range(0, 8192, integer=True, why="0 = no attention"),
 }
 
 
@@ -236,13 +227,19 @@ def _class_key(cls: type) -> str:
 
 def field_range(cls: type | str, name: str) -> Range | None:
     """The declared range of field ``name`` of config class ``cls`` (a class or its
-    ``"module:Class"`` name: looked up without importing it), or ``None``."""
-    key = cls if isinstance(cls, str) else _class_key(cls)
-    if not isinstance(cls, str) and dataclasses.is_dataclass(cls):
+    ``"module:Class"`` name: looked up without importing it), or ``None``. A class's field
+    inherited from a base has the range the class or, failing that, the base declares."""
+    if isinstance(cls, str):
+        return FIELD_RANGES.get(cls, {}).get(name)
+    if dataclasses.is_dataclass(cls):
         for f in dataclasses.fields(cls):
             if f.name == name and "range" in f.metadata:
                 return f.metadata["range"]
-    return FIELD_RANGES.get(key, {}).get(name)
+    for klass in cls.__mro__:
+        rng = FIELD_RANGES.get(_class_key(klass), {}).get(name)
+        if rng is not None:
+            return rng
+    return None
 
 
 def _is_integer_type(tp: Any) -> bool | None:

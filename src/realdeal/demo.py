@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from realdeal.config import to_dict
 from realdeal.diffusion.registry import DEFAULT_SAMPLING
@@ -65,11 +65,8 @@ PACKAGED = "packaged"
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """What ``realdeal demo`` does; every field is a flag of the command.
-
-    ``train_scale`` multiplies every model's ``cpu-small`` step count when the demo trains.
-    ``checkpoints``: ``"packaged"`` (the shipped demo checkpoints when they fit this cohort),
-    a folder holding ``autoencoder.pt``/``ldm.pt``/``refiner.pt``, or ``None`` (always train).
+    """What ``realdeal demo`` does. Every field but ``sample_batch`` and ``sample_sampler`` is
+    a flag of the command, the first paragraph of its docstring the flag's help.
 
     Sampling defaults come from :data:`realdeal.diffusion.registry.DEFAULT_SAMPLING`: the LDM's
     row for samples, the residual refiner's for refinement (DDIM, η = 1, 10 quadratically
@@ -79,28 +76,54 @@ class DemoConfig:
     """
 
     quick: bool = False
+    """Tiny everything, trains from scratch."""
     seed: int = 0
+    """Random seed."""
     retrain: bool = False
+    """Train all three models here instead of using existing or shipped checkpoints (earlier
+    models are kept in models/<kind>.previous)."""
     train_scale: float = 1.0
+    """Multiply every model's cpu-small training steps by K when training."""
     checkpoints: str | None = PACKAGED
+    """Demo checkpoint folder; ``packaged``: the ones shipped with the package (when they fit
+    this cohort); ``none``: always train.
+
+    A folder holds ``autoencoder.pt``, ``ldm.pt`` and ``refiner.pt``. In Python, ``None``
+    always trains (the command line's ``none``)."""
     n_samples: int = 16
+    """LDM samples to draw."""
     n_refined_samples: int = 3
+    """How many of the samples to refine (the first ones)."""
     sample_batch: int = 8
+    """LDM samples drawn together."""
     sample_sampler: str = DEFAULT_SAMPLING["ldm"].sampler
+    """The LDM's sampler."""
     sample_steps: int = DEFAULT_SAMPLING["ldm"].steps  # type: ignore[assignment]
+    """LDM sampling steps (with ``sample_sampler``)."""
     refine_sampler: str = DEFAULT_SAMPLING["residual"].sampler
+    """Refinement sampler."""
     refine_steps: int = DEFAULT_SAMPLING["residual"].steps  # type: ignore[assignment]
+    """Refinement steps."""
     refine_eta: float = DEFAULT_SAMPLING["residual"].eta
+    """DDIM η for refinement (1 = DDPM-like)."""
     refine_spacing: str = DEFAULT_SAMPLING["residual"].spacing
+    """Refinement timestep spacing: linear, or quadratic (denser toward t = 0)."""
     refine_variance: str = DEFAULT_SAMPLING["residual"].variance
-    refine_precision: str = "auto"
-    """The refiner's arithmetic: ``auto``, ``fp32`` or ``bf16`` (see
-    :func:`~realdeal.runtime.device.inference_precision`)."""
+    """Refinement DDIM step variance: fixed, or analytic."""
+    refine_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """The refiner's arithmetic; ``auto``: bf16 on CUDA and on CPUs with native bf16, else
+    fp32.
+
+    See :func:`~realdeal.runtime.device.inference_precision`."""
     max_batch: int = 8
+    """Windows per refiner batch."""
     workers: int | None = None
+    """Evaluation worker processes (default: cores)."""
     device: str = "auto"
-    """Where the models train, reconstruct, sample and refine: ``auto`` (a CUDA GPU when
-    present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The metrics run on the CPU."""
+    """Where models train, sample and refine: ``auto`` (a CUDA GPU when present), ``cpu``,
+    ``cuda`` or ``cuda:N``.
+
+    The models also reconstruct there; the metrics run on the CPU."""
 
     def __post_init__(self) -> None:
         from realdeal.errors import ConfigError

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, Literal
 
 from realdeal.commands._checks import checkpoint_arg
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags
 from realdeal.config import device_arg
 
 
+@dataclasses.dataclass(frozen=True)
+class AutoencoderRun:
+    """Where and how ``realdeal reconstruct`` and ``realdeal encode`` run the autoencoder."""
+
+    split: Literal["all", "train", "val", "test"] = "all"
+    """The prepared dataset's subjects to run on."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda[:N]``."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Inference precision."""
+
+
 def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool = True) -> None:
-    """``--autoencoder``, ``--data``, ``--split``, ``--device`` and ``--precision``."""
+    """``--autoencoder``, ``--data`` and the flags of :class:`AutoencoderRun` (``--split``,
+    ``--device``, ``--precision``)."""
     p.add_argument(
         "--autoencoder",
         required=True,
@@ -18,15 +33,9 @@ def add_autoencoder_flags(p: argparse.ArgumentParser, what: str, need_data: bool
         help="autoencoder checkpoint (.pt or .safetensors), or demo:autoencoder for the shipped one",
     )
     p.add_argument("--data", required=need_data, help="prepared dataset folder")
-    p.add_argument(
-        "--split",
-        choices=["all", "train", "val", "test"],
-        default="all",
-        help=f"subjects to {what}",
-    )
-    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument(
-        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
+    fields = {"split": Flag(f"subjects to {what}"), "device": Flag(type=device_arg)}
+    add_config_flags(
+        p, ConfigFlags(AutoencoderRun, (), {**fields, "precision": Flag()}, field_defaults=True)
     )
 
 

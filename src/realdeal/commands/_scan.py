@@ -1,8 +1,10 @@
-"""Flags shared by the commands that take your own scans: intensity mapping and brain."""
+"""Flags shared by the commands that take your own scans: inputs, intensity mapping, brain."""
 
 from __future__ import annotations
 
 import argparse
+
+from realdeal.commands._flags import Flag
 
 
 def add_input_flags(p: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -15,27 +17,26 @@ def add_input_flags(p: argparse.ArgumentParser, optional: bool = False) -> None:
     )
 
 
-def add_scan_flags(p: argparse.ArgumentParser) -> None:
-    """``--intensity``, ``--brain-mask``, ``--skull-strip`` and ``--allow-head``."""
-    p.add_argument(
-        "--intensity",
-        choices=["auto", "scaled", "raw", "percentile"],
-        help="input intensities: scaled = already in [−1, 1]; raw = training units (the stored "
+#: ``--intensity``, ``--brain-mask``, ``--skull-strip`` and ``--allow-head``: the flags of the
+#: fields of :class:`~realdeal.data.intensity.ScanOptions` (and of the settings that repeat
+#: them, :class:`~realdeal.pipelines.refiner.RefineSettings`).
+SCAN_FLAGS: dict[str, str | Flag] = {
+    "intensity": Flag(
+        "input intensities: scaled = already in [−1, 1]; raw = training units (the stored "
         "training mapping); percentile = any units (the scan's own brain percentiles); auto "
-        "(default) picks scaled, else raw if it puts the brain inside [−1, 1], else percentile",
-    )
-    p.add_argument(
-        "--brain-mask",
+        "picks scaled, else raw if it puts the brain inside [−1, 1], else percentile",
+        choices="realdeal.data.intensity:INTENSITY_MODES",
+    ),
+    "brain_mask": Flag(
+        "brain mask on the input's grid (a file, or a folder of <input name>.nii.gz masks)",
         metavar="MASK",
-        help="brain mask on the input's grid (a file, or a folder of <input name>.nii.gz masks)",
-    )
-    p.add_argument(
-        "--skull-strip",
-        action="store_true",
-        help="extract the brain by affine registration of MNI152 (adult T1w near MNI shape)",
-    )
-    p.add_argument(
-        "--allow-head",
-        action="store_true",
-        help="process scans that look like heads with skull and scalp (refused by default)",
-    )
+    ),
+    "skull_strip": Flag(
+        "extract the brain by affine registration of MNI152 (adult T1w near MNI shape)",
+        switch=True,
+    ),
+    "allow_head": Flag(
+        "process scans that look like heads with skull and scalp (refused by default)",
+        switch=True,
+    ),
+}

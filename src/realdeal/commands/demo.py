@@ -5,16 +5,44 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._checks import check_demo_checkpoints, check_writable_dir
-from realdeal.config import device_arg, field_arg
-from realdeal.diffusion.registry import SAMPLERS, SPACINGS, VARIANCES
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
+from realdeal.config import device_arg
+from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, SPACINGS, VARIANCES
 
-DEMO = "realdeal.demo:DemoConfig"
+
+def _none_is_none(value: str) -> str | None:
+    """``--checkpoints none`` → ``None`` (always train)."""
+    return None if value == "none" else value
+
+
+DEMO_FLAGS = ConfigFlags(
+    "realdeal.demo:DemoConfig",
+    (),
+    {
+        "quick": Flag(switch=True),
+        "seed": Flag(),
+        "retrain": Flag(switch=True),
+        "train_scale": Flag(metavar="K"),
+        "checkpoints": Flag(metavar="DIR", convert=_none_is_none),
+        "n_samples": Flag(name="--samples"),
+        "n_refined_samples": Flag(name="--refined-samples"),
+        "sample_steps": Flag(f"LDM sampling steps ({DEFAULT_SAMPLING['ldm'].sampler})"),
+        "refine_sampler": Flag(choices=list(SAMPLERS)),
+        "refine_steps": Flag(),
+        "refine_eta": Flag(),
+        "refine_spacing": Flag(choices=SPACINGS),
+        "refine_variance": Flag(choices=VARIANCES),
+        "refine_precision": Flag(),
+        "max_batch": Flag(),
+        "workers": Flag(),
+        "device": Flag(type=device_arg),
+    },
+    field_defaults=True,
+)
+"""The flags of :class:`~realdeal.demo.DemoConfig`: each option's default is its field's."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from realdeal.demo import DemoConfig
-
-    d = DemoConfig()
     p = sub.add_parser(
         "demo",
         help="run the end-to-end demo on the built-in cohort and write its report",
@@ -23,111 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or by training), refine the held-out reconstructions and LDM samples, evaluate both "
         "and write report/report.html. Re-running continues where an earlier run stopped.",
     )
-    p.add_argument(
-        "-o", "--out", default="demo-output", help="output folder (default ./demo-output)"
-    )
-    p.add_argument("--quick", action="store_true", help="tiny everything, trains from scratch")
-    p.add_argument("--seed", type=field_arg(int, DEMO, "seed"), default=d.seed, help="random seed")
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train all three models here instead of using existing or shipped checkpoints "
-        "(earlier models are kept in models/<kind>.previous)",
-    )
-    p.add_argument(
-        "--train-scale",
-        type=field_arg(float, DEMO, "train_scale"),
-        default=d.train_scale,
-        metavar="K",
-        help="multiply every model's cpu-small training steps by K when training",
-    )
-    p.add_argument(
-        "--checkpoints",
-        default=d.checkpoints,
-        metavar="DIR",
-        help="demo checkpoint folder (default: the ones shipped with the package; "
-        "'none' = always train)",
-    )
-    p.add_argument(
-        "--samples",
-        type=field_arg(int, DEMO, "n_samples"),
-        default=d.n_samples,
-        help="LDM samples to draw",
-    )
-    p.add_argument(
-        "--refined-samples",
-        type=field_arg(int, DEMO, "n_refined_samples"),
-        default=d.n_refined_samples,
-        help="how many of the samples to refine (the first ones)",
-    )
-    p.add_argument(
-        "--sample-steps",
-        type=field_arg(int, DEMO, "sample_steps"),
-        default=d.sample_steps,
-        help=f"LDM sampling steps ({d.sample_sampler})",
-    )
-    p.add_argument(
-        "--refine-sampler",
-        choices=list(SAMPLERS),
-        default=d.refine_sampler,
-        help="refinement sampler",
-    )
-    p.add_argument(
-        "--refine-steps",
-        type=field_arg(int, DEMO, "refine_steps"),
-        default=d.refine_steps,
-        help="refinement steps",
-    )
-    p.add_argument(
-        "--refine-eta",
-        type=field_arg(float, DEMO, "refine_eta"),
-        default=d.refine_eta,
-        help="DDIM η for refinement (1 = DDPM-like)",
-    )
-    p.add_argument(
-        "--refine-spacing",
-        choices=list(SPACINGS),
-        default=d.refine_spacing,
-        help=f"refinement timestep spacing (default {d.refine_spacing}: denser toward t = 0)",
-    )
-    p.add_argument(
-        "--refine-variance",
-        choices=list(VARIANCES),
-        default=d.refine_variance,
-        help=f"refinement DDIM step variance (default {d.refine_variance})",
-    )
-    p.add_argument(
-        "--refine-precision",
-        choices=["auto", "fp32", "bf16"],
-        default=d.refine_precision,
-        help="the refiner's arithmetic (default auto: bf16 on CUDA and on CPUs with native "
-        "bf16, else fp32)",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=field_arg(int, DEMO, "max_batch"),
-        default=d.max_batch,
-        help="windows per refiner batch",
-    )
-    p.add_argument(
-        "--workers",
-        type=field_arg(int, DEMO, "workers"),
-        help="evaluation worker processes (default: cores)",
-    )
-    p.add_argument(
-        "--device",
-        type=device_arg,
-        default=d.device,
-        help="where models train, sample and refine: auto (a CUDA GPU when present), cpu, "
-        "cuda or cuda:N (default auto)",
-    )
+    on_first_use(p, _add_flags)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """``-o``, the flags of :data:`DEMO_FLAGS` and ``--export-checkpoints``."""
+    p.add_argument("-o", "--out", default="demo-output", help="output folder")
+    add_config_flags(p, DEMO_FLAGS)
     p.add_argument(
         "--export-checkpoints",
         metavar="DIR",
         help="after the run, write its models as slim demo checkpoints into DIR "
         "(how src/realdeal/demo_checkpoints is made)",
     )
-    p.set_defaults(func=run, preflight=_preflight)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -139,51 +76,14 @@ def _preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realdeal.demo import DemoConfig, export_checkpoints, run_demo
-
-    cfg = DemoConfig(
-        quick=args.quick,
-        seed=args.seed,
-        retrain=args.retrain,
-        train_scale=args.train_scale,
-        checkpoints=None if args.checkpoints in (None, "none") else args.checkpoints,
-        n_samples=args.samples,
-        n_refined_samples=args.refined_samples,
-        sample_steps=args.sample_steps,
-        refine_sampler=args.refine_sampler,
-        refine_steps=args.refine_steps,
-        refine_eta=args.refine_eta,
-        refine_spacing=args.refine_spacing,
-        refine_variance=args.refine_variance,
-        refine_precision=args.refine_precision,
-        max_batch=args.max_batch,
-        workers=args.workers,
-        device=args.device,
-    )
     import shlex
 
-    d = DemoConfig()
+    from realdeal.demo import export_checkpoints, run_demo
+
+    cfg = DEMO_FLAGS.build(args)
+    # the command recorded in run.json; the number of evaluation processes changes no result
     words = ["realdeal", "demo", "-o", str(args.out)]
-    for flag, value, default in (
-        ("--quick", cfg.quick, d.quick),
-        ("--retrain", cfg.retrain, d.retrain),
-        ("--seed", cfg.seed, d.seed),
-        ("--train-scale", cfg.train_scale, d.train_scale),
-        ("--checkpoints", args.checkpoints, d.checkpoints),
-        ("--samples", cfg.n_samples, d.n_samples),
-        ("--refined-samples", cfg.n_refined_samples, d.n_refined_samples),
-        ("--sample-steps", cfg.sample_steps, d.sample_steps),
-        ("--refine-sampler", cfg.refine_sampler, d.refine_sampler),
-        ("--refine-steps", cfg.refine_steps, d.refine_steps),
-        ("--refine-eta", cfg.refine_eta, d.refine_eta),
-        ("--refine-spacing", cfg.refine_spacing, d.refine_spacing),
-        ("--refine-variance", cfg.refine_variance, d.refine_variance),
-        ("--refine-precision", cfg.refine_precision, d.refine_precision),
-        ("--max-batch", cfg.max_batch, d.max_batch),
-        ("--device", cfg.device, d.device),
-    ):
-        if value != default:
-            words += [flag] if isinstance(value, bool) else [flag, str(value)]
+    words += DEMO_FLAGS.changed_words(args, leave_out=("workers",))
     report = run_demo(args.out, cfg, command=shlex.join(words))
     if args.export_checkpoints:
         export_checkpoints(args.out, args.export_checkpoints)

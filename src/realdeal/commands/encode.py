@@ -11,6 +11,7 @@ import argparse
 
 from realdeal.commands._autoencoder import add_autoencoder_flags, load_autoencoder_and_data
 from realdeal.commands._checks import check_dataset, check_writable_dir
+from realdeal.commands._flags import on_first_use
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write autoencoder latents (safetensors) of a prepared dataset",
         description=__doc__,
     )
+    on_first_use(p, _add_flags)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """``-o`` and the autoencoder's flags."""
     p.add_argument(
         "-o",
         "--out",
@@ -26,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output folder for <id>.safetensors and latent_scaling.json",
     )
     add_autoencoder_flags(p, "encode")
-    p.set_defaults(func=run, preflight=_preflight)
 
 
 def _preflight(args: argparse.Namespace) -> None:

@@ -9,9 +9,37 @@ from realdeal.commands._checks import (
     check_writable_dir,
     checkpoint_arg,
 )
-from realdeal.config import field_arg
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
+from realdeal.errors import ConfigError
 
-PREPARE = "realdeal.data.dataset:PrepareConfig"
+
+def _one_or_three(values: list[float]) -> list[float]:
+    """``--spacing MM`` or ``--spacing X Y Z``: three voxel sizes."""
+    if len(values) not in (1, 3):
+        raise ConfigError("--spacing takes one or three values")
+    return values * 3 if len(values) == 1 else values
+
+
+PREPARE_FLAGS = ConfigFlags(
+    "realdeal.data.dataset:PrepareConfig",
+    (),
+    {
+        "shape": Flag("prepared grid", metavar=("X", "Y", "Z")),
+        "spacing": Flag(
+            "resample to this voxel size (one or three values)",
+            metavar="MM",
+            nargs="+",
+            convert=_one_or_three,
+        ),
+        "window": "window size of the brain-fraction maps",
+        "low_percentile": "foreground percentile mapped to -1",
+        "high_percentile": "foreground percentile mapped to +1",
+        "test_fraction": "fraction of subjects held out",
+        "seed": "split seed",
+    },
+)
+"""The flags of :class:`~realdeal.data.dataset.PrepareConfig`: each given one replaces the
+value of ``--config`` (or the default)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(low, high) pair from the training set, crop/pad around the brain, split 80/20, and "
         "precompute brain-fraction maps of every window position.",
     )
+    on_first_use(p, _add_flags)  # PrepareConfig's module imports numpy
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """Inputs, ``-o``, ``--labels``, the flags of :data:`PREPARE_FLAGS`, ``--split``,
+    ``--intensity-from``, ``--config`` and ``--overwrite``."""
     p.add_argument(
         "inputs", nargs="+", help="folder(s), glob pattern(s) (quote them) or NIfTI files"
     )
@@ -30,41 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--labels",
         help="label-map pattern with {dir}, {stem}, {id}, e.g. '{dir}/{id}_dseg.nii.gz' or '{dir}/aparc+aseg.nii.gz'",
     )
-    p.add_argument(
-        "--shape",
-        type=field_arg(int, PREPARE, "shape"),
-        nargs=3,
-        metavar=("X", "Y", "Z"),
-        help="prepared grid (default 224 288 224)",
-    )
-    p.add_argument(
-        "--spacing",
-        type=field_arg(float, PREPARE, "spacing"),
-        nargs="+",
-        metavar="MM",
-        help="resample to this voxel size (one or three values)",
-    )
-    p.add_argument(
-        "--window",
-        type=field_arg(int, PREPARE, "window"),
-        help="window size of the brain-fraction maps (default 64)",
-    )
-    p.add_argument(
-        "--low-percentile",
-        type=field_arg(float, PREPARE, "low_percentile"),
-        help="foreground percentile mapped to -1 (default 0.5)",
-    )
-    p.add_argument(
-        "--high-percentile",
-        type=field_arg(float, PREPARE, "high_percentile"),
-        help="foreground percentile mapped to +1 (default 99.5)",
-    )
-    p.add_argument(
-        "--test-fraction",
-        type=field_arg(float, PREPARE, "test_fraction"),
-        help="fraction of subjects held out (default 0.2)",
-    )
-    p.add_argument("--seed", type=field_arg(int, PREPARE, "seed"), help="split seed (default 0)")
+    add_config_flags(p, PREPARE_FLAGS)
     p.add_argument(
         "--split", help="CSV with columns subject,split (train/val/test) instead of a random split"
     )
@@ -79,7 +80,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing prepared dataset at --out"
     )
-    p.set_defaults(func=run, preflight=_preflight)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -94,26 +94,11 @@ def _preflight(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from realdeal.config import load_config, replace
+    from realdeal.config import load_config
     from realdeal.data.dataset import PrepareConfig, prepare_dataset
-    from realdeal.errors import ConfigError
 
     cfg = load_config(PrepareConfig, args.config) if args.config else PrepareConfig()
-    spacing = None
-    if args.spacing:
-        if len(args.spacing) not in (1, 3):
-            raise ConfigError("--spacing takes one or three values")
-        spacing = tuple(args.spacing * 3 if len(args.spacing) == 1 else args.spacing)
-    cfg = replace(
-        cfg,
-        shape=tuple(args.shape) if args.shape else None,
-        spacing=spacing,
-        window=args.window,
-        low_percentile=args.low_percentile,
-        high_percentile=args.high_percentile,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-    )
+    cfg = PREPARE_FLAGS.build(args, cfg)
     inputs = args.inputs if len(args.inputs) > 1 else args.inputs[0]
     ds = prepare_dataset(
         inputs, args.out, cfg, labels=args.labels, split_csv=args.split,

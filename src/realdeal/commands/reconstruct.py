@@ -20,7 +20,11 @@ from realdeal.commands._checks import (
     check_writable_dir,
     checkpoint_arg,
 )
-from realdeal.commands._scan import add_input_flags, add_scan_flags
+from realdeal.commands._flags import ConfigFlags, add_config_flags, on_first_use
+from realdeal.commands._scan import SCAN_FLAGS, add_input_flags
+
+SCAN = ConfigFlags("realdeal.data.intensity:ScanOptions", (), SCAN_FLAGS)
+"""The flags of :class:`~realdeal.data.intensity.ScanOptions` (how your own scans are read)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one split) of --data, stored as the dataset's 'reconstructions'; or the NIfTI files "
         "given, written to -o in their own geometry and intensity units.",
     )
+    on_first_use(p, _add_flags)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """Inputs and ``-o``, the autoencoder's flags, ``--skip-existing``, ``--intensity-from``
+    and the flags of :data:`SCAN`."""
     add_input_flags(p, optional=True)
     add_autoencoder_flags(p, "reconstruct", need_data=False)
     p.add_argument(
@@ -43,8 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the training set's intensity mapping (prepared dataset or checkpoint); default: "
         "the autoencoder's training dataset if it still exists",
     )
-    add_scan_flags(p)
-    p.set_defaults(func=run, preflight=_preflight)
+    add_config_flags(p, SCAN)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -77,11 +87,7 @@ def run_files(args: argparse.Namespace) -> int:
     files = find_inputs(args.inputs)
     check_inputs(files, args.brain_mask)  # bad input: fail before torch and the checkpoint load
 
-    from realdeal.data.intensity import (
-        ScanOptions,
-        load_intensity_mapping,
-        mapping_from_checkpoint,
-    )
+    from realdeal.data.intensity import load_intensity_mapping, mapping_from_checkpoint
     from realdeal.data.io import output_paths
     from realdeal.models.loading import load_autoencoder
     from realdeal.pipelines.autoencoder import reconstruct_files
@@ -98,9 +104,7 @@ def run_files(args: argparse.Namespace) -> int:
         except InputError:  # no stored mapping: auto maps each scan's own brain percentiles
             mapping = (None, (0.5, 99.5))
     stored, percentiles = mapping
-    options = ScanOptions(
-        args.intensity or "auto", args.brain_mask, args.skull_strip, args.allow_head
-    )
+    options = SCAN.build(args)
     records = reconstruct_files(
         ae, files, args.out, options, stored, percentiles, device, args.precision
     )

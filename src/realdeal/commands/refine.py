@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._checks import check_output, checkpoint_arg
-from realdeal.commands._scan import add_input_flags, add_scan_flags
-from realdeal.config import device_arg, field_arg
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
+from realdeal.commands._scan import SCAN_FLAGS, add_input_flags
+from realdeal.config import device_arg
 from realdeal.diffusion.registry import (
     DEFAULT_SAMPLING,
     SAMPLERS,
@@ -16,48 +17,61 @@ from realdeal.diffusion.registry import (
     describe,
 )
 
-TRAVERSALS = ["wavefront", "official"]
-SETTINGS = "realdeal.pipelines.refiner:RefineSettings"
-
-
-def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    """--sampler, --steps, --eta and --strength; help texts from the sampler registry's table."""
-    p.add_argument(
-        "--sampler",
-        choices=list(SAMPLERS),
-        help=f"default: {describe(DEFAULT_SAMPLING['residual'])} for a residual (cpu-small) "
-        f"refiner; {describe(DEFAULT_SAMPLING['image'])} for an image (paper) refiner",
-    )
-    p.add_argument(
-        "--steps",
-        type=field_arg(int, SETTINGS, "steps"),
-        help="reverse steps, at least 1 (default: without --sampler as said there; with "
+REFINE_FLAGS = ConfigFlags(
+    "realdeal.pipelines.refiner:RefineSettings",
+    (),
+    {
+        "sampler": Flag(
+            f"default: {describe(DEFAULT_SAMPLING['residual'])} for a residual (cpu-small) "
+            f"refiner; {describe(DEFAULT_SAMPLING['image'])} for an image (paper) refiner",
+            choices=list(SAMPLERS),
+        ),
+        "steps": "reverse steps, at least 1 (default: without --sampler as said there; with "
         f"--sampler {default_steps_help()})",
-    )
-    p.add_argument(
-        "--eta",
-        type=field_arg(float, SETTINGS, "eta"),
-        help="DDIM η in [0, 1] (0 deterministic, 1 DDPM-like; default: without --sampler as "
+        "eta": "DDIM η in [0, 1] (0 deterministic, 1 DDPM-like; default: without --sampler as "
         "said there, else 0)",
-    )
-    p.add_argument(
-        "--spacing",
-        choices=list(SPACINGS),
-        help="timestep spacing: linear, or quadratic (steps denser toward t = 0; default: "
-        "without --sampler as said there, else linear)",
-    )
-    p.add_argument(
-        "--variance",
-        choices=list(VARIANCES),
-        help="DDIM step variance: fixed, or analytic (adds the noise a large step loses to "
-        "x0's uncertainty; default: without --sampler as said there, else fixed)",
-    )
-    p.add_argument(
-        "--strength",
-        type=field_arg(float, SETTINGS, "strength"),
-        help="in (0, 1]: start from the coarse input noised to strength·T (SDEdit) instead of "
-        "pure noise (default 1 = the paper)",
-    )
+        "spacing": Flag(
+            "timestep spacing: linear, or quadratic (steps denser toward t = 0; default: "
+            "without --sampler as said there, else linear)",
+            choices=SPACINGS,
+        ),
+        "variance": Flag(
+            "DDIM step variance: fixed, or analytic (adds the noise a large step loses to "
+            "x0's uncertainty; default: without --sampler as said there, else fixed)",
+            choices=VARIANCES,
+        ),
+        "strength": "in (0, 1]: start from the coarse input noised to strength·T (SDEdit) "
+        "instead of pure noise (1 = the paper)",
+        "overlap": "window overlap in voxels (default a quarter window)",
+        "max_batch": "windows per network call at most (bounds memory)",
+        "traversal": "window traversal: wavefront (ours) or official (the authors'); "
+        "--schedule is the deprecated old name",
+        "skip_background": Flag(
+            "diffuse pure-background windows too", name="--no-skip-background", switch=True
+        ),
+        "seed": "random seed",
+        "precision": Flag(
+            "network precision; auto: bf16 on CUDA (measured 1.34x faster than fp32 on an "
+            "H100) and on CPUs with native bf16 (2.2x faster on 2 cores), else fp32",
+            choices=["fp32", "bf16", "fp16", "auto"],
+        ),
+        "compile": Flag(
+            "torch.compile the network (backend default inductor), every call padded to "
+            "--max-batch windows: on an H100 a full HCP volume at 20 steps took 41 s instead "
+            "of 61 s (bf16, --max-batch 12) after 104 s of compilation once, so worth it for "
+            "many volumes or steps (default off)",
+            metavar="BACKEND",
+            nargs="?",
+            const="inductor",
+        ),
+        **SCAN_FLAGS,
+        "resample": Flag("resample inputs whose voxel size differs from training", switch=True),
+        "batch_volumes": "refine this many consecutive inputs together: their windows share "
+        "network calls (up to --max-batch); under torchrun ranks take such groups in turn",
+    },
+)
+"""The flags of :class:`~realdeal.pipelines.refiner.RefineSettings`: each given one replaces
+the settings' default (sampling defaults: by the refiner's target, the registry's table)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "orientation, affine and header; refine.json beside them records plan, timings and seam scores. "
         "Runs under torchrun (one process per GPU; the ranks split the inputs).",
     )
+    on_first_use(p, _add_flags)  # RefineSettings' module imports torch
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """Inputs, ``-o``, ``--checkpoint``, the flags of :data:`REFINE_FLAGS`, ``--device`` and
+    ``--plan-only`` (and the hidden old name ``--schedule`` of ``--traversal``)."""
     add_input_flags(p)
     p.add_argument(
         "--checkpoint",
@@ -77,78 +98,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refiner checkpoint, .pt or .safetensors (realdeal train refiner), or demo:refiner "
         "for the shipped one",
     )
-    _add_sampling_flags(p)
-    p.add_argument(
-        "--overlap",
-        type=field_arg(int, SETTINGS, "overlap"),
-        help="window overlap in voxels (default a quarter window)",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=field_arg(int, SETTINGS, "max_batch"),
-        help="windows per network call at most (bounds memory; default 8)",
-    )
-    p.add_argument(
-        "--traversal",
-        choices=TRAVERSALS,
-        help="window traversal: wavefront (ours) or official (the authors'); default wavefront "
-        "(--schedule is the deprecated old name)",
-    )
-    p.add_argument("--schedule", dest="traversal", choices=TRAVERSALS, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--no-skip-background", action="store_true", help="diffuse pure-background windows too"
-    )
-    p.add_argument("--seed", type=field_arg(int, SETTINGS, "seed"), help="random seed (default 0)")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16", "auto"],
-        help="network precision (default auto: bf16 on CUDA, measured 1.34x faster than fp32 "
-        "on an H100, and on CPUs with native bf16, 2.2x faster on 2 cores; else fp32)",
-    )
-    p.add_argument(
-        "--compile",
-        nargs="?",
-        const="inductor",
-        metavar="BACKEND",
-        help="torch.compile the network (backend default inductor), every call padded to "
-        "--max-batch windows: on an H100 a full HCP volume at 20 steps took 41 s instead of "
-        "61 s (bf16, --max-batch 12) after 104 s of compilation once, so worth it for many "
-        "volumes or steps (default off)",
-    )
-    add_scan_flags(p)
-    _add_execution_flags(p)
-    p.set_defaults(func=run, preflight=_preflight)
-
-
-def _preflight(args: argparse.Namespace) -> None:
-    if not args.plan_only:
-        check_output(args.out, "-o/--out")
-
-
-def _add_execution_flags(p: argparse.ArgumentParser) -> None:
-    """Input resampling, batching over volumes, device and plan-only mode."""
-    p.add_argument(
-        "--resample",
-        action="store_true",
-        help="resample inputs whose voxel size differs from training",
-    )
-    p.add_argument(
-        "--batch-volumes",
-        type=field_arg(int, SETTINGS, "batch_volumes"),
-        help="refine this many consecutive inputs together: their windows share network calls "
-        "(up to --max-batch); under torchrun ranks take such groups in turn (default 4)",
-    )
+    add_config_flags(p, REFINE_FLAGS)
     p.add_argument(
         "--device",
         type=device_arg,
         default="auto",
-        help="auto (this rank's GPU if any, else CPU), cpu, cuda, cuda:1 … (default auto)",
+        help="auto (this rank's GPU if any, else CPU), cpu, cuda, cuda:1 …",
     )
     p.add_argument(
         "--plan-only",
         action="store_true",
         help="print the plan (waves, windows, redundancy) and exit",
     )
+    traversal = p._option_string_actions["--traversal"]
+    p.add_argument(
+        "--schedule", dest=traversal.dest, choices=traversal.choices, help=argparse.SUPPRESS
+    )
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    if not args.plan_only:
+        check_output(args.out, "-o/--out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,32 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_inputs(find_inputs(args.inputs), args.brain_mask)  # bad input: fail before torch loads
 
-    from realdeal.config import replace
-    from realdeal.pipelines.refiner import RefineSettings, format_score, refine_paths
+    from realdeal.pipelines.refiner import format_score, refine_paths
     from realdeal.runtime.distributed import inference_group
 
-    settings = replace(
-        RefineSettings(),
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        spacing=args.spacing,
-        variance=args.variance,
-        strength=args.strength,
-        overlap=args.overlap,
-        max_batch=args.max_batch,
-        batch_volumes=args.batch_volumes,
-        traversal=args.traversal,
-        skip_background=False if args.no_skip_background else None,
-        seed=args.seed,
-        precision=args.precision,
-        compile=args.compile,
-        intensity=args.intensity,
-        resample=True if args.resample else None,
-        brain_mask=args.brain_mask,
-        skull_strip=args.skull_strip or None,
-        allow_head=args.allow_head or None,
-    )
+    settings = REFINE_FLAGS.build(args)
     with inference_group(args.device) as dist, _one_writer(args, dist):
         records = refine_paths(
             args.checkpoint, args.inputs, args.out, settings, args.device, args.plan_only, dist

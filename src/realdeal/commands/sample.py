@@ -11,20 +11,74 @@ refused in one line, as is a second process writing into the folder at the same 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Literal
 
 from realdeal.commands._checks import check_dataset, check_writable_dir, checkpoint_arg
-from realdeal.config import device_arg, option_arg
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
+from realdeal.config import SAMPLING_STEPS, SEED, bounds, device_arg
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, SAMPLERS, default_steps_help, describe
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """What ``realdeal sample`` draws, with which sampler, and where it computes."""
+
+    n: int = dataclasses.field(default=1, metadata=bounds(1, 100_000))
+    """Number of volumes."""
+    sampler: str | None = None
+    """Reverse process (``None``: the LDM's row of
+    :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING`)."""
+    steps: int | None = dataclasses.field(default=None, metadata={"range": SAMPLING_STEPS})
+    """Sampling steps (``None``: the sampler's default)."""
+    eta: float | None = dataclasses.field(default=None, metadata=bounds(0.0, 1.0, why="DDIM η"))
+    """DDIM η (``None``: the default sampling's, or 0 with a sampler named)."""
+    seed: int = dataclasses.field(default=0, metadata={"range": SEED})
+    """Volume i uses seed + i."""
+    data: str | None = None
+    """Prepared dataset giving the output geometry (default: the one the LDM was trained on)."""
+    device: str = "auto"
+    """``auto`` (this rank's GPU if any, else CPU), ``cpu`` or ``cuda[:N]``."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Inference precision."""
+    raw_weights: bool = False
+    """Use the raw instead of the EMA weights."""
+
+
+_LDM = DEFAULT_SAMPLING["ldm"]
+SAMPLE_FLAGS = ConfigFlags(
+    SampleOptions,
+    (),
+    {
+        "n": Flag(short="-n"),
+        "sampler": Flag(f"reverse process (default: {describe(_LDM)})", choices=list(SAMPLERS)),
+        "steps": "sampling steps, at least 1 (default: without --sampler as said there; with "
+        f"--sampler {default_steps_help()})",
+        "eta": f"DDIM η in [0, 1] (0 = deterministic, 1 = DDPM-like; default {_LDM.eta:g})",
+        "seed": Flag(),
+        "data": Flag(),
+        "device": Flag(type=device_arg),
+        "precision": Flag(),
+        "raw_weights": Flag(switch=True),
+    },
+    field_defaults=True,
+)
+"""The flags of :class:`SampleOptions` (help texts of the sampling flags from the registry)."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    default = DEFAULT_SAMPLING["ldm"]
     p = sub.add_parser(
         "sample",
         help="generate volumes with the latent diffusion model",
         description="Sample latents with DDPM, DDIM or DPM-Solver++, undo the latent scaling, "
         "decode, and write NIfTI volumes in the prepared dataset's geometry.",
     )
+    on_first_use(p, _add_flags)
+    p.set_defaults(func=run, preflight=_preflight)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """``--ldm``, ``-o`` and the flags of :data:`SAMPLE_FLAGS`."""
     p.add_argument(
         "--ldm",
         required=True,
@@ -33,45 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the shipped one",
     )
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument(
-        "-n", "--n", type=option_arg(int, "sample --n"), default=1, help="number of volumes"
-    )
-    p.add_argument(
-        "--sampler",
-        choices=list(SAMPLERS),
-        help=f"reverse process (default: {describe(default)})",
-    )
-    p.add_argument(
-        "--steps",
-        type=option_arg(int, "sample --steps"),
-        help="sampling steps, at least 1 (default: without --sampler as said there; with "
-        f"--sampler {default_steps_help()})",
-    )
-    p.add_argument(
-        "--eta",
-        type=option_arg(float, "sample --eta"),
-        help=f"DDIM η in [0, 1] (0 = deterministic, 1 = DDPM-like; default {default.eta:g})",
-    )
-    p.add_argument(
-        "--seed", type=option_arg(int, "sample --seed"), default=0, help="volume i uses seed + i"
-    )
-    p.add_argument(
-        "--data",
-        help="prepared dataset giving the output geometry (default: the one the LDM was trained on)",
-    )
-    p.add_argument(
-        "--device",
-        type=device_arg,
-        default="auto",
-        help="auto (this rank's GPU if any, else CPU), cpu or cuda[:N]",
-    )
-    p.add_argument(
-        "--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="inference precision"
-    )
-    p.add_argument(
-        "--raw-weights", action="store_true", help="use the raw instead of the EMA weights"
-    )
-    p.set_defaults(func=run, preflight=_preflight)
+    add_config_flags(p, SAMPLE_FLAGS)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -90,32 +106,33 @@ def run(args: argparse.Namespace) -> int:
     from realdeal.training.distributed import exclusive_folder
     from realdeal.utils.fs import sha256_file
 
-    if args.n < 1:
+    opts = SAMPLE_FLAGS.build(args)
+    if opts.n < 1:
         raise ConfigError("--n must be at least 1")
     # bad sampler settings (e.g. --eta nan) fail here, before the checkpoint loads
-    chosen = ldm_sampling(sampler=args.sampler, steps=args.steps, eta=args.eta).resolve(
+    chosen = ldm_sampling(sampler=opts.sampler, steps=opts.steps, eta=opts.eta).resolve(
         DEFAULT_SAMPLING["ldm"]
     )
     sampler, eta = chosen.sampler, chosen.eta
     # Under torchrun every rank loads the model on its own device and writes its share.
-    with inference_group(args.device) as dist:
+    with inference_group(opts.device) as dist:
         pipe = LatentDiffusionPipeline.from_checkpoint(
-            args.ldm, dist.device, ema=not args.raw_weights
+            args.ldm, dist.device, ema=not opts.raw_weights
         )
         ckpt = pipe.checkpoint
-        ds = PreparedDataset(args.data or ckpt.dataset)
+        ds = PreparedDataset(opts.data or ckpt.dataset)
         reference = ds.load_image(ds.ids()[0])
         settings = {
             "ldm": str(args.ldm),
             "step": int(ckpt.step),
             "preset": ckpt.preset or None,
-            "n": args.n,
+            "n": opts.n,
             "sampler": sampler,
-            "steps": args.steps,
+            "steps": opts.steps,
             "eta": eta,
-            "seed": args.seed,
-            "precision": args.precision,
-            "ema": not args.raw_weights,
+            "seed": opts.seed,
+            "precision": opts.precision,
+            "ema": not opts.raw_weights,
             "geometry_from": str(ds.root),
             "ldm_sha256": sha256_file(args.ldm),
         }
@@ -123,15 +140,15 @@ def run(args: argparse.Namespace) -> int:
         with exclusive_folder(args.out, dist):
             paths = save_samples(
                 pipe,
-                args.n,
+                opts.n,
                 args.out,
                 reference,
                 settings,
-                sampler=args.sampler,
-                steps=args.steps,
-                eta=args.eta,
-                seed=args.seed,
-                precision=args.precision,
+                sampler=opts.sampler,
+                steps=opts.steps,
+                eta=opts.eta,
+                seed=opts.seed,
+                precision=opts.precision,
                 dist=dist,
             )
     if dist.is_main:

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from realdeal.commands._checks import check_output
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
 from realdeal.commands._scan import add_input_flags
-from realdeal.config import option_arg
+from realdeal.config import VOXEL_MM
+
+
+@dataclasses.dataclass(frozen=True)
+class SkullstripOptions:
+    """How ``realdeal skullstrip`` treats each scan besides extracting its brain."""
+
+    spacing: float | None = dataclasses.field(default=None, metadata={"range": VOXEL_MM})
+    """Resample to this isotropic voxel size first (the models' training spacing, e.g. 2 for
+    the demo models)."""
+    labels: bool = False
+    """Also write a rough FreeSurfer-coded label map (white matter, ventricles, cerebellum by
+    simple rules) to OUT/labels/, for ``realdeal evaluate --labels``."""
+
+
+SKULLSTRIP_FLAGS = ConfigFlags(
+    SkullstripOptions,
+    (),
+    {"spacing": Flag(metavar="MM"), "labels": Flag(switch=True)},
+    field_defaults=True,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,21 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "anything else use a dedicated tool and pass its mask with --brain-mask. Writes "
         "OUT/<name>.nii.gz (brain, same units and header) and OUT/masks/<name>.nii.gz.",
     )
-    add_input_flags(p)
-    p.add_argument(
-        "--spacing",
-        type=option_arg(float, "skullstrip --spacing"),
-        metavar="MM",
-        help="resample to this isotropic voxel size first (the models' training spacing, "
-        "e.g. 2 for the demo models)",
-    )
-    p.add_argument(
-        "--labels",
-        action="store_true",
-        help="also write a rough FreeSurfer-coded label map (white matter, ventricles, "
-        "cerebellum by simple rules) to OUT/labels/, for `realdeal evaluate --labels`",
-    )
+    on_first_use(p, _add_flags)
     p.set_defaults(func=run, preflight=lambda a: check_output(a.out, "-o/--out"))
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """Inputs, ``-o`` and the flags of :data:`SKULLSTRIP_FLAGS`."""
+    add_input_flags(p)
+    add_config_flags(p, SKULLSTRIP_FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from realdeal.data.dataset import find_inputs
     from realdeal.errors import ConfigError
 
-    if args.spacing is not None and args.spacing <= 0:
+    opts = SKULLSTRIP_FLAGS.build(args)
+    if opts.spacing is not None and opts.spacing <= 0:
         raise ConfigError("--spacing must be positive")
     files = find_inputs(args.inputs)
     check_inputs(files)
-    for r in skullstrip_files(files, args.out, args.spacing, args.labels):
+    for r in skullstrip_files(files, args.out, opts.spacing, opts.labels):
         print(
             f"{r['output']}: brain {r['brain_ml'] / 1000:.2f} L, mask {r['mask']}, {r['seconds']:.1f} s"
         )

@@ -13,9 +13,9 @@ REFINER_FLAGS = (
         (),
         {
             "window": "patch size (voxels per side)",
-            "positions": "window positions (default stratified over brain-fraction bins)",
-            "coarse": "derived-volume kind holding the coarse inputs (default reconstructions)",
-            "target": "what to diffuse: the image (paper) or the residual x − x̂ (cpu-small default)",
+            "positions": "window positions: uniform, or stratified over brain-fraction bins",
+            "coarse": "derived-volume kind holding the coarse inputs",
+            "target": "what to diffuse: the image or the residual x − x̂",
             "residual_scale": "residual normalisation (default: its std in the brain, measured "
             "on the data)",
         },
