@@ -4,7 +4,8 @@
     224×288×224 volume (a synthetic brain-shaped coarse input): first a few windows per
     numerical variant (fp32 / bf16 autocast, ``channels_last_3d``, ``torch.compile``) to find
     the fastest; then, with the fastest variant that needs no compilation, our wavefront plan
-    end to end with DPM-Solver++ at 10 and 20 steps, and the authors' traversal (139 windows,
+    end to end with DPM-Solver++ at 10 and 20 steps (``--student-steps``: also with a
+    distilled student's sampler at those steps), and the authors' traversal (139 windows,
     20 steps) timed over all its windows at a few DDPM steps and extrapolated to 1,000 steps
     (labelled ``extrapolated``). Each: windows/s, U-Net evaluations/s, peak GPU memory. The
     ``torch.compile`` variants are timed last, after (b) and (c): compiling is slow and the
@@ -97,6 +98,9 @@ class Sizes:
     fixed variance), or both."""
     refiner_checkpoint: Path = DEMO_REFINER
     """(c) the refiner: the shipped demo one, or a training run's checkpoint."""
+    student_steps: tuple[int, ...] = ()
+    """(a) also ours end to end with a distilled student's sampler at these step counts
+    (timing only: the random-weight network costs what a student of it costs per evaluation)."""
 
 
 def gpu_sizes() -> Sizes:
@@ -357,6 +361,8 @@ def part_a(sizes: Sizes, device: torch.device, budget: Budget) -> dict[str, Any]
     ] * (probe > 0) + [
         (f"ours + DPM-Solver++ {n}", ours, "dpm++", n, n, m, 0.0) for n in sizes.e2e_steps
     ]
+    items += [(f"ours + distilled student {n}", ours, "distilled", n, n, m, 0.0)
+              for n in sizes.student_steps]  # fmt: skip
     compiled = None  # the compiled network, once a run has paid its compilation
     compiled_ready = False
     if sizes.e2e_compile and sizes.e2e_steps:  # as `refine --compile`: one batch shape
@@ -664,6 +670,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes = dataclasses.replace(sizes, authors_probe_steps=args.authors_probe_steps)
     if args.ours_steps:
         sizes = dataclasses.replace(sizes, ours_steps=tuple(args.ours_steps))
+    if args.student_steps:
+        sizes = dataclasses.replace(sizes, student_steps=tuple(args.student_steps))
     sizes = dataclasses.replace(sizes, ours_sampling=args.ours_sampling)
     if args.refiner:
         if not Path(args.refiner).is_file():
@@ -737,6 +745,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="(a) also ours end to end compiled, as refine --compile")  # fmt: skip
     p.add_argument("--authors-probe-steps", type=int, metavar="N",
                    help="(a) DDPM steps timed on the authors' traversal (default 2; 0 = skip)")  # fmt: skip
+    p.add_argument("--student-steps", type=int, nargs="+", metavar="N",
+                   help="(a) also ours with a distilled student's sampler at these step counts "
+                   "(timing only; default none)")  # fmt: skip
     p.add_argument("--ours-steps", type=int, nargs="+", metavar="N",
                    help="(c) ours at these DDIM step counts (default 10 20 50)")  # fmt: skip
     p.add_argument("--ours-sampling", choices=["both", "default", "linear"], default="both",

@@ -166,6 +166,7 @@ VALID: dict[str, dict[str, str]] = {
     "train autoencoder --workers": {"0": "0 = load data in the training process"},
     "train ldm --workers": {"0": "0 = load data in the training process"},
     "train refiner --workers": {"0": "0 = load data in the training process"},
+    "train refiner-student --workers": {"0": "0 = load data in the training process"},
     "--bootstrap": {"0": "0 = no intervals"},
     "--overlap": {"0": "windows may abut"},
     "--noise": {"0": "a noise-free cohort"},

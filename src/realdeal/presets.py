@@ -1,7 +1,8 @@
 """Typed run configurations of every model kind and all their named presets, in one place.
 
-Kinds: ``autoencoder``, ``ldm`` and ``refiner`` (the run configs below share
-:class:`TrainConfig`, the engine's optimisation settings). Presets:
+Kinds: ``autoencoder``, ``ldm``, ``refiner`` and ``refiner-student`` (a refiner distilled for
+few steps; the run configs below share :class:`TrainConfig`, the engine's optimisation
+settings). Presets:
 
 ``paper``: the sizes of the paper (docs/method.md#spec-3 to #spec-5) (224×288×224 HCP volumes, latents 4×56×72×56, 64³ refiner
 windows); the paper does not state the autoencoder's training length, so its ``steps`` is our
@@ -37,7 +38,7 @@ from realdeal.models.autoencoder import AutoencoderConfig
 from realdeal.models.unet import UNetConfig
 from realdeal.runtime.device import Precision
 
-KINDS = ("autoencoder", "ldm", "refiner")
+KINDS = ("autoencoder", "ldm", "refiner", "refiner-student")
 PRESETS = ("paper", "cpu-small")
 Positions = Literal["uniform", "stratified"]
 Target = Literal["image", "residual"]
@@ -227,6 +228,64 @@ class RefinerRunConfig:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Progressive distillation of a refiner for few steps (Salimans & Ho 2022; docs/refinement.md).
+
+    Round ``k`` (1-based) trains a student to take in one deterministic DDIM step what its
+    teacher takes in two, on the halving time grid of ``start_steps / 2^k`` steps; the first
+    round's teacher is the given checkpoint, each later round's the student of the round
+    before. The student starts from the teacher's weights.
+    """
+
+    start_steps: int = _ranged(16, Range(2, 4096))
+    """Steps the teacher runs in the first round; every round halves them."""
+    rounds: int = _ranged(4, Range(1, 12))
+    """Rounds of halving: the final student runs ``start_steps / 2^rounds`` steps."""
+    steps_per_round: int = _ranged(2000, STEPS)
+    """Optimizer steps of each round (the run's ``train.steps`` is ``rounds`` times this)."""
+    spacing: Literal["linear", "quadratic"] = "linear"
+    """Spacing of the halving time grid: linear, or quadratic (denser toward t = 0)."""
+    weighting: Literal["snr+1", "truncated-snr"] = "snr+1"
+    """Loss weight w(t) on the squared error of the clean estimate: snr+1 (1 + SNR, the
+    v-prediction MSE) or truncated-snr (max(SNR, 1))."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.start_steps % 2**self.rounds:
+            chain = [self.start_steps / 2**k for k in range(self.rounds + 1)]
+            shown = " → ".join(f"{v:g}" for v in chain)
+            raise ConfigError(
+                f"start_steps (--start-steps) {self.start_steps} does not halve {self.rounds} "
+                f"times ({shown}): give a multiple of {2**self.rounds} or fewer --rounds"
+            )
+
+    def student_steps(self, k: int) -> int:
+        """Native steps of the student of round ``k`` (1-based; 0: the first teacher's)."""
+        return self.start_steps // 2**k
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentRunConfig(RefinerRunConfig):
+    """Everything ``realdeal train refiner-student`` needs: the teacher's refiner fields
+    (window, network, schedule, masks, positions, coarse input, target and residual scale —
+    filled in from the teacher checkpoint when the run starts), ``distill`` and ``train``.
+    ``train.steps`` is set to ``distill.rounds × distill.steps_per_round``; each round runs the
+    learning-rate schedule of ``train`` afresh. The run's checkpoints are refiner checkpoints."""
+
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        d = self.distill
+        if self.train.steps != d.rounds * d.steps_per_round:
+            steps = d.rounds * d.steps_per_round
+            object.__setattr__(self, "train", dataclasses.replace(self.train, steps=steps))
+        from realdeal.diffusion.samplers import halving_timesteps
+
+        halving_timesteps(self.schedule.num_train_timesteps, d.start_steps, d.spacing)
+
+
 def _cpu_small_train(steps: int, lr: float, warmup_steps: int, weight_decay: float = 0.0):
     """``cpu-small`` optimisation: batch 4, cosine decay, bf16 where native, EMA 0.99."""
     return TrainConfig(
@@ -288,6 +347,39 @@ _PRESETS = {
 }
 
 
+def _student(name: str, distill: DistillConfig, train: TrainConfig) -> StudentRunConfig:
+    """The ``refiner-student`` preset ``name``: its refiner fields are the ``refiner`` preset's
+    (a run takes the teacher's instead)."""
+    base = _PRESETS[("refiner", name)]
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(RefinerRunConfig)}
+    return StudentRunConfig(**{**fields, "train": train}, distill=distill)
+
+
+# ``paper``: 32 → 2 steps (the paper refiner holds its quality down to about 30 steps), 5,000
+# steps a round at the refiner's batch. ``cpu-small``: the demo refiner, 16 → 1 steps, quadratic
+# grid (its default sampling's spacing), 250 steps a round at batch 4 (a smoke run on a CPU),
+# lr 5e-5: at 2e-4 a 100-step round lowered the loss at the two lowest-noise steps and raised it
+# up to 5× at the others (training-runs/refiner-student/README.md).
+_PRESETS[("refiner-student", "paper")] = _student(
+    "paper",
+    DistillConfig(start_steps=32, rounds=4, steps_per_round=5000),
+    TrainConfig(
+        steps=20_000,
+        batch_size=32,
+        lr=5e-5,
+        weight_decay=0.0,
+        warmup_steps=100,
+        checkpoint_every=1000,
+        log_every=50,
+    ),  # fmt: skip
+)
+_PRESETS[("refiner-student", "cpu-small")] = _student(
+    "cpu-small",
+    DistillConfig(start_steps=16, rounds=4, steps_per_round=250, spacing="quadratic"),
+    dataclasses.replace(_cpu_small_train(1000, lr=5e-5, warmup_steps=10), checkpoint_every=50),
+)
+
+
 # The demo's ``--quick`` mode (and the tests): ``cpu-small`` trained for a few steps on 4 mm
 # volumes. Overrides on top of a ``cpu-small`` config; the run keeps ``preset="cpu-small"``.
 _QUICK_TRAIN = {"steps": 6, "checkpoint_every": 6, "log_every": 2, "warmup_steps": 2}
@@ -295,10 +387,14 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "autoencoder": {"train": _QUICK_TRAIN, "crop": [16, 16, 16]},
     "ldm": {"train": _QUICK_TRAIN},
     "refiner": {"train": {**_QUICK_TRAIN, "batch_size": 2}, "window": 16},
+    "refiner-student": {
+        "train": {**_QUICK_TRAIN, "batch_size": 2},
+        "distill": {"start_steps": 4, "rounds": 2, "steps_per_round": 3},
+    },
 }
 
 
-def preset(kind: Literal["autoencoder", "ldm", "refiner"], name: str):
+def preset(kind: Literal["autoencoder", "ldm", "refiner", "refiner-student"], name: str):
     """The run config of ``kind`` for preset ``name`` (``paper`` or ``cpu-small``)."""
     try:
         return _PRESETS[(kind, name)]

@@ -229,3 +229,17 @@ def test_warm_compiled_runs_need_their_compilation(tmp_path, monkeypatch):
     assert runs[1]["error"].startswith("out of memory")
     assert {"item": "(a) ours + DPM-Solver++ 1, compiled",
             "reason": "its compilation did not run"} in res["skipped"]  # fmt: skip
+
+
+def test_distilled_student_timing_runs_in_tiny_mode(tmp_path):
+    """(a) with --student-steps: ours with the distilled sampler at those steps, one U-Net
+    evaluation per window and step, beside nothing else asked for."""
+    res = _run(tmp_path, "--parts", "a", "--variants", "fp32", "--e2e-steps",
+               "--authors-probe-steps", "0", "--student-steps", "1", "2")  # fmt: skip
+    runs = res["parts"]["a"]["runs"]
+    assert [(r["run"], r["sampler"], r["steps"]) for r in runs] == [
+        ("ours + distilled student 1", "distilled", 1),
+        ("ours + distilled student 2", "distilled", 2),
+    ]
+    for r in runs:
+        assert r["unet_evaluations"] == r["windows"] * r["steps"] and _finite(r["wall_s"])

@@ -76,7 +76,7 @@ def test_sampling_loop_rows_do_not_depend_on_their_batch(name, eta, variance):
     # the steps' streams matter exactly for the stochastic samplers (so the test means something)
     x_T = per_sample_randn(shape, seeds)
     other = sample(den, smp, x_T, generator=SampleStreams(seeds, salt=1), show_progress=False)
-    stochastic = name != "dpm++" and (name != "ddim" or bool(eta))
+    stochastic = registry.draws_noise(name, eta or 0.0, variance)
     assert torch.equal(other, alone) != stochastic
 
 

@@ -1,4 +1,4 @@
-"""One suite over every sampler (DDPM, DDIM, DPM-Solver++), the registry that makes them, and
+"""One suite over every sampler (DDPM, DDIM, DPM-Solver++, distilled DDIM), the registry that makes them, and
 step-for-step checks against MONAI's schedulers (DPM-Solver++ against diffusers: test_dpm_solver)."""
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from realdeal.diffusion import registry
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.dpm_solver import DPMSolverPP2M
 from realdeal.diffusion.registry import DEFAULT_SAMPLING, make_sampler, truncate
-from realdeal.diffusion.samplers import DDIMSampler, DDPMSampler, sample, strided_timesteps
+from realdeal.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DistilledSampler,
+    sample,
+    strided_timesteps,
+)
 from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError
 
@@ -23,6 +29,8 @@ SAMPLERS = {
     "dpm++-20": lambda s: DPMSolverPP2M(s, 20),
     "dpm++-7": lambda s: DPMSolverPP2M(s, 7),
     "dpm++-strength0.4": lambda s: truncate(DPMSolverPP2M(s, 20), 0.4, 1000)[0],
+    "distilled-4": lambda s: DistilledSampler(s, 4),
+    "distilled-8-quadratic": lambda s: DistilledSampler(s, 8, spacing="quadratic"),
 }
 
 
@@ -61,9 +69,11 @@ def test_timesteps_and_determinism(name):
     s = NoiseSchedule()
     sampler = SAMPLERS[name](s)
     ts = sampler.timesteps()
+    # every sampler ends at t = 0 but the distilled one, whose halving grid ends above it
+    # (test_distill.py checks that grid)
     assert (
         ts == sorted(ts, reverse=True)
-        and ts[-1] == 0
+        and (ts[-1] == 0 or isinstance(sampler, DistilledSampler) and ts[-1] > 0)
         and len(set(ts)) == len(ts) == sampler.num_steps
     )
     calls, base = [], _net()

@@ -45,7 +45,7 @@ from realdeal.commands._flags import (
 from realdeal.config import device_arg
 
 #: Modules that add further ``realdeal train <kind>`` sub-commands (the refiner adds its own).
-TRAINER_MODULES: list[str] = ["realdeal.commands.train_refiner"]
+TRAINER_MODULES: list[str] = ["realdeal.commands.train_refiner", "realdeal.commands.train_student"]
 
 
 ENGINE_FLAGS = ConfigFlags(

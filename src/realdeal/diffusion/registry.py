@@ -1,8 +1,9 @@
 """The sampler registry: every sampler by name, and the one table of sampling defaults.
 
-``ddpm``, ``ddim`` and ``dpm++`` (:mod:`realdeal.diffusion.samplers`,
+``ddpm``, ``ddim``, ``dpm++`` and ``distilled`` (:mod:`realdeal.diffusion.samplers`,
 :mod:`realdeal.diffusion.dpm_solver`) are made by :func:`make_sampler` for the LDM and the
-refiner alike. :data:`SAMPLERS` gives each sampler's default step count and
+refiner alike; ``distilled`` is the deterministic DDIM a progressively distilled student runs
+on its halving time grid. :data:`SAMPLERS` gives each sampler's default step count and
 :data:`DEFAULT_SAMPLING` what each model runs when no sampler is asked for; the Python API,
 ``DemoConfig`` and the command-line help all read these two tables. The ``--strength``
 truncation (:func:`truncate`) and a residual refiner's bounded clean estimate
@@ -26,17 +27,20 @@ if TYPE_CHECKING:
     from realdeal.diffusion.samplers import Sampler
     from realdeal.diffusion.schedule import NoiseSchedule
 
-SamplerName = Literal["ddpm", "ddim", "dpm++"]
+SamplerName = Literal["ddpm", "ddim", "dpm++", "distilled"]
 
 
 class SamplerSpec(NamedTuple):
     """A registered sampler: its class (``module:name``), default step count (``None``: every
-    training step) and whether it takes DDIM's η."""
+    training step), whether it takes DDIM's η, and whether its steps never draw noise
+    (``deterministic``; a sampler that takes η draws noise unless η = 0 and its variance is
+    fixed)."""
 
     target: str
     steps: int | None
     eta: bool
     summary: str
+    deterministic: bool = False
 
 
 #: Every sampler by name.
@@ -44,8 +48,15 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("realdeal.diffusion.samplers:DDPMSampler", None, False, "ancestral DDPM"),
     "ddim": SamplerSpec("realdeal.diffusion.samplers:DDIMSampler", 50, True, "DDIM"),
     "dpm++": SamplerSpec(
-        "realdeal.diffusion.dpm_solver:DPMSolverPP2M", 20, False, "DPM-Solver++(2M)"
+        "realdeal.diffusion.dpm_solver:DPMSolverPP2M", 20, False, "DPM-Solver++(2M)", True
     ),
+    "distilled": SamplerSpec(
+        "realdeal.diffusion.samplers:DistilledSampler",
+        4,
+        False,
+        "deterministic DDIM on a distilled student's halving grid",
+        True,
+    ),  # fmt: skip
 }
 ALIASES = {"dpmpp": "dpm++", "dpm-solver++": "dpm++"}
 
@@ -126,12 +137,23 @@ class Sampling(_SamplingFields):
 #: docs/results/sampler-quality.md (on the first demo refiner, shipped at d4856b3,
 #: DPM-Solver++ at 10 or 20 steps also overshot the white-matter noise: std of x − median₃
 #: 0.072 / 0.070 against the original's 0.042, DDIM η = 1 0.043; 2026-11-25, commit 9fc6969).
-#: ``image`` (the ``paper`` refiner, ε-prediction): DPM-Solver++(2M), 20 steps.
+#: ``image`` (the ``paper`` refiner, ε-prediction): DPM-Solver++(2M), 20 steps. A distilled
+#: student (:mod:`realdeal.training.distill`) instead runs ``distilled`` at the step count and
+#: spacing its checkpoint records (:class:`~realdeal.pipelines.refiner.RefinerPipeline`).
 DEFAULT_SAMPLING: dict[str, Sampling] = {
     "ldm": Sampling("ddim", 50, 0.0),
     "residual": Sampling("ddim", 10, 1.0, "quadratic", "analytic"),
     "image": Sampling("dpm++", 20, 0.0),
 }
+
+
+def draws_noise(name: str, eta: float = 0.0, variance: str = "fixed") -> bool:
+    """Whether sampler ``name`` draws noise in its steps (beyond a chain's start noise) with
+    DDIM's ``eta`` and ``variance`` (ignored by samplers that take no η)."""
+    spec = SAMPLERS[sampler_name(name)]
+    if spec.deterministic:
+        return False
+    return not spec.eta or eta > 0 or variance != "fixed"
 
 
 def sampler_name(name: str) -> SamplerName:
@@ -157,7 +179,7 @@ class SamplingConfig:
     """
 
     sampler: Any = None
-    """``ddpm``, ``ddim`` or ``dpm++`` (or a sampler object); ``None``: as
+    """``ddpm``, ``ddim``, ``dpm++`` or ``distilled`` (or a sampler object); ``None``: as
     :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING` says for the model (by the refiner's
     target, or ``ldm``)."""
     steps: int | None = None

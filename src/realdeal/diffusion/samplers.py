@@ -86,6 +86,31 @@ def strided_timesteps(num_train: int, num_steps: int, spacing: str = "linear") -
     return [int(t) for t in ts]
 
 
+def halving_timesteps(num_train: int, num_steps: int, spacing: str = "linear") -> list[int]:
+    """The time grid of a progressively distilled student: ``num_steps`` strictly descending
+    timesteps ``t_i = round(T·(1 − i/N)^p) − 1`` for ``i = 0 … N−1`` (``p`` = 1 ``linear``,
+    2 ``quadratic``); the step after the last one goes to t = −1 (clean data).
+
+    Unlike :func:`strided_timesteps` the grid's end is t = −1 itself (the ``linear`` grid is
+    diffusers' "trailing" spacing: 999, 899, …, 99 for 10 steps), so that halving nests: the
+    grid of ``N`` steps is every other point of the grid of ``2N`` steps, and one student step
+    covers exactly two teacher steps (Salimans & Ho 2022). A count whose rounded grid would
+    repeat a timestep or reach −1 (``quadratic`` beyond √T steps) is refused.
+    """
+    if not 1 <= num_steps <= num_train:
+        raise ConfigError(f"number of sampling steps must be in 1..{num_train}, got {num_steps}")
+    if spacing not in SPACINGS:
+        raise ConfigError(f"unknown timestep spacing {spacing!r}; choose {', '.join(SPACINGS)}")
+    power = 1 if spacing == "linear" else 2
+    ts = [round(num_train * (1 - i / num_steps) ** power) - 1 for i in range(num_steps)]
+    if ts[-1] < 0 or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        raise ConfigError(
+            f"{num_steps} {spacing} steps do not fit {num_train} timesteps as a halving grid "
+            "(timesteps would repeat); use fewer steps or linear spacing"
+        )
+    return ts
+
+
 class _Base:
     def __init__(
         self,
@@ -170,6 +195,24 @@ class DDIMSampler(_Base):
         std = (c * c * (1 - gamma).clamp(min=0)).sqrt()
         z = randn(eps.shape, generator, device=eps.device, dtype=eps.dtype)
         return (std * z * w).to(pred.eps.dtype)
+
+
+class DistilledSampler(DDIMSampler):
+    """Deterministic DDIM (η = 0) on the halving grid of :func:`halving_timesteps`: the sampler
+    a progressively distilled student runs at its native step count (Salimans & Ho 2022,
+    "Progressive Distillation for Fast Sampling of Diffusion Models"), and the one its teacher
+    runs at twice the steps during distillation (:mod:`realdeal.training.distill`). It draws
+    no noise; a chain's only randomness is its start noise."""
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_steps: int | None = 4,
+        clip_x0: bool = True,
+        spacing: str = "linear",
+    ):
+        super().__init__(schedule, 4 if num_steps is None else num_steps, clip_x0, 0.0, spacing)
+        self._timesteps = halving_timesteps(schedule.num_train_timesteps, self.num_steps, spacing)
 
 
 @dataclasses.dataclass

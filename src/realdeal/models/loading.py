@@ -20,6 +20,7 @@ from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.runtime.checkpoint import (
     AutoencoderCheckpoint,
+    Distillation,
     LDMCheckpoint,
     RefinerCheckpoint,
     load_checkpoint,
@@ -126,6 +127,9 @@ class LoadedRefiner:
     """What the U-Net learnt to reconstruct: ``image`` or ``residual``."""
     residual_scale: float
     checkpoint: RefinerCheckpoint
+    distillation: Distillation | None = None
+    """A distilled student's record (its native sampler, steps and time grid); ``None`` for
+    every other refiner."""
 
 
 def load_refiner(
@@ -133,10 +137,13 @@ def load_refiner(
 ) -> LoadedRefiner:
     """The U-Net of a refiner checkpoint on ``device``, with its window, spacing and intensities.
 
-    Older run configs without ``target``/``residual_scale`` are image refiners (scale 1).
+    Older run configs without ``target``/``residual_scale`` are image refiners (scale 1). A
+    student's record is checked: its time grid must be the one its sampler visits.
     """
     ckpt = load_checkpoint(path, kind="refiner")
     assert isinstance(ckpt, RefinerCheckpoint)
+    if ckpt.distilled is not None:
+        _check_distillation(ckpt, path)
     unet = unet_from_checkpoint(ckpt, path, ema)
     spacing = tuple(float(v) for v in ckpt.spacing) if ckpt.spacing else None
     return LoadedRefiner(
@@ -147,4 +154,25 @@ def load_refiner(
         target=ckpt.config.get("target", "image"),
         residual_scale=ckpt.config.get("residual_scale") or 1.0,
         checkpoint=ckpt,
+        distillation=ckpt.distilled,
     )
+
+
+def _check_distillation(ckpt: RefinerCheckpoint, where: str | os.PathLike) -> None:
+    """Refuse a student whose recorded time grid is not its sampler's (one line)."""
+    from realdeal.diffusion.samplers import halving_timesteps
+    from realdeal.errors import ConfigError
+
+    d = ckpt.distilled
+    assert d is not None
+    num_train = int((ckpt.config.get("schedule") or {}).get("num_train_timesteps", 1000))
+    try:
+        grid = halving_timesteps(num_train, d.steps, d.spacing)
+    except ConfigError as e:
+        raise InputError(where, f"has an unusable distillation record ({e})") from e
+    if list(d.timesteps) != grid:
+        raise InputError(
+            where,
+            f"records the time grid {list(d.timesteps)}, but its {d.steps} {d.spacing} "
+            f"distilled steps visit {grid}",
+        )

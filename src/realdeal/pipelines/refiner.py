@@ -11,7 +11,8 @@ header. A voxel size different from the training data's is refused unless ``resa
 set, in which case the volume is resampled to the training spacing and back.
 Many inputs: :meth:`RefinerPipeline.refine_files` refines several volumes together (their
 windows share network calls), and :func:`refine_paths` splits the inputs between torchrun
-ranks.
+ranks. Sampling: what the settings ask for, else the refiner's default — a distilled student
+(:mod:`realdeal.training.distill`) runs its own sampler at the steps its checkpoint records.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.inference.plan import Plan, PlanConfig, make_plan, official_plan
 from realdeal.inference.refine import RefineJob, RefineResult, refine_volume, refine_volumes
 from realdeal.models.loading import load_refiner
-from realdeal.runtime.checkpoint import RefinerCheckpoint
+from realdeal.runtime.checkpoint import Distillation, RefinerCheckpoint
 from realdeal.runtime.device import compiled_network, inference_precision
 from realdeal.runtime.distributed import DistInfo, gather_objects, resolve_device, shard
 from realdeal.utils.fs import write_json_atomic
@@ -152,6 +153,7 @@ class RefinerPipeline:
         device: str | torch.device = "cpu",
         target: str = "image",
         residual_scale: float = 1.0,
+        distillation: Distillation | None = None,
     ):
         self.device = torch.device(device)
         if self.device.type == "cpu":
@@ -165,6 +167,9 @@ class RefinerPipeline:
         self.spacing = spacing
         self.scaler = scaler
         self.target, self.residual_scale = target, float(residual_scale)
+        self.distillation = distillation
+        """A distilled student's record: it then samples with its own sampler, steps and
+        spacing by default (:attr:`default_sampling`); ``None`` for any other refiner."""
         self.checkpoint: RefinerCheckpoint | None = None
         """The checkpoint's payload when made by :meth:`from_checkpoint`."""
         self._compiled: tuple[Any, nn.Module | None] = (None, None)
@@ -178,7 +183,7 @@ class RefinerPipeline:
         r = load_refiner(path, device, ema)
         schedule = NoiseSchedule(from_dict(ScheduleConfig, r.checkpoint.config["schedule"]))
         pipe = cls(r.unet, schedule, r.window, r.spacing, r.scaler, device, target=r.target,
-                   residual_scale=r.residual_scale)  # fmt: skip
+                   residual_scale=r.residual_scale, distillation=r.distillation)  # fmt: skip
         pipe.checkpoint = r.checkpoint
         return pipe
 
@@ -268,11 +273,28 @@ class RefinerPipeline:
         )  # fmt: skip
         return make_plan(coarse.shape, cfg, coarse=coarse)
 
+    @property
+    def default_sampling(self) -> Sampling:
+        """What runs where the settings name no sampler: a distilled student's own sampler at
+        its native steps and spacing, else the target's
+        :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING` row."""
+        d = self.distillation
+        if d is not None:
+            return Sampling(d.sampler, d.steps, 0.0, d.spacing)  # type: ignore[arg-type]
+        return DEFAULT_SAMPLING[self.target]
+
+    def _sampling_config(self, settings: RefineSettings | None) -> SamplingConfig:
+        """The sampling fields of ``settings``; on a student, naming its own sampler without
+        steps or spacing means its native ones (as naming no sampler does)."""
+        sc = sampling_fields(settings or RefineSettings())
+        if self.distillation is not None and sc.sampler == self.distillation.sampler:
+            sc = dataclasses.replace(sc, sampler=None)
+        return sc
+
     def sampling(self, settings: RefineSettings | None = None) -> Sampling:
         """The sampler, steps, η, spacing and variance ``settings`` run with on this refiner
-        (its target's :data:`~realdeal.diffusion.registry.DEFAULT_SAMPLING` row where they
-        leave them unset)."""
-        return sampling_fields(settings or RefineSettings()).resolve(DEFAULT_SAMPLING[self.target])
+        (:attr:`default_sampling` where they leave them unset)."""
+        return self._sampling_config(settings).resolve(self.default_sampling)
 
     def refine_array(self, coarse: np.ndarray, settings: RefineSettings) -> RefineResult:
         """Refine a volume ``(X, Y, Z)`` in [−1, 1]."""
@@ -284,8 +306,8 @@ class RefinerPipeline:
 
     def _loop(self, settings: RefineSettings, show_progress: bool = True) -> dict[str, Any]:
         """Keyword arguments of :func:`refine_volumes` (network, sampler, numerics) for ``settings``."""
-        sampler = sampling_fields(settings).make(
-            self.schedule, DEFAULT_SAMPLING[self.target], clip_x0=self.target == "image"
+        sampler = self._sampling_config(settings).make(
+            self.schedule, self.default_sampling, clip_x0=self.target == "image"
         )
         amp = inference_precision(settings.precision, self.device)
         return dict(

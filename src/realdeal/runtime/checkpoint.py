@@ -280,10 +280,10 @@ class Checkpoint:
 
 
 def _plain(v: Any) -> Any:
-    """A field value as stored: tuples as lists, embedded payloads as their dicts."""
+    """A field value as stored: tuples as lists, embedded payloads and records as their dicts."""
     if isinstance(v, tuple):
         return list(v)
-    if isinstance(v, EmbeddedAutoencoder):
+    if isinstance(v, (EmbeddedAutoencoder, Distillation)):
         return v.to_dict()
     return v
 
@@ -356,6 +356,42 @@ class LDMCheckpoint(Checkpoint):
         return out
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Distillation:
+    """The record of a refiner distilled for few steps (progressive distillation, Salimans &
+    Ho 2022; :mod:`realdeal.training.distill`): a student checkpoint is a refiner checkpoint
+    that carries one. Stored as a JSON object under ``extra["distilled"]``."""
+
+    teacher_sha256: str
+    """sha256 of the teacher checkpoint file the distillation run started from."""
+    teacher_steps: int
+    """Steps the teacher ran (deterministic DDIM on the halving grid) in the run's first round."""
+    rounds: int
+    """Rounds of halving behind these weights, counting the teacher's own if it was a student."""
+    steps: int
+    """The student's native step count: ``teacher_steps / 2^(rounds of this run)``."""
+    spacing: str
+    """Spacing of the halving grid (``linear`` or ``quadratic``)."""
+    timesteps: tuple[int, ...]
+    """The native time grid (:func:`~realdeal.diffusion.samplers.halving_timesteps`)."""
+    sampler: str = "distilled"
+    """The registered sampler the student runs by default."""
+    method: str = "progressive-distillation"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Distillation:
+        """The record of a stored dict; keys a newer version added are ignored (with a warning)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(d) - names):
+            log.warning("distillation record: ignoring unknown values %s", unknown)
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["timesteps"] = tuple(int(t) for t in kw["timesteps"])
+        return cls(**kw)
+
+
 @dataclasses.dataclass(kw_only=True)
 class RefinerCheckpoint(Checkpoint):
     """A refiner U-Net with its window and the training data's voxel size and intensities."""
@@ -370,11 +406,18 @@ class RefinerCheckpoint(Checkpoint):
     """:meth:`realdeal.data.transforms.IntensityScaler.to_dict` of the training data."""
     dataset: str | None = _extra()
     imported_from: dict[str, Any] | None = _extra()
+    distilled: Distillation | None = _extra()
+    """Set on a student distilled for few steps (:class:`Distillation`); ``None`` on every other
+    refiner, older files included."""
 
     @classmethod
     def _extra_from_dict(cls, extra: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         out = super()._extra_from_dict(extra, config)
         out["window"] = int(extra.get("window", config.get("window", 64)))
+        if isinstance(out.get("distilled"), dict):
+            out["distilled"] = Distillation.from_dict(out["distilled"])
+        elif "distilled" in out:
+            raise ValueError(f"extra.distilled must be an object, got {out['distilled']!r:.40}")
         return out
 
 

@@ -224,6 +224,19 @@ def measure_residual_scale(ds, ids: list[str], coarse: str = "reconstructions") 
     return float(np.sqrt(var))
 
 
+def training_ids(ds, cfg: RefinerRunConfig) -> list[str]:
+    """The train split of prepared dataset ``ds``, refused in one line if it is empty, lacks the
+    coarse volumes ``cfg`` trains from, or is smaller than ``cfg``'s window."""
+    ids = ds.ids("train")
+    if not ids:
+        raise InputError(ds.root, "has no subjects in the train split")
+    if cfg.coarse == "reconstructions":
+        require_reconstructions(ds, ids)
+    if any(s < cfg.window for s in ds.shape):
+        raise ConfigError(f"window {cfg.window} does not fit the dataset grid {ds.shape}")
+    return ids
+
+
 def train_refiner(
     cfg: RefinerRunConfig, data: str | Path, out_dir: str | Path, resume: bool = False
 ) -> TrainResult:
@@ -232,13 +245,7 @@ def train_refiner(
 
     out_dir = Path(out_dir)
     ds = PreparedDataset(data)
-    ids = ds.ids("train")
-    if not ids:
-        raise InputError(ds.root, "has no subjects in the train split")
-    if cfg.coarse == "reconstructions":
-        require_reconstructions(ds, ids)
-    if any(s < cfg.window for s in ds.shape):
-        raise ConfigError(f"window {cfg.window} does not fit the dataset grid {ds.shape}")
+    ids = training_ids(ds, cfg)
     dist = init_distributed(cfg.train.device)
     same = {"image_shape": list(ds.shape), "window": cfg.window}
     inputs = {"dataset": dataset_fingerprint(ds)}
@@ -252,7 +259,9 @@ def train_refiner(
         return _train(cfg, ds, ids, out_dir, resume, dist)
 
 
-def _train(cfg: RefinerRunConfig, ds, ids, out_dir: Path, resume: bool, dist) -> TrainResult:
+def patch_pairs(cfg: RefinerRunConfig, ds, ids: list[str], out_dir: Path, dist) -> PatchPairs:
+    """The training pairs of subjects ``ids`` for ``cfg``, from the patch cache in
+    ``out_dir/patch-cache`` (rank 0 fills it; the other ranks read it after a barrier)."""
     cache = out_dir / "patch-cache"
     if dist.is_main:
         images = _cached_arrays(ds, ids, "images", cache)
@@ -267,6 +276,11 @@ def _train(cfg: RefinerRunConfig, ds, ids, out_dir: Path, resume: bool, dist) ->
         else brain_fraction_map(ds.load_mask(s), cfg.window)
         for s in ids
     ]
+    return PatchPairs(images, coarse, fractions, cfg.window, cfg.masks, cfg.positions)
+
+
+def _train(cfg: RefinerRunConfig, ds, ids, out_dir: Path, resume: bool, dist) -> TrainResult:
+    pairs = patch_pairs(cfg, ds, ids, out_dir, dist)
     log.info(
         "refiner: %d training subjects, %d³ windows, %s positions",
         len(ids),
@@ -290,7 +304,7 @@ def _train(cfg: RefinerRunConfig, ds, ids, out_dir: Path, resume: bool, dist) ->
     return train(
         RefinerTask(NoiseSchedule(cfg.schedule), cfg.target, cfg.residual_scale or 1.0),
         model,
-        PatchPairs(images, coarse, fractions, cfg.window, cfg.masks, cfg.positions),
+        pairs,
         cfg.train,
         out_dir,
         run_config=to_dict(cfg),
