@@ -106,6 +106,13 @@ def realism(ds, sample_dir: Path, real: list[str], ceiling: list[str], seed: int
     return out
 
 
+def _step(ckpt: Path) -> int:
+    """The training step of an LDM checkpoint."""
+    from realdeal.runtime.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt, kind="ldm").step
+
+
 def row(ckpt: Path, ds, real, ceiling, n: int, seed: int, with_ceiling: bool) -> dict:
     from realdeal.diffusion.registry import DEFAULT_SAMPLING
     from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
@@ -203,11 +210,16 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     ds, real, ceiling = _sets(a.data, a.real)
     old = json.loads(a.out.read_text()) if a.out.is_file() else {}
+    if (old.get("data"), old.get("samples"), old.get("real")) != (str(a.data), a.samples, real):
+        old = {}  # other data or counts: nothing of the earlier file is comparable
     done = {r["checkpoint"]: r for r in old.get("rows", [])}
     ceiling_row = old.get("ceiling")
-    rows = []
+    # rows of earlier checkpoints not given again stay (their snapshot files may be gone);
+    # a checkpoint of the same step replaces its row
+    steps = {ckpt: _step(ckpt) for ckpt in a.ldm}
+    rows = [r for r in old.get("rows", []) if r["step"] not in steps.values()]
     for ckpt in a.ldm:
-        if str(ckpt) in done:
+        if str(ckpt) in done and done[str(ckpt)]["step"] == steps[ckpt]:
             rows.append(done[str(ckpt)])
             continue
         r = row(ckpt, ds, real, ceiling, a.samples, a.seed, with_ceiling=ceiling_row is None)
