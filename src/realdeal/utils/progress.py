@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -59,7 +60,24 @@ def progress(
 
 class ProgressLogHandler(logging.StreamHandler):
     """A stream handler that writes each record with ``tqdm.write``: running bars are cleared,
-    the line is written, and the bars are drawn again below it."""
+    the line is written, and the bars are drawn again below it.
+
+    Without a ``stream`` it writes to whatever ``sys.stderr`` is when a record comes (as
+    logging's last-resort handler does), not to the one there was when it was made: a caller
+    that swaps ``sys.stderr`` (a test's capture, a notebook) never leaves it a closed stream.
+    """
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._stream = stream
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return self._stream if self._stream is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        self._stream = value
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
