@@ -55,6 +55,11 @@ for kind in $runs; do
         > "$out/probe-$kind.log" 2>&1
 done
 left=$(( budget - $(elapsed) - 10 ))
+if [ "$left" -lt $(( 10 * $(wc -w <<< "$runs") )) ]; then
+    echo "[$(elapsed) s] the probes left ${left} s of the ${budget} s budget: too little to" \
+        "train (10 s a run at least); give a larger budget" >&2
+    exit 3
+fi
 share() {  # the seconds of run $1: LDM_SHARE (0.6) for the LDM when both run, else all
     if [ "$(wc -w <<< "$runs")" -lt 2 ]; then echo "$left"
     elif [ "$1" = ldm ]; then python3 -c "print(int($left * ${LDM_SHARE:-0.6}))"
