@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from realdeal.commands import evaluate as cmd
-from realdeal.errors import InputError, RealDealError
+from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.metrics.sharpness import SharpnessConfig
 from realdeal.metrics.subjects import EmptySetError, MissingRegionError, SetMismatchError, find_set
 from realdeal.metrics.suite import (
@@ -43,6 +43,7 @@ def paired_result(cohort, weights_dir):
     )
 
 
+@pytest.mark.slow
 def test_paired_ordering(paired_result):
     m = _means(paired_result)
     assert m[("original", "sharpness", "")] > m[("blurred", "sharpness", "")]
@@ -63,6 +64,7 @@ def test_paired_records_and_cis(paired_result):
     assert "Table 1" in md and "Table 2" in md and "| blurred |" in md and "| original |" in md
 
 
+@pytest.mark.slow
 def test_paired_is_deterministic_and_worker_independent(cohort, paired_result):
     cfg = PairedConfig(**{**SMALL.__dict__, "lpips": False})
     args = (
@@ -132,6 +134,7 @@ def test_jackknife_interval_of_a_mean_is_the_t_interval():
     assert np.isnan(jackknife_ci(1.0, [1.0], 5, 0.95)[0])  # one value: no interval
 
 
+@pytest.mark.slow
 def test_unpaired_inception_runs_with_weight_file(cohort, weights_dir):
     cfg = UnpairedConfig(patch_size_2d=16, n_patches_2d=2, ks=(1,), n_bootstrap=0)
     two = ["sub-00.nii.gz"]  # one subject per set keeps the CPU Inception passes short
@@ -151,7 +154,7 @@ def _parse(argv):
     return p.parse_args(["evaluate", *argv])
 
 
-def test_command_writes_tables(cohort, tmp_path, capsys):
+def test_command_writes_tables(cohort, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     args = _parse(
         [
@@ -177,22 +180,23 @@ def test_command_writes_tables(cohort, tmp_path, capsys):
             str(out),
         ]
     )
-    args = argparse.Namespace(**{**vars(args)})
+    import dataclasses
+
     import realdeal.metrics.suite as S
 
-    orig = S.PairedConfig
     seen = {}
 
-    def tiny(**kw):  # tiny volumes
-        seen.update(kw)
-        return orig(**kw, sharpness=SharpnessConfig(patch_size=16, n_patches=20))
+    def tiny(originals, candidates, labels, config, *a, **k):  # tiny volumes: small sharpness
+        seen["config"] = config
+        config = dataclasses.replace(config, sharpness=SharpnessConfig(patch_size=16, n_patches=20))
+        return real(originals, candidates, labels, config, *a, **k)
 
-    S.PairedConfig = tiny
-    try:
-        assert args.func(args) == 0
-    finally:
-        S.PairedConfig = orig
-    assert seen["seam_window"] == 16
+    real = S.evaluate_paired
+    monkeypatch.setattr(S, "evaluate_paired", tiny)
+    assert args.func(args) == 0
+    cfg = seen["config"]  # every flag reached the settings
+    assert (cfg.seam_window, cfg.n_patches_2d, cfg.patch_size_2d) == (16, 10, 16)
+    assert (cfg.n_bootstrap, cfg.lpips, cfg.noise.backend) == (50, False, "dipy")
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "| blurred |" in printed
     data = json.loads((out / "results.json").read_text())
@@ -275,3 +279,25 @@ def test_cli_turns_errors_into_exit_2(cohort, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "empty" in err[0]
     assert issubclass(EmptySetError, RealDealError)
+
+
+def test_too_few_patches_for_prdc_and_too_small_for_lpips_are_one_line_errors(cohort):
+    """k-NN radii need more than k patches a set; AlexNet needs patches of 31 voxels or more."""
+    cfg = UnpairedConfig(patch_size_2d=16, n_patches_2d=2, features="patchstats", ks=(5,))
+    one = ["sub-00.nii.gz"]  # one subject, 2 patches an axis: fewer than k = 5
+    with pytest.raises(ConfigError, match="k = 5 need more than 5 patches") as e:
+        evaluate_unpaired(
+            find_set("real", [cohort["originals"] / f for f in one]),
+            [find_set("blurred", [cohort["blurred"] / f for f in one])],
+            cfg,
+            workers=1,
+        )
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="at least 31 voxels, got 16"):
+        evaluate_paired(
+            find_set("originals", cohort["originals"]),
+            [find_set("blurred", cohort["blurred"])],
+            find_set("labels", cohort["labels"]),
+            PairedConfig(patch_size_2d=16),
+            workers=1,
+        )

@@ -22,10 +22,90 @@ from __future__ import annotations
 import argparse
 
 from realdeal.commands._checks import check_writable_dir
-from realdeal.commands._flags import on_first_use
-from realdeal.config import device_arg, field_arg, option_arg
+from realdeal.commands._flags import ConfigFlags, Flag, add_config_flags, on_first_use
+from realdeal.config import device_arg, option_arg
 
 PAIRED = "realdeal.metrics.suite:PairedConfig"
+UNPAIRED = "realdeal.metrics.suite:UnpairedConfig"
+
+PAIRED_FLAGS = ConfigFlags(
+    PAIRED,
+    (),
+    {
+        "lpips": Flag("skip LPIPS (no pretrained networks needed)", name="--no-lpips", switch=True),
+        "seam_window": Flag(
+            "window side of the refiner whose seams the seam score looks for (default: 64 "
+            "if every side is ≥ 192 voxels, else 32)",
+            metavar="N",
+        ),
+    },
+    "paired mode",
+)
+"""Paired-only settings of :class:`~realdeal.metrics.suite.PairedConfig`."""
+
+NOISE_FLAGS = ConfigFlags(
+    "realdeal.metrics.noise:NoiseConfig",
+    ("noise",),
+    {"backend": Flag("NLM denoiser for noise KL", name="--noise-backend")},
+    "paired mode",
+)
+"""The noise-KL denoiser of :class:`~realdeal.metrics.noise.NoiseConfig`."""
+
+UNPAIRED_FLAGS = ConfigFlags(
+    UNPAIRED,
+    (),
+    {
+        "features": "feature space: FID's Inception (paper) or weight-free patch statistics "
+        "(reported as FD-patchstats)"
+    },
+    "unpaired mode (--generated also for memorization)",
+)
+"""Unpaired-only settings of :class:`~realdeal.metrics.suite.UnpairedConfig`."""
+
+NETWORK_FLAGS = ConfigFlags(
+    "realdeal.metrics.suite:NetworkOptions",
+    (),
+    {
+        "weights_dir": Flag("folder with pretrained weights (default: torch.hub cache)"),
+        "allow_download": Flag(
+            "never download pretrained weights", name="--no-download", switch=True
+        ),
+    },
+    "common",
+)
+"""Where the pretrained networks come from (:class:`~realdeal.metrics.suite.NetworkOptions`;
+where they run is ``--device``)."""
+
+
+def common_flags() -> ConfigFlags:
+    """The settings both suites share, as fields of :class:`~realdeal.metrics.suite.PairedConfig`
+    (whose defaults they state); ``--bootstrap`` left unset means each suite's own default."""
+    from realdeal.commands._flags import field_defaults
+
+    jackknife = field_defaults(_imported_class(UNPAIRED))["n_bootstrap"]
+    return ConfigFlags(
+        PAIRED,
+        (),
+        {
+            "n_patches_2d": Flag("2D patches per axis and image (paper: 1000)", name="--patches"),
+            "patch_size_2d": Flag("2D patch side in voxels (paper: 64)", name="--patch-size"),
+            "seed": "random seed",
+            "n_bootstrap": Flag(
+                "interval resamples: paired, bootstrap resamples of subjects; unpaired, "
+                f"leave-one-subject-out sets of the jackknife ({jackknife} when not given); "
+                "0 = no intervals",
+                name="--bootstrap",
+            ),
+        },
+        "common",
+    )
+
+
+def _imported_class(name: str) -> type:
+    import importlib
+
+    module, _, cls = name.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def _named(value: str) -> tuple[str, str]:
@@ -52,8 +132,15 @@ def register(subparsers) -> None:
     _add_unpaired_flags(p.add_argument_group("unpaired mode (--generated also for memorization)"))
     _add_memorization_flags(p.add_argument_group("memorization mode"))
     _add_common_flags(p.add_argument_group("common"))
-    on_first_use(p, _state_the_copy_rule)
+    on_first_use(p, _settings_flags)
     p.set_defaults(func=run, preflight=_preflight)
+
+
+def _settings_flags(p: argparse.ArgumentParser) -> None:
+    """The flags generated from the suites' settings, and the copy rule in ``--held-out``'s
+    help (added on first use of the parser: the settings' modules import numpy and torch)."""
+    add_config_flags(p, PAIRED_FLAGS, NOISE_FLAGS, UNPAIRED_FLAGS, common_flags(), NETWORK_FLAGS)
+    _state_the_copy_rule(p)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -61,7 +148,7 @@ def _preflight(args: argparse.Namespace) -> None:
     check_writable_dir(args.out, "--out")
     from realdeal.runtime.environment import check_torchvision
 
-    if args.mode == "paired" and not args.no_lpips:
+    if args.mode == "paired" and args.lpips is not False:
         check_torchvision("LPIPS (--no-lpips skips it)")
     elif args.mode == "unpaired" and args.features == "inception":
         check_torchvision("FID (--features patchstats avoids it)")
@@ -79,7 +166,6 @@ def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
         "--candidate",
         action="append",
         type=_named,
-        default=[],
         metavar="NAME=PATH",
         help="a candidate set (folder), e.g. recon=DIR; repeatable",
     )
@@ -89,22 +175,6 @@ def _add_paired_flags(g: argparse._ArgumentGroup) -> None:
         metavar="PATH",
         help="FreeSurfer label maps matching the originals (default: automatic labels from "
         "the originals, written to OUT/labels/)",
-    )
-    g.add_argument(
-        "--no-lpips", action="store_true", help="skip LPIPS (no pretrained networks needed)"
-    )
-    g.add_argument(
-        "--seam-window",
-        type=field_arg(int, PAIRED, "seam_window"),
-        metavar="N",
-        help="window side of the refiner whose seams to score (default: 64 if every side "
-        "≥ 192, else 32)",
-    )
-    g.add_argument(
-        "--noise-backend",
-        choices=("dipy", "ants"),
-        default="dipy",
-        help="NLM denoiser for noise KL",
     )
 
 
@@ -117,7 +187,6 @@ def _add_unpaired_flags(g: argparse._ArgumentGroup) -> None:
         "--generated",
         action="append",
         type=_named,
-        default=[],
         metavar="NAME=PATH",
         help="a generated set (folder), e.g. ldm=DIR; repeatable",
     )
@@ -126,12 +195,6 @@ def _add_unpaired_flags(g: argparse._ArgumentGroup) -> None:
         nargs="+",
         metavar="PATH",
         help="label maps of the real images (else a threshold mask)",
-    )
-    g.add_argument(
-        "--features",
-        choices=("inception", "patchstats"),
-        default="inception",
-        help="feature space: FID's Inception (paper) or weight-free patch statistics (reported as FD-patchstats)",
     )
 
 
@@ -163,27 +226,7 @@ def _state_the_copy_rule(p: argparse.ArgumentParser) -> None:
 
 
 def _add_common_flags(g: argparse._ArgumentGroup) -> None:
-    """Patch sampling, intervals, workers, pretrained weights and device."""
-    g.add_argument(
-        "--patches",
-        type=field_arg(int, PAIRED, "n_patches_2d"),
-        default=1000,
-        help="2D patches per axis and image (paper: 1000)",
-    )
-    g.add_argument(
-        "--patch-size",
-        type=field_arg(int, PAIRED, "patch_size_2d"),
-        default=64,
-        help="2D patch side in voxels (paper: 64)",
-    )
-    g.add_argument("--seed", type=field_arg(int, PAIRED, "seed"), default=0, help="random seed")
-    g.add_argument(
-        "--bootstrap",
-        type=field_arg(int, PAIRED, "n_bootstrap"),
-        default=None,
-        help="interval resamples: paired, bootstrap resamples of subjects (default 1000); "
-        "unpaired, leave-one-subject-out sets of the jackknife (default 20); 0 = no intervals",
-    )
+    """Workers and device (the suites' shared settings are generated: :func:`common_flags`)."""
     g.add_argument(
         "--workers",
         type=option_arg(int, "evaluate --workers"),
@@ -191,16 +234,10 @@ def _add_common_flags(g: argparse._ArgumentGroup) -> None:
         help="processes over subjects (default: min(2, CPUs))",
     )
     g.add_argument(
-        "--weights-dir",
-        default=None,
-        help="folder with pretrained weights (default: torch.hub cache)",
-    )
-    g.add_argument("--no-download", action="store_true", help="never download pretrained weights")
-    g.add_argument(
         "--device",
         type=device_arg,
         default="auto",
-        help="torch device for LPIPS/Inception (auto: GPU if any)",
+        help="where LPIPS and Inception run: auto (a GPU if there is one), cpu or cuda[:N]",
     )
 
 
@@ -224,26 +261,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, dist):
     """The result of the chosen mode (``None`` on ranks other than 0)."""
+    import dataclasses
+
     from realdeal.errors import ConfigError
     from realdeal.metrics import suite
-    from realdeal.metrics.noise import NoiseConfig
     from realdeal.metrics.subjects import find_set
 
-    network = suite.NetworkOptions(args.weights_dir, not args.no_download, str(dist.device))
-    common = {"n_patches_2d": args.patches, "patch_size_2d": args.patch_size, "seed": args.seed}
-    if args.bootstrap is not None:
-        common["n_bootstrap"] = args.bootstrap
+    network = dataclasses.replace(NETWORK_FLAGS.build(args), device=str(dist.device))
+    common = common_flags().given(args)
     if args.mode == "paired":
         if not args.originals or not args.candidate:
             raise ConfigError(
                 "paired mode needs --originals and at least one --candidate NAME=PATH"
             )
-        config = suite.PairedConfig(
-            **common,
-            lpips=not args.no_lpips,
-            noise=NoiseConfig(backend=args.noise_backend),
-            seam_window=args.seam_window,
-        )
+        config = PAIRED_FLAGS.build(args, suite.PairedConfig(**common))
+        config = dataclasses.replace(config, noise=NOISE_FLAGS.build(args))
         return suite.evaluate_paired(
             find_set("originals", args.originals),
             [find_set(name, path) for name, path in args.candidate],
@@ -268,7 +300,7 @@ def _evaluate(args: argparse.Namespace, dist):
         )
     if not args.real or not args.generated:
         raise ConfigError("unpaired mode needs --real and at least one --generated NAME=PATH")
-    config = suite.UnpairedConfig(**common, features=args.features)
+    config = UNPAIRED_FLAGS.build(args, suite.UnpairedConfig(**common))
     return suite.evaluate_unpaired(
         find_set("real", args.real),
         [find_set(name, path) for name, path in args.generated],

@@ -64,6 +64,7 @@ from realdeal.metrics.patches import (
     sample_all_axes_2d,
     sample_patches_3d,
 )
+from realdeal.metrics.patchstats import patch_stats_features
 from realdeal.metrics.prdc import knn_radii, prdc_multi
 from realdeal.metrics.seam import seam_function
 from realdeal.metrics.sharpness import SharpnessConfig, laplacian, laplacian_variance_at
@@ -91,6 +92,10 @@ log = logging.getLogger(__name__)
 
 NOISE_REGIONS = ("white_matter", "lateral_ventricles")
 HOG_REGIONS = ("brain", "cerebellum")
+
+
+LPIPS_MIN_PATCH = 31
+"""The smallest 2D patch side LPIPS's AlexNet takes (its fifth convolution needs a 1-pixel map)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,6 +582,12 @@ def evaluate_paired(
     for s in sets[1:]:
         check_paired(originals, s)
     models = {}
+    if config.lpips and config.patch_size_2d < LPIPS_MIN_PATCH:
+        raise ConfigError(
+            f"LPIPS (AlexNet) needs 2D patches of at least {LPIPS_MIN_PATCH} voxels, got "
+            f"{config.patch_size_2d} (--patch-size); give larger patches or skip LPIPS "
+            "(--no-lpips)"
+        )
     if config.lpips:  # load here first: fail fast if the weights cannot be had (or download them)
         from realdeal.metrics.lpips import load_lpips
 
@@ -670,7 +681,6 @@ def patch_features(
 
     ``extractor`` maps ``(N, H, W)`` patches to features (FID's Inception); ``None`` = patch-stats.
     """
-    from realdeal.metrics.patchstats import patch_stats_features
 
     pos = sample_all_axes_2d(
         mask, config.patch_size_2d, config.n_patches_2d, rng, config.min_brain_fraction
@@ -713,6 +723,15 @@ def _set_level(
     n_sets = min(n, config.n_bootstrap) if n > 1 else 0
     left_out = range(n) if n_sets == n else sorted(rng.choice(n, n_sets, replace=False))
     subsets = [[i for i in range(n) if i != j] for j in left_out] if n_sets else []
+    k_max = max(config.ks)
+    for a in AXES:
+        counts = {"the real set": len(real[a]), set_name: sum(len(f[a]) for f in fake)}
+        if short := [f"{name} has {c}" for name, c in counts.items() if c <= k_max]:
+            raise ConfigError(
+                f"coverage and density with k = {k_max} need more than {k_max} patches a set "
+                f"and axis, but {' and '.join(short)} on axis {a}: give more subjects or "
+                "more patches (--patches)"
+            )
     # a set without one subject needs more patches than the largest k (prdc's k-NN radii)
     if any(sum(len(fake[i][a]) for i in b) <= max(config.ks) for b in subsets for a in AXES):
         log.warning(
