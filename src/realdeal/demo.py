@@ -41,15 +41,35 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from realdeal.config import to_dict
+from realdeal.config import from_dict, to_dict
+from realdeal.data.cohort import CohortConfig, build_cohort
+from realdeal.data.dataset import PrepareConfig, PreparedDataset, prepare_dataset
 from realdeal.diffusion.registry import DEFAULT_SAMPLING
-from realdeal.errors import InputError, RealDealError
+from realdeal.errors import ConfigError, InputError, RealDealError
+from realdeal.metrics import suite
+from realdeal.metrics.memorization import evaluate_memorization
+from realdeal.metrics.sharpness import SharpnessConfig
+from realdeal.metrics.subjects import find_set
+from realdeal.models.loading import load_autoencoder
+from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
+from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
+from realdeal.pipelines.refiner import RefineSettings, refine_paths
+from realdeal.presets import QUICK_OVERRIDES, preset, with_overrides
+from realdeal.report.figures import cohort_figure
+from realdeal.report.run import RUN_FORMAT, load_run, read_metrics_jsonl
+from realdeal.runtime.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    save_checkpoint_safetensors,
+)
+from realdeal.runtime.device import resolve_device
+from realdeal.training.autoencoder import train_autoencoder
+from realdeal.training.engine import SNAPSHOTS_DIR
+from realdeal.training.ldm import train_ldm
+from realdeal.training.refiner import train_refiner
 from realdeal.utils.fs import atomic_dir, write_json_atomic
-
-if TYPE_CHECKING:
-    from realdeal.pipelines.refiner import RefineSettings
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +146,6 @@ class DemoConfig:
     The models also reconstruct there; the metrics run on the CPU."""
 
     def __post_init__(self) -> None:
-        from realdeal.errors import ConfigError
 
         if self.train_scale <= 0:
             raise ConfigError(f"--train-scale must be positive, got {self.train_scale}")
@@ -178,8 +197,6 @@ def cohort_config(cfg: DemoConfig):
     """The cohort the demo builds: the one the demo checkpoints it uses were trained on (their
     manifest's), else :data:`POPULATION` (``--retrain``, ``--checkpoints none``); ``--quick``:
     4 subjects at 4 mm."""
-    from realdeal.config import from_dict
-    from realdeal.data.cohort import CohortConfig
 
     if cfg.quick:
         return CohortConfig(n_subjects=4, spacing=4.0, seed=cfg.seed)
@@ -192,8 +209,6 @@ def cohort_config(cfg: DemoConfig):
 def prepare_config(cfg: DemoConfig):
     """How the demo prepares the cohort: as the demo checkpoints' data was prepared (their
     manifest's), else on the cohort's grid with refiner window 32 (quick: 16)."""
-    from realdeal.config import from_dict
-    from realdeal.data.dataset import PrepareConfig
 
     shipped = None if cfg.quick else _shipped_data(cfg)
     if shipped is not None:
@@ -235,7 +250,6 @@ def held_out_roles(test: list[str]) -> dict[str, list[str]]:
 
 def model_configs(cfg: DemoConfig) -> dict[str, Any]:
     """The ``cpu-small`` run configs of the three models, scaled by ``train_scale``/quick."""
-    from realdeal.presets import QUICK_OVERRIDES, preset, with_overrides
 
     out = {}
     for kind in MODEL_KINDS:
@@ -275,7 +289,6 @@ def _sha256(path: Path) -> str:
 
 def _trained_steps(path: Path) -> int | None:
     """The step a checkpoint holds, or None if unreadable."""
-    from realdeal.runtime.checkpoint import load_checkpoint
 
     try:
         return load_checkpoint(path).step
@@ -294,9 +307,6 @@ def packaged_checkpoints() -> Path | None:
 
 def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None:
     """``{kind: file}`` from ``folder`` if its manifest says they were trained on this cohort."""
-    from realdeal.config import from_dict
-    from realdeal.data.cohort import CohortConfig
-    from realdeal.data.dataset import PrepareConfig
 
     manifest = folder / "manifest.json"
     if not manifest.is_file():
@@ -350,7 +360,6 @@ def export_checkpoints(run_dir: str | os.PathLike, dest: str | os.PathLike) -> P
     ``realdeal demo --checkpoints DIR`` reads; ``src/realdeal/demo_checkpoints`` is the one
     shipped with the package. See :func:`export_models` for models trained outside a demo run.
     """
-    from realdeal.report.run import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir).manifest
@@ -387,12 +396,6 @@ def export_models(
     for all, beside the ``.pt`` files' ``sha256``).
     """
     import torch
-
-    from realdeal.runtime.checkpoint import (
-        load_checkpoint,
-        save_checkpoint,
-        save_checkpoint_safetensors,
-    )
 
     def write_safetensors(folder: Path, kind: str) -> str:
         """``<kind>.safetensors`` (and ``.model.json``) from ``<kind>.pt``; its sha256."""
@@ -513,7 +516,6 @@ def _checkpoint_and_run(src: Path) -> tuple[Path, Path]:
     (``RUN/snapshots/step-N.pt``, or any checkpoint file inside a run folder)."""
     if src.is_dir():
         return src / "checkpoint.pt", src
-    from realdeal.training.engine import SNAPSHOTS_DIR
 
     return src, src.parent.parent if src.parent.name == SNAPSHOTS_DIR else src.parent
 
@@ -562,7 +564,6 @@ def _logged_training(metrics: Path, train_cfg: dict[str, Any]) -> dict[str, Any]
     """Training seconds (sum over logged windows) and device(s) from a ``metrics.jsonl``."""
     if not metrics.is_file():
         return {"seconds": None, "device": None}
-    from realdeal.report.run import read_metrics_jsonl
 
     recs, _ = read_metrics_jsonl(metrics)
     batch = float(train_cfg.get("batch_size") or 1)
@@ -620,7 +621,6 @@ def run_demo(
     Keyword arguments are :class:`DemoConfig` fields (``run_demo(out, quick=True)``);
     ``command`` is recorded in ``run.json`` (default: ``realdeal demo``).
     """
-    from realdeal.pipelines.refiner import RefineSettings
 
     cfg = (config or DemoConfig(**kw)).effective()
     out = Path(out)
@@ -676,9 +676,6 @@ def run_demo(
 
 def _cohort_and_data(cfg: DemoConfig, out: Path, stages: _Stages):
     """The cohort and its prepared dataset (reused when the run folder has them)."""
-    from realdeal.data.cohort import build_cohort
-    from realdeal.data.dataset import PreparedDataset, prepare_dataset
-    from realdeal.report.figures import cohort_figure
 
     with stages("cohort"):
         cohort_dir = out / "cohort"
@@ -717,9 +714,6 @@ class _Models:
         self.provenance: dict[str, dict[str, Any]] = {}
 
     def obtain_all(self, stages: _Stages, ds) -> None:
-        from realdeal.training.autoencoder import train_autoencoder
-        from realdeal.training.ldm import train_ldm
-        from realdeal.training.refiner import train_refiner
 
         data, mcfg, dirs = ds.root, self.configs, self.dirs
         with stages("obtain autoencoder"):
@@ -806,7 +800,6 @@ def _run_record(
     started: str,
 ) -> dict[str, Any]:
     """``run.json``: what the report reads (sets, models, timings, configs, versions)."""
-    from realdeal.report.run import RUN_FORMAT
 
     return {
         "format": RUN_FORMAT,
@@ -881,8 +874,6 @@ def _choose_shipped(cfg: DemoConfig) -> dict[str, Path] | None:
 def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | None = None) -> None:
     """Reconstructions of ``ids`` (default: every subject), redone when the autoencoder file
     changed."""
-    from realdeal.models.loading import load_autoencoder
-    from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
 
     stamp = ds.root / "reconstructions" / "reconstruct_config.json"
     fp = checkpoint_fingerprint(autoencoder)
@@ -893,7 +884,6 @@ def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | N
         if not ids:
             log.info("reusing the reconstructions (same autoencoder)")
             return
-    from realdeal.runtime.device import resolve_device
 
     where = resolve_device(device)
     ae, ckpt = load_autoencoder(autoencoder, where)
@@ -906,7 +896,6 @@ def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | N
 def _refine_missing(
     checkpoint: Path, inputs: list[Path], out: Path, settings, device: str = "auto"
 ) -> None:
-    from realdeal.pipelines.refiner import refine_paths
 
     todo = [p for p in inputs if not (out / p.name).is_file()]
     if not todo:
@@ -917,12 +906,10 @@ def _refine_missing(
 
 
 def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:
-    from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
 
     if len(list(out.glob("sample_*.nii.gz"))) >= cfg.n_samples:
         log.info("reusing the samples in %s", out)
         return
-    from realdeal.runtime.device import resolve_device
 
     pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint, device=resolve_device(cfg.device))
     reference = ds.load_image(ds.ids()[0])
@@ -954,9 +941,6 @@ def _evaluate(
 ) -> None:
     """Paired (held-out) and unpaired (samples) suites, weight-free so they run offline, and
     memorisation."""
-    from realdeal.metrics import suite
-    from realdeal.metrics.sharpness import SharpnessConfig
-    from realdeal.metrics.subjects import find_set
 
     # The paper's 64-voxel patches, or the largest multiple of 8 that fits (quick: 4 mm).
     patch = min(64, *ds.shape) // 8 * 8
@@ -1014,7 +998,6 @@ def _evaluate(
     # Coverage cannot tell new brains from recalled ones: the raw samples against the LDM's
     # training subjects, with the reconstructions of unseen subjects (decoded like the samples)
     # as the baseline.
-    from realdeal.metrics.memorization import evaluate_memorization
 
     held_out = roles["real"] + roles["ceiling"]
     mem = evaluate_memorization(

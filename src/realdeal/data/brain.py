@@ -36,8 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from realdeal.data.anatomy import cerebellum_box, compose_labels, foreground
-from realdeal.data.io import Volume, check_same_grid, load_volume, nifti_stem
+from realdeal.data.io import (
+    Volume,
+    check_same_grid,
+    is_nifti_path,
+    load_volume,
+    nifti_stem,
+    open_nifti,
+    output_paths,
+)
 from realdeal.data.registration import mni_template, register_to_mni
+from realdeal.data.transforms import Resample
 from realdeal.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -179,7 +188,6 @@ def brain_for(
 def check_inputs(files: list[Path], brain_mask: str | os.PathLike | None = None) -> None:
     """Cheap checks before any model loads: every input (and its brain mask, if one is given)
     exists and is a readable 3D NIfTI file; raises :class:`InputError` naming the first bad one."""
-    from realdeal.data.io import open_nifti
 
     for f in files:
         open_nifti(f)
@@ -210,8 +218,6 @@ def skullstrip_files(
     ``out/labels/`` (``<name>_labels.nii.gz`` for a file). Returns one record per scan
     (input, output, mask, labels, brain volume, seconds).
     """
-    from realdeal.data.io import is_nifti_path, output_paths
-    from realdeal.data.transforms import Resample
 
     dsts = output_paths(files, out)
     records = []

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from realdeal.config import to_dict
 from realdeal.data.fraction import brain_fraction_map
+from realdeal.data.intensity import mapped_range, stored_mapping_fits
 from realdeal.data.io import (
     Volume,
     check_same_grid,
@@ -690,7 +691,6 @@ def _check_reused_mapping(
     scaler: IntensityScaler, sub: _Loaded, path: Path, source: str | os.PathLike | None
 ) -> None:
     """Refuse a subject whose brain a reused (low, high) pair puts outside [−1, 1]."""
-    from realdeal.data.intensity import mapped_range, stored_mapping_fits
 
     if not stored_mapping_fits(scaler, sub.data, sub.mask):
         lo, hi = mapped_range(scaler, sub.data, sub.mask)

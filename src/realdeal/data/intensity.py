@@ -35,8 +35,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from realdeal.data.anatomy import foreground
+from realdeal.data.brain import brain_for
 from realdeal.data.transforms import IntensityScaler
 from realdeal.errors import ConfigError, InputError
+from realdeal.runtime.checkpoint import RefinerCheckpoint, load_checkpoint
 
 if TYPE_CHECKING:
     from realdeal.runtime.checkpoint import AutoencoderCheckpoint, LDMCheckpoint, RefinerCheckpoint
@@ -216,7 +219,6 @@ def load_intensity_mapping(
             float(cfg.get("low_percentile", 0.5)),
             float(cfg.get("high_percentile", 99.5)),
         )
-    from realdeal.runtime.checkpoint import load_checkpoint
 
     return mapping_from_checkpoint(load_checkpoint(source), source)  # type: ignore[arg-type]
 
@@ -225,7 +227,6 @@ def mapping_from_checkpoint(
     ckpt: AutoencoderCheckpoint | LDMCheckpoint | RefinerCheckpoint, source: str | os.PathLike
 ) -> tuple[IntensityScaler, tuple[float, float]]:
     """:func:`load_intensity_mapping` of a loaded checkpoint (``source`` names it in errors)."""
-    from realdeal.runtime.checkpoint import RefinerCheckpoint
 
     if isinstance(ckpt, RefinerCheckpoint) and ckpt.scaler:  # a refiner stores its data's pair
         return IntensityScaler.from_dict(ckpt.scaler), (0.5, 99.5)
@@ -284,8 +285,6 @@ def scan_to_model_space(
 ) -> ScanInModelSpace:
     """Find the brain of ``vol`` (:func:`realdeal.data.brain.brain_for`), choose the intensity
     mapping (:func:`resolve_intensity`) and apply both."""
-    from realdeal.data.anatomy import foreground
-    from realdeal.data.brain import brain_for
 
     scaled = options.intensity == "scaled" or (
         options.intensity == "auto" and looks_scaled(vol.data)

@@ -17,7 +17,9 @@ import os
 
 import numpy as np
 
+from realdeal.errors import InstallationError
 from realdeal.metrics import weights as W
+from realdeal.runtime.environment import check_torchvision
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +86,6 @@ def build_fid_inception():
 
     A torchvision that does not work with the installed torch, or a missing ``pytorch-fid``
     package, is one :class:`~realdeal.errors.InstallationError` line naming the fix."""
-    from realdeal.errors import InstallationError
-    from realdeal.runtime.environment import check_torchvision
 
     check_torchvision("FID (--features patchstats avoids it)")
     try:

@@ -14,7 +14,9 @@ import warnings
 
 import numpy as np
 
+from realdeal.errors import InstallationError
 from realdeal.metrics import weights as W
+from realdeal.runtime.environment import check_torchvision
 
 # lpips splits AlexNet.features into five slices at these layer indices.
 _SLICES = ((1, 0, 2), (2, 2, 5), (3, 5, 8), (4, 8, 10), (5, 10, 12))
@@ -67,8 +69,6 @@ def load_lpips(
 
     A torchvision that does not work with the installed torch, or a missing ``lpips`` package,
     is one :class:`~realdeal.errors.InstallationError` line naming the fix."""
-    from realdeal.errors import InstallationError
-    from realdeal.runtime.environment import check_torchvision
 
     check_torchvision("LPIPS (--no-lpips skips it)")
     try:

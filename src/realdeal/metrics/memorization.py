@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from realdeal.config import JsonFields, read_json
+from realdeal.data.io import load_volume
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.metrics.subjects import SubjectSet
 from realdeal.metrics.tables import write_csv
@@ -143,7 +145,6 @@ def read_memorization(path: str | os.PathLike) -> dict[str, Any]:
     subject; records: set, subject, nearest, similarity; the threshold). A file that is cut
     off, not JSON or missing an entry is one :class:`~realdeal.errors.InputError` line naming
     it and the entry."""
-    from realdeal.config import JsonFields, read_json
 
     path = Path(path)
     res = JsonFields(path, read_json(path, "memorisation result"))
@@ -195,7 +196,6 @@ class _Loader:
         self.max_voxels = max_voxels
 
     def __call__(self, path: Path) -> np.ndarray:
-        from realdeal.data.io import load_volume
 
         x = np.asarray(load_volume(path).data)
         if x.ndim != 3:

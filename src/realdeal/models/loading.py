@@ -15,9 +15,11 @@ import torch
 
 from realdeal.config import from_dict
 from realdeal.data.transforms import IntensityScaler
-from realdeal.errors import InputError
+from realdeal.diffusion.samplers import halving_timesteps
+from realdeal.errors import ConfigError, InputError
 from realdeal.models.autoencoder import Autoencoder, AutoencoderConfig
 from realdeal.models.latent_scaling import LatentScaler
+from realdeal.models.unet import UNetConfig, build_unet
 from realdeal.runtime.checkpoint import (
     AutoencoderCheckpoint,
     Distillation,
@@ -63,7 +65,6 @@ def unet_from_checkpoint(
     ckpt: LDMCheckpoint | RefinerCheckpoint, where: str | os.PathLike, ema: bool = True
 ) -> torch.nn.Module:
     """The MONAI U-Net of an LDM or refiner checkpoint (EMA weights by default), eval mode."""
-    from realdeal.models.unet import UNetConfig, build_unet
 
     unet = build_unet(from_dict(UNetConfig, ckpt.model_config))
     try:
@@ -160,8 +161,6 @@ def load_refiner(
 
 def _check_distillation(ckpt: RefinerCheckpoint, where: str | os.PathLike) -> None:
     """Refuse a student whose recorded time grid is not its sampler's (one line)."""
-    from realdeal.diffusion.samplers import halving_timesteps
-    from realdeal.errors import ConfigError
 
     d = ckpt.distilled
     assert d is not None

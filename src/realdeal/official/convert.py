@@ -19,6 +19,7 @@ from torch import nn
 
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.official_autoencoder import OfficialAutoencoder, OfficialAutoencoderConfig
+from realdeal.models.unet import UNetConfig, build_unet
 from realdeal.official.files import (
     AE_KEY,
     GROUPNORM_BUFFERS,
@@ -72,7 +73,6 @@ def infer_unet_config(
     Generative instead (see :func:`head_channels`). ``norm_num_groups``: from the
     GroupNorm-variant buffers when present, else MONAI Generative's default 32, unless given.
     """
-    from realdeal.models.unet import UNetConfig
 
     state = strip_prefix(state, where)
     if UNET_KEY not in state:
@@ -186,7 +186,6 @@ def convert_unet_state(
 
     Tensors are not copied.
     """
-    from realdeal.models.unet import build_unet
 
     if cfg.include_fc:
         raise ConfigError(

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realdeal.config import to_dict
+from realdeal.data.dataset import PreparedDataset
+from realdeal.diffusion.schedule import ScheduleConfig
 from realdeal.errors import ConfigError, InputError
 from realdeal.models.latent_scaling import OFFICIAL_RANGES, LatentScaler
 from realdeal.official.convert import (
@@ -36,6 +38,8 @@ from realdeal.official.files import (
     refuse_realdeal,
     unet_state,
 )
+from realdeal.pipelines.autoencoder import checkpoint_fingerprint
+from realdeal.presets import LDMRunConfig, RefinerRunConfig
 from realdeal.runtime.checkpoint import (
     FORMAT,
     AutoencoderCheckpoint,
@@ -80,7 +84,6 @@ def import_autoencoder(
 
 def embedded_autoencoder(path: str | os.PathLike) -> EmbeddedAutoencoder:
     """The autoencoder an LDM checkpoint carries, from a released or a realdeal autoencoder file."""
-    from realdeal.pipelines.autoencoder import checkpoint_fingerprint
 
     ckpt = None if is_safetensors_file(path) else read_official(path)
     if ckpt is None or ckpt.get("format") == FORMAT:  # a realdeal file (.pt or .safetensors)
@@ -120,7 +123,6 @@ def import_ldm(
     that grid, recorded as the default geometry for ``realdeal sample``. ``norm_num_groups``,
     ``num_head_channels``: see :func:`realdeal.official.convert.infer_unet_config`.
     """
-    from realdeal.presets import LDMRunConfig
 
     refuse_overwrite(out, src, autoencoder)
     ckpt = read_official(src) if ckpt is None else ckpt
@@ -170,7 +172,6 @@ def import_refiner(
     ``realdeal refine`` also accepts raw-intensity inputs. ``norm_num_groups``,
     ``num_head_channels``: see :func:`realdeal.official.convert.infer_unet_config`.
     """
-    from realdeal.presets import RefinerRunConfig
 
     refuse_overwrite(out, src)
     ckpt = read_official(src) if ckpt is None else ckpt
@@ -276,7 +277,6 @@ def _convert_unet(
 
 def _released_schedule(prediction_type: str) -> ScheduleConfig:
     """The noise schedule both released U-Nets were trained with (docs/method.md#spec-4, #spec-5)."""
-    from realdeal.diffusion.schedule import ScheduleConfig
 
     return ScheduleConfig(
         schedule="scaled_linear_beta",
@@ -303,7 +303,6 @@ def _check_dataset(
     """The prepared dataset ``data`` (``None`` if not given), checked against ``image_shape``."""
     if data is None:
         return None
-    from realdeal.data.dataset import PreparedDataset
 
     ds = PreparedDataset(data)
     if image_shape is not None and tuple(ds.shape) != tuple(image_shape):

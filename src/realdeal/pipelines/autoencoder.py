@@ -19,11 +19,19 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from realdeal.data.io import output_paths
+from realdeal.data.intensity import ScanOptions, scan_to_model_space
+from realdeal.data.io import load_volume, output_paths
+from realdeal.errors import InputError
 from realdeal.models.autoencoder import Autoencoder
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.runtime.device import autocast_context, resolve_precision
-from realdeal.utils.fs import atomic_path, write_json_atomic
+from realdeal.utils.fs import (
+    atomic_path,
+    check_fingerprint,
+    file_fingerprint,
+    write_json_atomic,
+    written_after,
+)
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -106,9 +114,6 @@ def reconstruct_files(
     """
     import time
 
-    from realdeal.data.intensity import ScanOptions, scan_to_model_space
-    from realdeal.data.io import load_volume
-
     options = options or ScanOptions()
     records = []
     for src, dst in progress(
@@ -141,8 +146,6 @@ def save_latent(
 def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
     """(latent, metadata) from a file written by :func:`save_latent`."""
     from safetensors import safe_open
-
-    from realdeal.errors import InputError
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -182,8 +185,6 @@ def encode_dataset(
     than 0 of a torchrun job): stale entries are then encoded in memory. Returns
     ``{id: raw latent}``.
     """
-    from realdeal.errors import InputError
-    from realdeal.utils.fs import file_fingerprint
 
     out_dir = Path(out_dir)
     latents: dict[str, torch.Tensor] = {}
@@ -239,7 +240,6 @@ def _valid_entry(
 ) -> dict | None:
     """The image's fingerprint if the latent at ``path`` (metadata ``meta``) is the present
     image's by this autoencoder at this precision, else None."""
-    from realdeal.utils.fs import check_fingerprint, file_fingerprint, written_after
 
     if meta.get("autoencoder") != autoencoder_id:
         return None
@@ -273,7 +273,6 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
 
 def require_reconstructions(dataset: Any, ids: Sequence[str]) -> None:
     """Raise :class:`InputError` unless every subject in ``ids`` has a reconstruction."""
-    from realdeal.errors import InputError
 
     missing = [s for s in ids if not dataset.has_derived("reconstructions", s)]
     if missing:

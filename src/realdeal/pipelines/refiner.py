@@ -30,7 +30,10 @@ import torch
 from torch import nn
 
 from realdeal.config import from_dict
-from realdeal.data.io import Volume, load_volume
+from realdeal.data.brain import check_inputs
+from realdeal.data.dataset import find_inputs
+from realdeal.data.intensity import ScanOptions, scan_to_model_space
+from realdeal.data.io import Volume, is_nifti_path, load_volume, nifti_stem
 from realdeal.data.transforms import IntensityScaler, Resample
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.registry import (
@@ -44,6 +47,7 @@ from realdeal.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.inference.plan import Plan, PlanConfig, make_plan, official_plan
 from realdeal.inference.refine import RefineJob, RefineResult, refine_volume, refine_volumes
+from realdeal.inference.seams import seam_score
 from realdeal.models.loading import load_refiner
 from realdeal.runtime.checkpoint import Distillation, RefinerCheckpoint
 from realdeal.runtime.device import compiled_network, inference_precision
@@ -332,7 +336,6 @@ class RefinerPipeline:
 
     def _to_model_space(self, vol: Volume, settings: RefineSettings):
         """(array in [−1, 1] on the model's spacing, function mapping a result back)."""
-        from realdeal.data.intensity import ScanOptions, scan_to_model_space
 
         path = vol.path
         rs = None
@@ -382,7 +385,6 @@ class RefinerPipeline:
         flight at once (:func:`refine_paths` passes groups of ``settings.batch_volumes``).
         Returns one record per pair, in order (plan statistics, U-Net evaluations, seconds
         in flight, seam scores)."""
-        from realdeal.inference.seams import seam_score
 
         resolved = self.sampling(settings)
         sources = ((i, lambda src=src: load_volume(src)) for i, (src, _) in enumerate(pairs))
@@ -461,9 +463,6 @@ def refine_paths(
     written and the records hold the plans' descriptions. Returns every input's record, in
     input order (on every rank).
     """
-    from realdeal.data.brain import check_inputs
-    from realdeal.data.dataset import find_inputs
-    from realdeal.data.io import is_nifti_path, nifti_stem
 
     if settings.batch_volumes < 1:
         raise ConfigError(f"batch_volumes must be at least 1, got {settings.batch_volumes}")

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from realdeal.errors import InputError
 from realdeal.runtime.distributed import (  # noqa: F401  (re-exported)
     DistInfo,
     cleanup,
     init_distributed,
     resolve_device,
 )
+from realdeal.utils.fs import folder_lock
 
 
 def barrier(info: DistInfo) -> None:
@@ -54,8 +56,6 @@ def exclusive_folder(
     ``check_first`` also runs ``check`` before the lock is taken: a refused call then makes
     nothing, not even the folder or its lock file.
     """
-    from realdeal.errors import InputError
-    from realdeal.utils.fs import folder_lock
 
     main = info is None or info.is_main
     with contextlib.ExitStack() as stack:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from realdeal.config import save_config, to_dict
+from realdeal.data.dataset import PreparedDataset
 from realdeal.data.fraction import brain_fraction_map
 from realdeal.diffusion.denoiser import Denoiser
 from realdeal.diffusion.schedule import NoiseSchedule
@@ -53,7 +54,13 @@ from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed
 from realdeal.training.distributed import barrier, init_distributed
 from realdeal.training.engine import TrainResult, train
 from realdeal.training.run_folder import CONFIG_NAME, dataset_fingerprint, open_run
-from realdeal.utils.fs import write_json_atomic
+from realdeal.utils.fs import (
+    atomic_path,
+    check_fingerprint,
+    file_fingerprint,
+    write_json_atomic,
+    written_after,
+)
 from realdeal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -165,7 +172,6 @@ def _cached_arrays(
     of earlier versions (no record) are kept, and get their record, if written after their file
     last changed, else made again. ``write=False`` (ranks other than 0) only reads: a missing
     or stale entry is then loaded from its NIfTI file into memory."""
-    from realdeal.utils.fs import atomic_path, check_fingerprint, file_fingerprint, written_after
 
     if write:
         cache.mkdir(parents=True, exist_ok=True)
@@ -241,7 +247,6 @@ def train_refiner(
     cfg: RefinerRunConfig, data: str | Path, out_dir: str | Path, resume: bool = False
 ) -> TrainResult:
     """Train the refiner on the train split of a prepared dataset with reconstructions."""
-    from realdeal.data.dataset import PreparedDataset
 
     out_dir = Path(out_dir)
     ds = PreparedDataset(data)

@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from realdeal.errors import InputError
+from realdeal.config import to_dict
+from realdeal.errors import ConfigError, InputError
+from realdeal.runtime.checkpoint import FORMAT, read_torch_file
 from realdeal.training.distributed import DistInfo, exclusive_folder
 from realdeal.utils.fs import is_hidden_or_temp, sha256_file, write_json_atomic
 
@@ -121,7 +123,6 @@ def resume_refusal(conflicts: list[tuple[str, Any, Any]]) -> str:
 def read_run_checkpoint(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], int]:
     """(run config, extra values, step) of a training checkpoint, without reading its weights
     (memory-mapped); :class:`InputError` if it is not a realdeal checkpoint of ``kind``."""
-    from realdeal.runtime.checkpoint import FORMAT, read_torch_file
 
     raw = read_torch_file(path, "cpu", mmap=True)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -274,8 +275,6 @@ def open_run(
     that record when it resumes. The checks run on rank 0 before the lock (a refused run
     creates nothing) and again under it (another process may have written meanwhile); every
     rank raises a refusal. Yields the :class:`RunState` found."""
-    from realdeal.config import to_dict
-    from realdeal.errors import ConfigError
 
     folder = Path(folder)
     run_config = to_dict(cfg)
