@@ -37,3 +37,19 @@ def save_nifti(path, data, affine=None, dtype=None):
     img.set_sform(affine, code=1)
     nib.save(img, str(path))
     return Path(path)
+
+
+def prepared_phantoms(folder: Path, n: int, test_fraction: float) -> Path:
+    """A prepared dataset (24 × 32 × 24, 16³ windows) of ``n`` phantom subjects made in
+    ``folder``, ``test_fraction`` of them held out: ``folder/prepared``."""
+    from realdeal.data.dataset import PrepareConfig, prepare_dataset
+
+    raw = Path(folder) / "raw"
+    raw.mkdir(parents=True)
+    for i in range(n):
+        img, _ = phantom(seed=i, centre_shift=(i % 3 - 1, 0, 0))
+        save_nifti(raw / f"s{i:02d}_T1w.nii.gz", img)
+    root = Path(folder) / "prepared"
+    cfg = PrepareConfig(shape=(24, 32, 24), window=16, test_fraction=test_fraction)
+    prepare_dataset(str(raw / "*_T1w.nii.gz"), root, cfg)
+    return root

@@ -32,6 +32,7 @@ def demo_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     run = json.loads((demo_run / "run.json").read_text())
     assert run["format"] == "realdeal-run" and run["command"].startswith("realdeal demo")
@@ -83,6 +84,7 @@ def test_quick_demo_trains_refines_evaluates_and_reports(demo_run):
     assert {"cohort", "obtain autoencoder", "refine samples", "evaluate", "report"} <= stages
 
 
+@pytest.mark.slow
 def test_rerun_reuses_everything(demo_run):
     refined = sorted((demo_run / "refined" / "test").glob("*.nii.gz"))
     before = {p: p.stat().st_mtime_ns for p in refined}
@@ -97,6 +99,7 @@ def test_rerun_reuses_everything(demo_run):
     assert run["timings"]["obtain refiner"] < 5
 
 
+@pytest.mark.slow
 def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_run, tmp_path):
     dest = export_checkpoints(demo_run, tmp_path / "ckpts")
     manifest = json.loads((dest / "manifest.json").read_text())
@@ -138,6 +141,7 @@ def test_exported_checkpoints_are_slim_verified_and_matched_to_the_cohort(demo_r
         _usable_checkpoints(DemoConfig(quick=True).effective(), dest)
 
 
+@pytest.mark.slow
 def test_slim_checkpoint_cannot_resume_training(demo_run, tmp_path):
     dest = export_checkpoints(demo_run, tmp_path / "ckpts")
     ref = tmp_path / "ref"
@@ -151,6 +155,7 @@ def test_slim_checkpoint_cannot_resume_training(demo_run, tmp_path):
     assert rc == 2
 
 
+@pytest.mark.slow
 def test_export_from_training_runs_records_how_each_model_was_made(demo_run, tmp_path):
     """Models trained outside a demo run (resumable runs) are exported with their provenance;
     a kind taken from earlier demo checkpoints keeps its file and its record."""
@@ -200,6 +205,7 @@ def test_init_record_path_is_relative_below_the_working_directory(tmp_path, monk
     assert _init_record("refiner", outside, "0" * 64) == {"path": str(outside)}
 
 
+@pytest.mark.slow
 def test_export_of_a_fine_tuned_run_keeps_the_lineage(demo_run, tmp_path):
     """A run started from shipped weights (--init-from) records the model it started from, so
     the manifest and the report tell its whole training, not only the last schedule."""
@@ -260,6 +266,7 @@ def test_held_out_roles_are_disjoint_and_sized():
     assert held_out_roles(ids[:3]) == {"paired": ids[:3], "real": ids[:2], "ceiling": ids[2:3]}
 
 
+@pytest.mark.slow
 def test_export_of_a_snapshot_takes_its_step_and_its_part_of_the_log(demo_run, tmp_path):
     """A snapshot (``RUN/snapshots/step-N.pt``) exports with its own step, the run's config and
     the training log up to that step; a model carried over from a manifest of another cohort

@@ -69,21 +69,9 @@ def _held_by_another_process(folder: Path):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from realdeal.data.dataset import PrepareConfig, prepare_dataset
+    from synthetic import prepared_phantoms
 
-    from synthetic import phantom, save_nifti
-
-    raw = tmp_path_factory.mktemp("raw")
-    for i in range(4):
-        img, _ = phantom(seed=i, centre_shift=(i % 3 - 1, 0, 0))
-        save_nifti(raw / f"s{i:02d}_T1w.nii.gz", img)
-    root = tmp_path_factory.mktemp("ds") / "prepared"
-    prepare_dataset(
-        str(raw / "*_T1w.nii.gz"),
-        root,
-        PrepareConfig(shape=(24, 32, 24), window=16, test_fraction=0.25),
-    )
-    return root
+    return prepared_phantoms(tmp_path_factory.mktemp("ds"), 4, 0.25)
 
 
 @pytest.fixture
@@ -213,6 +201,7 @@ def test_a_refused_train_run_writes_nothing(prepared, run, capsys):
     assert json.loads((run / "config.json").read_text())["config"]["train"]["lr"] == lr
 
 
+@pytest.mark.slow
 def test_resume_refuses_flags_that_change_the_network_or_the_training(prepared, run, capsys):
     argv = ["-q", "train", "autoencoder", "--data", str(prepared), "-o", str(run), "--resume"]
     before = _snapshot(run)

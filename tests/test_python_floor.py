@@ -31,6 +31,7 @@ def _vermin(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_source_runs_on_the_promised_python():
     res = _vermin(f"--target={_floor()}-", str(ROOT / "src" / "realdeal"))
     assert res.returncode == 0, res.stdout + res.stderr

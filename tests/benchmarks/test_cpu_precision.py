@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_gpu_check import _quality_input  # tests/benchmarks is on sys.path (rootdir import mode)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "cpu_precision.py"
 
 
+@pytest.mark.slow
 def test_cpu_precision_writes_every_variant(tmp_path):
     out = tmp_path / "cpu_precision.json"
     q = _quality_input(tmp_path / "quality_input.npz")

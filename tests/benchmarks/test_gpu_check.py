@@ -89,6 +89,7 @@ def test_tiny_run_covers_every_part(tmp_path):
     assert _finite(*ratios.values()) and set(ratios) == set(c["runs"][-1]["quality"])
 
 
+@pytest.mark.slow
 def test_budget_guard_skips_and_says_why(tmp_path):
     res = _run(tmp_path, "--budget-s", "0")
     assert res["complete"]
@@ -123,6 +124,7 @@ def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path, monkey
     ]
 
 
+@pytest.mark.slow
 def test_selected_items_and_compiled_end_to_end(tmp_path):
     """What a short device call asks for: chosen variants, step counts, no authors' probe, a
     max batch and ours compiled as `refine --compile` does (eager backend on the CPU)."""
@@ -184,6 +186,7 @@ def _run_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, ckpt)
 
 
+@pytest.mark.slow
 def test_quality_reference_takes_a_run_checkpoint_and_chosen_steps(tmp_path):
     """(c) as a call right after training a refiner asks for it: that run's checkpoint
     (optimizer state and all), ours with the default sampling only, at chosen step counts."""
@@ -231,6 +234,7 @@ def test_warm_compiled_runs_need_their_compilation(tmp_path, monkeypatch):
             "reason": "its compilation did not run"} in res["skipped"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_distilled_student_timing_runs_in_tiny_mode(tmp_path):
     """(a) with --student-steps: ours with the distilled sampler at those steps, one U-Net
     evaluation per window and step, beside nothing else asked for."""

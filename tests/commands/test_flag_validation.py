@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from command_leaves import leaves
 
 import realdeal.cli as cli
 from realdeal.config import NumberArg, field_range, from_dict, numeric_fields
@@ -27,24 +28,7 @@ from realdeal.errors import ConfigError
 # --------------------------------------------------------------------------- the parser
 
 
-def _leaves() -> dict[str, argparse.ArgumentParser]:
-    """``{"train ldm": parser, ...}``: every runnable sub-command (generated flags added)."""
-    out = {}
-
-    def walk(p: argparse.ArgumentParser, words: list[str]) -> None:
-        for a in p._actions:
-            if isinstance(a, argparse._SubParsersAction):
-                for name, sub in a.choices.items():
-                    sub.format_usage()  # adds a DeferredFlagsParser's generated flags
-                    walk(sub, [*words, name])
-                return
-        out[" ".join(words)] = p
-
-    walk(cli.build_parser(), [])
-    return out
-
-
-LEAVES = _leaves()
+LEAVES = leaves()
 COMMANDS = sorted(LEAVES)
 
 
@@ -619,6 +603,7 @@ def test_report_on_an_unreadable_evaluation_summary(capsys, tmp_path):
 # --------------------------------------------------------------------------- the console
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv,names",
     [

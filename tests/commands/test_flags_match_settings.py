@@ -17,35 +17,18 @@ import re
 import typing
 
 import pytest
+from command_leaves import leaves
 
-from realdeal.cli import build_parser
 from realdeal.commands._flags import ConfigFlags, Flag, field_defaults, format_default
 from realdeal.config import NumberArg, bounds, field_range
 
 # --------------------------------------------------------------------------- the parser
 
 
-def _leaves() -> dict[str, argparse.ArgumentParser]:
-    """``{"train ldm": parser, ...}``: every runnable sub-command, its deferred flags added."""
-    out = {}
-
-    def walk(p: argparse.ArgumentParser, words: list[str]) -> None:
-        for a in p._actions:
-            if isinstance(a, argparse._SubParsersAction):
-                for name, sub in a.choices.items():
-                    sub.format_usage()
-                    walk(sub, [*words, name])
-                return
-        out[" ".join(words)] = p
-
-    walk(build_parser(), [])
-    return out
-
-
-LEAVES = _leaves()
+LEAVES = leaves()
 
 #: Commands whose flags are still written by hand, each with the reason.
-NOT_GENERATED = {"evaluate": "not yet generated from PairedConfig, UnpairedConfig, NetworkOptions"}
+NOT_GENERATED: dict[str, str] = {}
 
 COMMANDS = sorted(c for c in LEAVES if c not in NOT_GENERATED)
 
@@ -58,6 +41,8 @@ HAND_WRITTEN = {
         "demo": "--out --export-checkpoints",
         "doctor": "--weights-dir --out",
         "encode": "--out --autoencoder --data",
+        "evaluate": "mode --out --originals --candidate --labels --real --generated "
+        "--real-labels --train --held-out --workers --device",
         "export-demo-checkpoints": "--autoencoder --ldm --refiner --data --cohort --made-by "
         "--trained-on --out",
         "import-official": "checkpoint --out",
@@ -194,6 +179,10 @@ PARTIAL = {
     "CohortConfig": "the other fields come from --config files",
     "PrepareConfig": "the other fields come from --config files",
     "DemoConfig": "sample_batch and sample_sampler are the demo's own choice",
+    "PairedConfig": "the other fields are the paper's protocol (configurable from Python)",
+    "UnpairedConfig": "the other fields are the paper's protocol (configurable from Python)",
+    "NoiseConfig": "the denoiser's parameters are the paper's (configurable from Python)",
+    "NetworkOptions": "--device is the command's own (auto: a GPU if there is one)",
 }
 DEMO_ONLY = {"sample_batch", "sample_sampler"}
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from realdeal import cli
-from realdeal.data.dataset import PrepareConfig, PreparedDataset, prepare_dataset
+from realdeal.data.dataset import PreparedDataset
 from realdeal.errors import InputError
 from realdeal.pipelines.autoencoder import load_latent, require_reconstructions
 
@@ -75,19 +75,9 @@ def main(monkeypatch):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from synthetic import phantom, save_nifti
+    from synthetic import prepared_phantoms
 
-    raw = tmp_path_factory.mktemp("raw")
-    for i in range(5):
-        img, _ = phantom(seed=i, centre_shift=(i % 3 - 1, 0, 0))
-        save_nifti(raw / f"s{i:02d}_T1w.nii.gz", img)
-    root = tmp_path_factory.mktemp("ds") / "prepared"
-    prepare_dataset(
-        str(raw / "*_T1w.nii.gz"),
-        root,
-        PrepareConfig(shape=(24, 32, 24), window=16, test_fraction=0.2),
-    )
-    return root
+    return prepared_phantoms(tmp_path_factory.mktemp("ds"), 5, 0.2)
 
 
 def _err(capsys):
@@ -96,6 +86,7 @@ def _err(capsys):
     return err
 
 
+@pytest.mark.slow
 def test_autoencoder_then_ldm_chain(main, prepared, tmp_path, capsys):
     ds = PreparedDataset(prepared)
     ae_dir, ldm_dir = tmp_path / "ae", tmp_path / "ldm"

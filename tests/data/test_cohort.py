@@ -34,6 +34,7 @@ def cohort(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cohort_files_shapes_and_labels(cohort):
     meta = json.loads((cohort / "cohort.json").read_text())
     assert meta["format"] == "realdeal-cohort" and len(meta["subjects"]) == 2
@@ -49,6 +50,7 @@ def test_cohort_files_shapes_and_labels(cohort):
         assert xs < np.argwhere(np.isin(lab, (L.RIGHT_WM,)))[:, 0].mean()  # RAS: left has smaller x
 
 
+@pytest.mark.slow
 def test_same_seed_same_cohort_other_seed_differs(cohort, tmp_path):
     again = build_cohort(tmp_path / "again", SMALL).folder
     for (a, la), (b, lb) in zip(_arrays(cohort, 2), _arrays(again, 2), strict=True):
@@ -60,6 +62,7 @@ def test_same_seed_same_cohort_other_seed_differs(cohort, tmp_path):
     assert not np.array_equal(_arrays(other, 1)[0][0], _arrays(cohort, 1)[0][0])
 
 
+@pytest.mark.slow
 def test_parallel_build_equals_serial(cohort, tmp_path):
     par = build_cohort(tmp_path / "par", CohortConfig(n_subjects=2, spacing=3.0, workers=2)).folder
     for (a, _), (b, _) in zip(_arrays(cohort, 2), _arrays(par, 2), strict=True):
@@ -95,6 +98,7 @@ def test_documented_colin_noise_is_what_we_measure():
     assert np.sqrt(colin**2 - floor**2) == pytest.approx(COLIN_SIGMA_REL_1MM, rel=0.1)
 
 
+@pytest.mark.slow
 def test_falls_back_to_mni_without_colin(tmp_path, caplog):
     cfg = CohortConfig(n_subjects=1, spacing=4.0, workers=1, colin_dir=str(tmp_path / "empty"))
     with caplog.at_level(logging.WARNING):
@@ -137,6 +141,7 @@ def test_noise_seed_redraws_only_the_scanner_noise(cohort):
     assert abs(np.mean(other[wm]) - np.mean(own[wm])) < 0.01 * np.median(own[wm])
 
 
+@pytest.mark.slow
 def test_wider_variation_ventricles_and_coarse_shape():
     """``ventricle_scale`` enlarges or shrinks the lateral ventricles of the same subject, and the
     coarse elastic field changes its shape; off by default (the cohort above is unchanged)."""

@@ -57,6 +57,7 @@ def _errors_mm(est: np.ndarray, brain: np.ndarray, aff: np.ndarray) -> np.ndarra
     return np.linalg.norm((pts @ est.T - pts @ TRUE.T)[:, :3], axis=1)
 
 
+@pytest.mark.slow
 def test_a_known_affine_is_recovered_for_a_skull_stripped_brain():
     scan, brain, aff = _moved_template(6.0, (32, 37, 31))
     scan = np.where(brain, scan, 0.0).astype(np.float32)

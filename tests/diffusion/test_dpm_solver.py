@@ -27,6 +27,7 @@ def gaussian_eps_model(schedule: NoiseSchedule):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [5, 12])
 def test_matches_diffusers_dpmsolver_multistep(steps):
     diffusers = pytest.importorskip("diffusers", reason="diffusers is the reference implementation")

@@ -64,6 +64,7 @@ def test_oracle_denoiser_lands_on_its_target(name, prediction):
     torch.testing.assert_close(out, target, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_timesteps_and_determinism(name):
     s = NoiseSchedule()
@@ -90,6 +91,7 @@ def test_timesteps_and_determinism(name):
     assert torch.equal(a, b) and torch.isfinite(a).all() and a.shape == x.shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_sampler_keeps_no_state_between_chains(name):
     """Multistep state is explicit: one sampler object runs interleaved chains, and batched

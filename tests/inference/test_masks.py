@@ -118,6 +118,7 @@ def test_config_round_trips():
 
 
 # every mask a plan produces is in the support of the training distribution
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("window", "overlap"), [(32, None), (32, 16), (32, 4), (64, None), (64, 8), (64, 32)]
 )

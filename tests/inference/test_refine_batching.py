@@ -93,6 +93,7 @@ def volumes(tmp_path_factory):
     return [load_volume(p) for p in coarse_volumes(tmp_path_factory.mktemp("in"), 2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sampler", [None, *registry.SAMPLERS], ids=lambda s: s or "default"
 )  # fmt: skip

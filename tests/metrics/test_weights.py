@@ -27,6 +27,7 @@ def test_failed_download_becomes_missing_weights_error(tmp_path, monkeypatch):
     assert not (tmp_path / W.ALEXNET.name).exists()
 
 
+@pytest.mark.slow
 def test_default_folder_is_torch_hub_cache(weights_dir, tmp_path, monkeypatch):
     home = tmp_path / "torchhome"
     cache = home / "hub" / "checkpoints"
@@ -39,6 +40,7 @@ def test_default_folder_is_torch_hub_cache(weights_dir, tmp_path, monkeypatch):
     assert np.allclose(model(x, x), 0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lpips_loads_alexnet_file_into_lpips(weights_dir):
     model = load_lpips(weights_dir, allow_download=False)
     state = torch.load(weights_dir / W.ALEXNET.name, weights_only=True)
@@ -59,6 +61,7 @@ def test_wrong_file_is_reported(tmp_path):
         load_lpips(tmp_path, allow_download=False)
 
 
+@pytest.mark.slow
 def test_inception_features_from_weight_file(weights_dir):
     net = load_fid_inception(weights_dir, allow_download=False)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16)).astype(np.float32)

@@ -74,6 +74,7 @@ def test_bad_input_shape_is_a_clear_error():
         AutoencoderConfig(channels=(0, 8, 4))
 
 
+@pytest.mark.slow
 def test_a_few_steps_learn_to_reconstruct():
     torch.manual_seed(0)
     ae = Autoencoder(AutoencoderConfig(channels=(4, 8, 8), bottleneck=4, norm="group"))

@@ -195,6 +195,7 @@ def test_imports_reproduce_the_authors_networks(tmp_path, main, capsys):
         assert diffs[f"{kind} U-Net, include_fc=True"] > 100 * TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads", [(0, 8, 8), 10])
 def test_several_heads_convert_exactly(tmp_path, heads):
     """MONAI Generative splits C channels into C // h heads, as MONAI 1.x does: exact, once

@@ -34,6 +34,7 @@ def test_every_sampler_gives_seeded_images(pipe, sampler):
     assert torch.equal(a, b) and not torch.equal(a[0], a[1])
 
 
+@pytest.mark.slow
 def test_default_is_the_tables_ldm_row(pipe):
     from realdeal.diffusion.registry import DEFAULT_SAMPLING
 

@@ -72,6 +72,7 @@ def test_volumes_refined_together_equal_each_refined_alone(name, steps, eta, tar
     assert not np.array_equal(other, alone[0].refined)
 
 
+@pytest.mark.slow
 def test_real_unet_grouped_volumes_match_alone_up_to_rounding_and_repeat_exactly():
     """A tiny MONAI U-Net. Its convolutions and linear layers are not batch-invariant on CPU
     (a window's output changes in the last bits with the batch it shares), so volumes

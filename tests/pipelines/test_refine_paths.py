@@ -14,6 +14,7 @@ from tiny_refiner import coarse_volumes, tiny_refiner_checkpoint
 SETTINGS = RefineSettings(sampler="ddim", steps=2, eta=1.0, max_batch=4, seed=5)
 
 
+@pytest.mark.slow
 def test_files_refined_together_match_grouping_rules_and_record_once(tmp_path):
     ckpt = tiny_refiner_checkpoint(tmp_path / "refiner.pt")
     files = coarse_volumes(tmp_path / "in")
@@ -58,6 +59,7 @@ def test_shards_cover_every_item_once_in_turn():
     assert shard(items, None) == items == shard(items, DistInfo())
 
 
+@pytest.mark.slow
 def test_compiled_network_pads_to_one_batch_shape_and_matches_eager(tmp_path):
     import dataclasses
 

@@ -201,6 +201,7 @@ def _status(report_html: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- full report
+@pytest.mark.slow
 def test_report_files_and_images(report, run_dir):
     out = report.parent
     assert report == run_dir / "report" / "report.html"
@@ -264,6 +265,7 @@ def test_report_notes_missing_inputs(report):
     assert "5 min 00 s" in text  # the autoencoder's 300.1 s
 
 
+@pytest.mark.slow
 def test_rebuild_replaces_report_and_cli_out(run_dir, report, tmp_path, capsys):
     assert main(["-q", "report", str(run_dir)]) == 0
     assert "report written to" in capsys.readouterr().out
@@ -283,6 +285,7 @@ def test_rebuild_replaces_report_and_cli_out(run_dir, report, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- partial runs
+@pytest.mark.slow
 def test_memorization_section_names_the_copies(report, run_dir):
     """The fixture's raw samples are blurred training images: both are copies, and the figure
     shows the closest one above the training subject it copies."""
@@ -301,6 +304,7 @@ def test_memorization_section_names_the_copies(report, run_dir):
     assert st["memorization"] == "skipped" and st["unpaired-metrics"] == "ok"
 
 
+@pytest.mark.slow
 def test_partial_run_without_unpaired_and_models(run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run", unpaired=None, models=None, timings=None)
     out = build_report(run)
@@ -313,6 +317,7 @@ def test_partial_run_without_unpaired_and_models(run_dir, tmp_path):
         assert (out.parent / src).is_file()
 
 
+@pytest.mark.slow
 def test_partial_run_without_evaluations_or_data(run_dir, tmp_path):
     run = _copy_run(run_dir, tmp_path / "run")
     shutil.rmtree(run / "eval")
@@ -504,6 +509,7 @@ def test_samples_section_opens_with_the_verdict_and_shows_nearest_training_subje
     assert section.count("its nearest training subject, sub-") >= 1 and "a copy" in section
 
 
+@pytest.mark.slow
 def test_unpaired_section_gives_coverage_against_the_ceiling(run_dir, tmp_path):
     """With ``unpaired.ceiling`` naming a set, each other generated set's coverage k = 10 is
     given as a fraction of the ceiling's, per axis, with its worst axis."""

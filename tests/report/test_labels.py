@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from realdeal.metrics import tables as T
 
 METRICS = ["fd_patchstats", "coverage_k10_patchstats", "density_k10_patchstats",
@@ -41,6 +43,7 @@ def test_metric_labels_need_no_earlier_evaluation():
     assert T.metric_label("psnr") == "PSNR (dB) ↑" and T.metric_label("new_thing") == "new_thing"
 
 
+@pytest.mark.slow
 def test_a_rebuilt_report_shows_labels_not_metric_names(tmp_path):
     run = _run_folder(tmp_path)
     res = subprocess.run([sys.executable, "-m", "realdeal", "-q", "report", str(run)],

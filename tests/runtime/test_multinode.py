@@ -25,21 +25,9 @@ TRAIN = ["train", "autoencoder", "--preset", "cpu-small", "--channels", "4", "8"
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from realdeal.data.dataset import PrepareConfig, prepare_dataset
+    from synthetic import prepared_phantoms
 
-    from synthetic import phantom, save_nifti
-
-    raw = tmp_path_factory.mktemp("raw")
-    for i in range(5):
-        img, _ = phantom(seed=i, centre_shift=(i % 3 - 1, 0, 0))
-        save_nifti(raw / f"s{i:02d}_T1w.nii.gz", img)
-    root = tmp_path_factory.mktemp("ds") / "prepared"
-    prepare_dataset(
-        str(raw / "*_T1w.nii.gz"),
-        root,
-        PrepareConfig(shape=(24, 32, 24), window=16, test_fraction=0.2),
-    )
-    return root
+    return prepared_phantoms(tmp_path_factory.mktemp("ds"), 5, 0.2)
 
 
 def _ok(nodes) -> None:

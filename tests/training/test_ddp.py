@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from _toy_training import MODEL_CONFIG, ToyData, ToyTask, toy_config, toy_model
 
@@ -15,6 +16,7 @@ from realdeal.training.engine import read_metrics, train
 HERE = Path(__file__).parent
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
     env = {
         **os.environ,

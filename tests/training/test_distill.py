@@ -238,6 +238,7 @@ def student_run(teacher, prepared, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_rounds_halve_the_grid_and_record_it(student_run, teacher):
     ckpt = load_checkpoint(student_run / "checkpoint.pt", kind="refiner")
     assert ckpt.step == 6 and ckpt.resumable
@@ -260,6 +261,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [3, 5])  # at the end of round 1, inside round 2
 def test_a_killed_run_resumes_to_the_same_weights(student_run, teacher, prepared, tmp_path,
                                                   monkeypatch, at):  # fmt: skip

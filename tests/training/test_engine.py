@@ -204,6 +204,7 @@ print("stopped", res.step, res.stopped_by, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_spares_data_workers_and_saves(tmp_path):
     """``timeout`` signals the whole process group: data-loading workers must not die of it
     (the loop would crash before saving); the main process stops at a step and saves."""

@@ -69,6 +69,7 @@ def test_bad_values_are_config_errors():
         preset("vae", "paper")
 
 
+@pytest.mark.slow
 def test_every_kind_has_every_preset_without_importing_training():
     """Presets live in one module: no registration by importing ``realdeal.training``."""
     code = (
