@@ -56,3 +56,23 @@ def test_sample_command_with_dpm_solver(ldm_checkpoint, tmp_path):
     assert (config["sampler"], config["steps"], config["eta"]) == ("dpm++", 3, 0.0)
     x = load_volume(out / "sample_000.nii.gz").data
     assert x.shape == (24, 32, 24) and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("recorded", ["moved/data", ""])
+def test_sample_without_the_training_dataset_says_pass_data(ldm_checkpoint, tmp_path, capsys,
+                                                            recorded):  # fmt: skip
+    """A checkpoint whose recorded dataset is not here (a relative path from another folder,
+    or an import that names none) is refused in one line that says to pass --data."""
+    import dataclasses
+
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(ldm_checkpoint, kind="ldm")
+    moved = save_checkpoint(tmp_path / "moved.pt", dataclasses.replace(ckpt, dataset=recorded))
+    out = tmp_path / "out"
+    argv = ["-q", "sample", "--ldm", str(moved), "-o", str(out), "--steps", "2", "--device", "cpu"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(moved) in err and "pass --data" in err
+    assert (recorded or "names no dataset") in err
+    assert not out.exists()

@@ -98,9 +98,10 @@ def _preflight(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    from pathlib import Path
 
     from realdeal.data.dataset import PreparedDataset
-    from realdeal.errors import ConfigError
+    from realdeal.errors import ConfigError, InputError
     from realdeal.pipelines.ldm import LatentDiffusionPipeline, ldm_sampling, save_samples
     from realdeal.runtime.distributed import inference_group
     from realdeal.training.distributed import exclusive_folder
@@ -120,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
             args.ldm, dist.device, ema=not opts.raw_weights
         )
         ckpt = pipe.checkpoint
+        if not opts.data and not (ckpt.dataset and Path(ckpt.dataset).is_dir()):
+            where = (
+                f"the dataset it was trained on ({ckpt.dataset}) is not here"
+                if ckpt.dataset
+                else "it names no dataset"
+            )
+            raise InputError(
+                args.ldm, f"{where}; pass --data, a prepared dataset that gives the output geometry"
+            )
         ds = PreparedDataset(opts.data or ckpt.dataset)
         reference = ds.load_image(ds.ids()[0])
         settings = {
