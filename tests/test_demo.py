@@ -297,3 +297,99 @@ def test_export_of_a_snapshot_takes_its_step_and_its_part_of_the_log(demo_run, t
     assert steps and max(steps) <= 4
     assert (dest / "ldm.config.json").read_text() == (ldm_run / "config.json").read_text()
     assert recs["autoencoder"]["trained_on"]["cohort"] == run["config"]["cohort"]
+
+
+def _distil(demo_run: Path, out: Path) -> Path:
+    """A one-round student (4 → 2 steps) of the quick demo's refiner; its round file."""
+    argv = ["-q", "train", "refiner-student", "--teacher",
+            str(demo_run / "models" / "refiner" / "checkpoint.pt"), "--data",
+            str(demo_run / "data"), "-o", str(out), "--preset", "cpu-small", "--start-steps", "4",
+            "--rounds", "1", "--steps-per-round", "2", "--spacing", "linear", "--batch-size", "2",
+            "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    return out / "rounds" / "round-1.pt"
+
+
+@pytest.mark.slow
+def test_a_student_ships_beside_its_refiner_and_the_demo_refines_with_it(demo_run, tmp_path,
+                                                                         capsys):  # fmt: skip
+    """``export_models`` ships a student of the exported refiner (and refuses one of another
+    refiner); ``demo --refiner-student`` refines with it at its own steps, and a rerun without
+    the flag refines again with the refiner instead of reusing the student's volumes."""
+    import dataclasses
+
+    from realdeal.demo import STUDENT
+    from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    student = _distil(demo_run, tmp_path / "student")
+    run = json.loads((demo_run / "run.json").read_text())
+    models = {k: demo_run / "models" / k for k in MODEL_KINDS}
+    kw = {"cohort": run["config"]["cohort"], "prepare": run["config"]["prepare"]}
+    # a student of another refiner is refused, and nothing is written
+    ckpt = load_checkpoint(student, kind="refiner")
+    other = dataclasses.replace(ckpt.distilled, teacher_sha256="0" * 64)
+    stranger = save_checkpoint(tmp_path / "stranger.pt", dataclasses.replace(ckpt, distilled=other))
+    with pytest.raises(InputError, match="distilled from another refiner"):
+        export_models(models | {STUDENT: stranger}, tmp_path / "refused", made_by="t", **kw)
+    assert not (tmp_path / "refused").exists()
+
+    dest = export_models(models | {STUDENT: student}, tmp_path / "ckpts", made_by="t", **kw)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    rec = manifest["models"][STUDENT]
+    assert rec["distilled"]["steps"] == 2 and rec["distilled"]["sampler"] == "distilled"
+    assert rec["steps"] == 2 and manifest["sha256"][STUDENT] == rec["sha256"]
+    assert (dest / f"{STUDENT}.safetensors").is_file()
+    assert load_checkpoint(dest / f"{STUDENT}.safetensors", kind="refiner").distilled.steps == 2
+
+    without = export_models(models, tmp_path / "without", made_by="t", **kw)
+    argv = ["-q", "demo", "--quick", "--device", "cpu", "--checkpoints", str(without), "-o",
+            str(tmp_path / "refused-run"), "--refiner-student"]  # fmt: skip
+    assert main(argv) != 0  # a folder without a student: one line, no refinement
+    assert "holds no refiner-student.pt" in capsys.readouterr().err
+    assert not (tmp_path / "refused-run" / "refined").exists()
+
+    out = tmp_path / "run"
+    base = ["-q", "demo", "--quick", "--device", "cpu", "--checkpoints", str(dest), "-o", str(out)]
+    assert main([*base, "--refiner-student"]) == 0
+    used = json.loads((out / "run.json").read_text())
+    assert used["refiner"] == f"models/{STUDENT}" and STUDENT in used["models"]
+    assert used["model_sources"][STUDENT] == "demo checkpoint (2-step student)"
+    assert used["model_provenance"][STUDENT]["distilled"]["steps"] == 2
+    sampling = used["config"]["refine_sampling"]
+    assert (sampling["sampler"], sampling["steps"]) == ("distilled", 2)
+    refine_json = json.loads((out / "refined" / "test" / "refine.json").read_text())
+    assert refine_json["checkpoint"].endswith(f"{STUDENT}/checkpoint.pt")
+    sid = used["paired"]["subjects"][0]
+    by_student = load_volume(out / "refined" / "test" / f"{sid}.nii.gz").data
+
+    assert main(base) == 0  # the same folder, the refiner: refined again, not reused
+    again = json.loads((out / "run.json").read_text())
+    assert again["refiner"] == "models/refiner" and again["config"]["refine_sampling"]["steps"] != 2
+    by_teacher = load_volume(out / "refined" / "test" / f"{sid}.nii.gz").data
+    assert not (by_teacher == by_student).all()
+
+
+def test_refiner_student_needs_shipped_checkpoints():
+    from realdeal.errors import ConfigError
+
+    for kw, flag in (({"retrain": True}, "--retrain"), ({"checkpoints": None}, "none"),
+                     ({"quick": True}, "--quick")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"--refiner-student.*{flag}"):
+            DemoConfig(refiner_student=True, **kw)
+    DemoConfig(refiner_student=True, quick=True, checkpoints="some/folder")  # a folder may hold one
+
+
+def test_a_data_record_from_before_new_cohort_fields_is_the_same_cohort():
+    """A manifest written before a cohort field existed names the same cohort (carried-over
+    models get no ``trained_on`` for it, and the demo still uses them)."""
+    from realdeal.config import to_dict
+    from realdeal.data.cohort import CohortConfig
+    from realdeal.data.dataset import PrepareConfig
+    from realdeal.demo import _data_record
+
+    now = {"cohort": to_dict(CohortConfig(n_subjects=16)), "prepare": to_dict(PrepareConfig())}
+    old = json.loads(json.dumps(now))
+    del old["cohort"]["ventricle_scale"], old["cohort"]["coarse_elastic_spacing_mm"]
+    assert _data_record(old) == _data_record(now)
+    old["cohort"]["n_subjects"] = 15
+    assert _data_record(old) != _data_record(now)

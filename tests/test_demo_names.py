@@ -49,3 +49,22 @@ def test_the_loader_and_a_command_take_the_names_from_any_folder(tmp_path, monke
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--checkpoint" in err and "demo:refinr" in err
+
+
+@pytest.mark.skipif(not SHIPPED, reason="this installation has no shipped demo models")
+def test_the_shipped_student_is_distilled_from_the_shipped_refiner():
+    """``demo:refiner-student`` is a few-step student of ``demo:refiner`` (the file's sha256),
+    as the manifest says, and samples with its own sampler."""
+    import hashlib
+    import json
+
+    from realdeal.pipelines.refiner import RefinerPipeline
+
+    refiner = resolve_checkpoint("demo:refiner")
+    student = load_checkpoint("demo:refiner-student", kind="refiner")
+    assert student.distilled is not None and student.distilled.steps <= 4
+    assert student.distilled.teacher_sha256 == hashlib.sha256(refiner.read_bytes()).hexdigest()
+    manifest = json.loads((refiner.parent / "manifest.json").read_text())
+    assert manifest["models"]["refiner-student"]["refiner_sha256"] == manifest["sha256"]["refiner"]
+    sampling = RefinerPipeline.from_checkpoint("demo:refiner-student").sampling()
+    assert (sampling.sampler, sampling.steps) == ("distilled", student.distilled.steps)

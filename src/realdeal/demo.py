@@ -55,7 +55,7 @@ from realdeal.metrics.subjects import find_set
 from realdeal.models.loading import load_autoencoder
 from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
 from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
-from realdeal.pipelines.refiner import RefineSettings, refine_paths
+from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings, refine_paths
 from realdeal.presets import QUICK_OVERRIDES, preset, with_overrides
 from realdeal.report.figures import cohort_figure
 from realdeal.report.run import RUN_FORMAT, load_run, read_metrics_jsonl
@@ -66,6 +66,7 @@ from realdeal.runtime.checkpoint import (
 )
 from realdeal.runtime.device import resolve_device
 from realdeal.training.autoencoder import train_autoencoder
+from realdeal.training.distill import ROUNDS_DIR
 from realdeal.training.engine import SNAPSHOTS_DIR
 from realdeal.training.ldm import train_ldm
 from realdeal.training.refiner import train_refiner
@@ -74,6 +75,9 @@ from realdeal.utils.fs import atomic_dir, write_json_atomic
 log = logging.getLogger(__name__)
 
 MODEL_KINDS = ("autoencoder", "ldm", "refiner")
+STUDENT = "refiner-student"
+"""The refiner's few-step student (``realdeal train refiner-student``), shipped beside the
+three models as ``refiner-student.pt``: a refiner checkpoint, optional in a folder."""
 CEILING_SET = "unseen reconstructions"
 """The unpaired set that bounds what decoded samples can reach (:data:`HELD_OUT_ROLES`)."""
 CEILING_DIR = "unseen-reconstructions"
@@ -130,6 +134,13 @@ class DemoConfig:
     """Refinement timestep spacing: linear, or quadratic (denser toward t = 0)."""
     refine_variance: str = DEFAULT_SAMPLING["residual"].variance
     """Refinement DDIM step variance: fixed, or analytic."""
+    refiner_student: bool = False
+    """Refine with the refiner's few-step student shipped beside the demo checkpoints
+    (``demo:refiner-student``: progressive distillation, its own sampler and steps) instead of
+    the refiner; the other refine settings but precision then do not apply.
+
+    It needs demo checkpoints that hold a student (not ``--retrain``, ``--checkpoints none``,
+    or ``--quick`` without ``--checkpoints DIR``, which train the refiner here)."""
     refine_precision: Literal["auto", "fp32", "bf16"] = "auto"
     """The refiner's arithmetic; ``auto``: bf16 on CUDA and on CPUs with native bf16, else
     fp32.
@@ -155,6 +166,15 @@ class DemoConfig:
             raise ConfigError(
                 f"--refined-samples must be between 1 and --samples ({self.n_samples}), "
                 f"got {self.n_refined_samples}"
+            )
+        trains_here = self.retrain or self.checkpoints is None
+        if self.refiner_student and (trains_here or (self.quick and self.checkpoints == PACKAGED)):
+            flag = (
+                "--retrain" if self.retrain else "--checkpoints none" if trains_here else "--quick"
+            )
+            raise ConfigError(
+                f"--refiner-student refines with the student of the shipped refiner; {flag} "
+                "trains the refiner here, and no student of it exists"
             )
 
     def effective(self) -> DemoConfig:
@@ -316,13 +336,9 @@ def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(manifest, f"unreadable manifest: {e}") from e
     want = {"cohort": to_dict(cohort_config(cfg)), "prepare": to_dict(prepare_config(cfg))}
-    have = {"cohort": meta.get("cohort"), "prepare": meta.get("prepare")}
-    with contextlib.suppress(RealDealError, TypeError, ValueError):
-        # fields added since the manifest was written read with their defaults (which keep the
-        # behaviour of the cohort and preparation that wrote it)
-        have = {"cohort": to_dict(from_dict(CohortConfig, have["cohort"])),
-                "prepare": to_dict(from_dict(PrepareConfig, have["prepare"]))}  # fmt: skip
-    if json.loads(json.dumps(want)) != have:
+    if _data_record(want) != _data_record(
+        {"cohort": meta.get("cohort"), "prepare": meta.get("prepare")}
+    ):
         log.info("demo checkpoints in %s were trained on another cohort; training instead", folder)
         return None
     files = {k: folder / f"{k}.pt" for k in MODEL_KINDS}
@@ -334,6 +350,17 @@ def _usable_checkpoints(cfg: DemoConfig, folder: Path) -> dict[str, Path] | None
         if want_sha and _sha256(f) != want_sha:
             raise InputError(f, "does not match the sha256 in manifest.json (corrupt download?)")
     return files
+
+
+def _data_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``{"cohort", "prepare"}`` record as plain JSON, fields added since it was written
+    filled with their defaults (which keep the behaviour of the cohort and preparation that
+    wrote it), so that records of one cohort compare equal across versions."""
+    out = json.loads(json.dumps(data))
+    with contextlib.suppress(RealDealError, TypeError, ValueError, KeyError):
+        out = {"cohort": to_dict(from_dict(CohortConfig, out["cohort"])),
+               "prepare": to_dict(from_dict(PrepareConfig, out["prepare"]))}  # fmt: skip
+    return json.loads(json.dumps(out))
 
 
 def _install_checkpoint(src: Path, model_dir: Path, meta_dir: Path | None) -> None:
@@ -394,12 +421,19 @@ def export_models(
     (readable without pickle or realdeal; ``<kind>.model.json`` holds its metadata), made from
     that ``.pt`` file; the manifest records its sha256 as ``sha256_safetensors`` (per model and
     for all, beside the ``.pt`` files' ``sha256``).
+
+    ``models`` may also hold :data:`STUDENT`: a student of the refiner (a ``realdeal train
+    refiner-student`` run folder, one of its ``rounds/round-K.pt`` files, or a demo-checkpoint
+    folder). It must have been distilled from the refiner exported beside it (the file the
+    run read, or the one written here); its record adds the distillation (native steps,
+    sampler, spacing, rounds) and ``refiner_sha256``, the sha256 of the refiner file shipped
+    beside it.
     """
     import torch
 
     def write_safetensors(folder: Path, kind: str) -> str:
         """``<kind>.safetensors`` (and ``.model.json``) from ``<kind>.pt``; its sha256."""
-        ckpt = load_checkpoint(folder / f"{kind}.pt", kind=kind)
+        ckpt = load_checkpoint(folder / f"{kind}.pt", kind=_load_kind(kind))
         return _sha256(save_checkpoint_safetensors(folder / f"{kind}.safetensors", ckpt))
 
     dest = Path(dest)
@@ -408,14 +442,17 @@ def export_models(
         dest, overwrite=True, marker=("manifest.json", "realdeal-demo-checkpoints")
     ) as tmp:
         records: dict[str, dict[str, Any]] = {}
-        for kind in MODEL_KINDS:
+        read: dict[str, str] = {}  # sha256 of the file each model was read from
+        for kind in (*MODEL_KINDS, *([STUDENT] if models.get(STUDENT) else [])):
             src = Path(models[kind])
             if (src / "manifest.json").is_file():
+                read[kind] = _sha256(src / f"{kind}.pt")
                 records[kind] = _carry_over(kind, src, Path(tmp), cohort, prepare)
                 records[kind]["sha256_safetensors"] = write_safetensors(Path(tmp), kind)
                 continue
             ckpt_file, run_dir = _checkpoint_and_run(src)
-            ckpt = load_checkpoint(ckpt_file, kind=kind)
+            read[kind] = _sha256(ckpt_file)
+            ckpt = load_checkpoint(ckpt_file, kind=_load_kind(kind))
             path = save_checkpoint(Path(tmp) / f"{kind}.pt", ckpt.slimmed())
             if (run_dir / "config.json").is_file():
                 shutil.copyfile(run_dir / "config.json", Path(tmp) / f"{kind}.config.json")
@@ -441,6 +478,13 @@ def export_models(
                     records[kind]["sha256"],
                     records[kind]["sha256_safetensors"],
                 )
+        if STUDENT in records:
+            records[STUDENT]["distilled"] = _student_record(
+                Path(tmp) / f"{STUDENT}.pt", Path(models[STUDENT]),
+                {read["refiner"], records["refiner"]["sha256"]},
+            )  # fmt: skip
+            # the teacher as shipped (its slim file's sha256 differs from the run's checkpoint)
+            records[STUDENT]["refiner_sha256"] = records["refiner"]["sha256"]
         manifest = {
             "format": "realdeal-demo-checkpoints",
             "version": 2,
@@ -456,6 +500,26 @@ def export_models(
         write_json_atomic(Path(tmp) / "manifest.json", manifest)
     log.info("demo checkpoints written to %s", dest)
     return dest
+
+
+def _load_kind(kind: str) -> str:
+    """The checkpoint kind of a demo model (the student is a refiner checkpoint)."""
+    return "refiner" if kind == STUDENT else kind
+
+
+def _student_record(path: Path, given: Path, teachers: set[str]) -> dict[str, Any]:
+    """The distillation record of the exported student ``path`` (``given`` on the command
+    line), refused unless its teacher is one of the files ``teachers`` (sha256)."""
+    rec = load_checkpoint(path, kind="refiner").distilled
+    if rec is None:
+        raise InputError(given, "is not a distilled student (realdeal train refiner-student)")
+    if rec.teacher_sha256 not in teachers:
+        raise InputError(
+            given,
+            f"was distilled from another refiner (sha256 {rec.teacher_sha256[:12]}…) than the "
+            "one exported beside it",
+        )
+    return {k: v for k, v in rec.to_dict().items() if k != "timesteps"}
 
 
 def model_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -513,11 +577,13 @@ def _init_record(
 
 def _checkpoint_and_run(src: Path) -> tuple[Path, Path]:
     """(checkpoint file, run folder) of a run folder or of one of its snapshots
-    (``RUN/snapshots/step-N.pt``, or any checkpoint file inside a run folder)."""
+    (``RUN/snapshots/step-N.pt``, a student's ``RUN/rounds/round-K.pt``, or any checkpoint file
+    inside a run folder)."""
     if src.is_dir():
         return src / "checkpoint.pt", src
 
-    return src, src.parent.parent if src.parent.name == SNAPSHOTS_DIR else src.parent
+    inside = src.parent.name in (SNAPSHOTS_DIR, ROUNDS_DIR)  # a snapshot, a student's round
+    return src, src.parent.parent if inside else src.parent
 
 
 def _copy_log_until(src: Path, dst: Path, step: int) -> None:
@@ -547,7 +613,7 @@ def _carry_over(
         "cohort": meta.get("cohort"),
         "prepare": meta.get("prepare"),
     }
-    if json.loads(json.dumps({"cohort": cohort, "prepare": prepare})) != theirs:
+    if _data_record({"cohort": cohort, "prepare": prepare}) != _data_record(theirs):
         record["trained_on"] = theirs
     src = folder / f"{kind}.pt"
     if record.get("sha256") and _sha256(src) != record["sha256"]:
@@ -631,29 +697,21 @@ def run_demo(
     ds = _cohort_and_data(cfg, out, stages)
     models = _Models(cfg, out, command)
     models.obtain_all(stages, ds)
-    settings = RefineSettings(
-        sampler=cfg.refine_sampler,
-        steps=cfg.refine_steps,
-        eta=cfg.refine_eta,
-        spacing=cfg.refine_spacing,
-        variance=cfg.refine_variance,
-        precision=cfg.refine_precision,
-        max_batch=cfg.max_batch,
-        seed=cfg.seed,
-    )
+    settings = refine_settings(cfg)
+    refiner = models.ckpt[STUDENT if cfg.refiner_student else "refiner"]
     roles = held_out_roles(ds.ids("test"))
     test = roles["paired"]
     with stages("refine held-out reconstructions"):
         refined_test = out / "refined" / "test"
         recons = [ds.root / "reconstructions" / f"{s}.nii.gz" for s in test]
-        _refine_missing(models.ckpt["refiner"], recons, refined_test, settings, cfg.device)
+        _refine_missing(refiner, recons, refined_test, settings, cfg.device)
     with stages("sample"):
         raw = out / "samples" / "raw"
         _sample_missing(models.ckpt["ldm"], ds, raw, cfg)
     with stages("refine samples"):
         refined_samples = out / "samples" / "refined"
         chosen = sorted(raw.glob("sample_*.nii.gz"))[: cfg.n_refined_samples]
-        _refine_missing(models.ckpt["refiner"], chosen, refined_samples, settings, cfg.device)
+        _refine_missing(refiner, chosen, refined_samples, settings, cfg.device)
         raw_subset = out / "samples" / "raw-subset"
         _copy_missing(chosen, raw_subset)
 
@@ -672,6 +730,21 @@ def run_demo(
     write_json_atomic(out / "run.json", run)
     log.info("demo finished in %.1f s; report: %s", run["total_seconds"], report)
     return report
+
+
+def refine_settings(cfg: DemoConfig) -> RefineSettings:
+    """How the demo refines: ``cfg``'s sampling, or the student's own (``refiner_student``)."""
+    common = {"precision": cfg.refine_precision, "max_batch": cfg.max_batch, "seed": cfg.seed}
+    if cfg.refiner_student:
+        return RefineSettings(**common)  # sampler, steps, η, spacing: the checkpoint's record
+    return RefineSettings(
+        sampler=cfg.refine_sampler,
+        steps=cfg.refine_steps,
+        eta=cfg.refine_eta,
+        spacing=cfg.refine_spacing,
+        variance=cfg.refine_variance,
+        **common,
+    )
 
 
 def _cohort_and_data(cfg: DemoConfig, out: Path, stages: _Stages):
@@ -704,8 +777,9 @@ class _Models:
     def __init__(self, cfg: DemoConfig, out: Path, command: str | None):
         self.cfg, self.command = cfg, command
         self.configs = model_configs(cfg)
-        self.dirs = {k: out / "models" / k for k in MODEL_KINDS}
-        self.ckpt = {k: self.dirs[k] / "checkpoint.pt" for k in MODEL_KINDS}
+        self.kinds = (*MODEL_KINDS, STUDENT) if cfg.refiner_student else MODEL_KINDS
+        self.dirs = {k: out / "models" / k for k in self.kinds}
+        self.ckpt = {k: self.dirs[k] / "checkpoint.pt" for k in self.kinds}
         self.shipped = _choose_shipped(cfg)
         manifest = _manifest(self.shipped) if self.shipped else {}
         self.shipped_steps = manifest["steps"] if self.shipped else {}
@@ -733,6 +807,41 @@ class _Models:
         with stages("obtain refiner"):
             self.obtain("refiner", lambda resume: train_refiner(
                 mcfg["refiner"], data, dirs["refiner"], resume))  # fmt: skip
+            if self.cfg.refiner_student:
+                self.obtain_student()
+
+    def obtain_student(self) -> None:
+        """Install the shipped student of the run's refiner (``--refiner-student``), checked
+        against the manifest and against the refiner it was distilled from."""
+        if not self.shipped:
+            raise ConfigError(
+                "--refiner-student: the demo checkpoints in use were trained on another cohort "
+                "(so the refiner is trained here, and no student of it exists)"
+            )
+        src = next(iter(self.shipped.values())).parent / f"{STUDENT}.pt"
+        if not src.is_file():
+            raise InputError(src.parent, f"holds no {STUDENT}.pt (needed by --refiner-student)")
+        record = self.shipped_records.get(STUDENT, {})
+        if record.get("sha256") and _sha256(src) != record["sha256"]:
+            raise InputError(src, "does not match the sha256 in manifest.json (corrupt download?)")
+        distilled = load_checkpoint(src, kind="refiner").distilled
+        if distilled is None:
+            raise InputError(src, "is not a distilled student (realdeal train refiner-student)")
+        refiner = _sha256(self.ckpt["refiner"])
+        if refiner not in (distilled.teacher_sha256, record.get("refiner_sha256")):
+            raise InputError(src, f"was distilled from another refiner than {self.ckpt['refiner']}")
+        folder, ckpt = self.dirs[STUDENT], self.ckpt[STUDENT]
+        if ckpt.is_file() and _sha256(ckpt) == _sha256(src):
+            log.info("%s: reusing the student in %s", STUDENT, folder)
+            self.sources[STUDENT] = "reused"
+        else:
+            log.info("%s: using the shipped student (%d steps)", STUDENT, distilled.steps)
+            _install_checkpoint(src, folder, src.parent)
+            self.sources[STUDENT] = f"demo checkpoint ({distilled.steps}-step student)"
+            write_json_atomic(
+                folder / PROVENANCE, {"source": f"shipped demo checkpoint ({src.parent})"} | record
+            )
+        self.provenance[STUDENT] = json.loads((folder / PROVENANCE).read_text())
 
     def obtain(self, kind: str, train_fn) -> None:
         folder, ckpt = self.dirs[kind], self.ckpt[kind]
@@ -809,7 +918,8 @@ def _run_record(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
         "data": "data",
-        "models": {k: f"models/{k}" for k in MODEL_KINDS},
+        "models": {k: f"models/{k}" for k in models.kinds},
+        "refiner": f"models/{STUDENT if cfg.refiner_student else 'refiner'}",
         "model_sources": models.sources,
         "model_provenance": models.provenance,
         "held_out": roles,
@@ -844,8 +954,13 @@ def _run_record(
             "demo": to_dict(cfg),
             "cohort": to_dict(cohort_config(cfg)),
             "prepare": to_dict(prepare_config(cfg)),
-            "models": {k: models.config_record(k) for k in MODEL_KINDS},
+            "models": {k: models.config_record(k) for k in models.kinds},
             "refine": dataclasses.asdict(settings),
+            "refine_sampling": RefinerPipeline.from_checkpoint(
+                models.ckpt[STUDENT if cfg.refiner_student else "refiner"], device="cpu"
+            )
+            .sampling(settings)
+            ._asdict(),
         },
         "versions": _versions(),
     }
@@ -896,13 +1011,32 @@ def _reconstruct(ds, autoencoder: Path, device: str = "auto", ids: list[str] | N
 def _refine_missing(
     checkpoint: Path, inputs: list[Path], out: Path, settings, device: str = "auto"
 ) -> None:
-
-    todo = [p for p in inputs if not (out / p.name).is_file()]
+    """Refine the ``inputs`` not yet in ``out``; all of them again when the refiner file or
+    the settings differ from those that refined what is there (``refine_stamp.json``)."""
+    stamp = out / "refine_stamp.json"
+    want = json.loads(json.dumps({
+        "checkpoint": checkpoint_fingerprint(checkpoint), "settings": dataclasses.asdict(settings),
+    }))  # fmt: skip
+    have = json.loads(stamp.read_text()) if stamp.is_file() else _legacy_stamp(out, checkpoint)
+    todo = [p for p in inputs if have != want or not (out / p.name).is_file()]
     if not todo:
         log.info("reusing the refined volumes in %s", out)
         return
+    if have is not None and have != want:
+        log.info("refining %s again: the refiner or its settings changed", out)
     out.mkdir(parents=True, exist_ok=True)
     refine_paths(checkpoint, [str(p) for p in todo], out, settings, device=device)
+    write_json_atomic(stamp, want)
+
+
+def _legacy_stamp(out: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """What a run folder from before ``refine_stamp.json`` refined with, from its
+    ``refine.json`` (settings, and the checkpoint file if it is the same path), or None."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        rec = json.loads((out / "refine.json").read_text())
+        if Path(rec["checkpoint"]) == Path(checkpoint) and Path(checkpoint).is_file():
+            return {"checkpoint": checkpoint_fingerprint(checkpoint), "settings": rec["settings"]}
+    return None
 
 
 def _sample_missing(checkpoint: Path, ds, out: Path, cfg: DemoConfig) -> None:

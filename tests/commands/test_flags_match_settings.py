@@ -43,7 +43,8 @@ HAND_WRITTEN = {
         "encode": "--out --autoencoder --data",
         "evaluate": "mode --out --originals --candidate --labels --real --generated "
         "--real-labels --train --held-out --workers --device",
-        "export-demo-checkpoints": "--autoencoder --ldm --refiner --data --cohort --made-by "
+        "export-demo-checkpoints": "--autoencoder --ldm --refiner --refiner-student --data "
+        "--cohort --made-by "
         "--trained-on --out",
         "import-official": "checkpoint --out",
         "prepare": "inputs --out --labels --split --intensity-from --config --overwrite",

@@ -143,9 +143,9 @@ def _what(e: BaseException) -> str:
 
 def checkpoint_arg(value: str) -> str:
     """``argparse`` type of every option that takes a realdeal checkpoint: ``demo:autoencoder``,
-    ``demo:ldm`` and ``demo:refiner`` name the models shipped inside the package
-    (:func:`realdeal.runtime.checkpoint.resolve_checkpoint`) and become their paths; anything
-    else is a path, kept as given. An unknown ``demo:`` name is a usage error."""
+    ``demo:ldm``, ``demo:refiner`` and ``demo:refiner-student`` name the models shipped inside
+    the package (:func:`realdeal.runtime.checkpoint.resolve_checkpoint`) and become their
+    paths; anything else is a path, kept as given. An unknown ``demo:`` name is a usage error."""
     if not value.startswith("demo:"):  # runtime.checkpoint.DEMO_PREFIX (it imports torch)
         return value
     from realdeal.runtime.checkpoint import resolve_checkpoint

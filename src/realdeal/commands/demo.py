@@ -32,6 +32,7 @@ DEMO_FLAGS = ConfigFlags(
         "refine_eta": Flag(),
         "refine_spacing": Flag(choices=SPACINGS),
         "refine_variance": Flag(choices=VARIANCES),
+        "refiner_student": Flag(switch=True),
         "refine_precision": Flag(),
         "max_batch": Flag(),
         "workers": Flag(),

@@ -3,7 +3,8 @@
 How ``src/realdeal/demo_checkpoints`` is made when its models are trained outside a demo run
 (``training-runs/demo/continue.sh``): each of ``--autoencoder``, ``--ldm`` and ``--refiner``
 is a ``realdeal train`` run folder (its EMA weights are exported) or an earlier demo-checkpoint
-folder (that model is carried over with its record). ``--data`` is the prepared dataset the
+folder (that model is carried over with its record); ``--refiner-student`` adds the
+refiner's few-step student (``demo:refiner-student``). ``--data`` is the prepared dataset the
 runs trained on; its preparation config and its cohort's config (``--cohort``, default the
 ``cohort`` folder beside it) go into the manifest, so ``realdeal demo`` uses the checkpoints
 only on that very cohort. The manifest records, per model, steps, batch, device, training
@@ -28,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             f"--{kind}", required=True, metavar="DIR", help="training run or demo-checkpoint folder"
         )
+    p.add_argument(
+        "--refiner-student",
+        metavar="DIR|FILE",
+        help="optional: a student of that refiner (realdeal train refiner-student run folder, "
+        "one of its rounds/round-K.pt, or a demo-checkpoint folder), shipped as "
+        "demo:refiner-student",
+    )
     p.add_argument("--data", required=True, help="the prepared dataset the runs trained on")
     p.add_argument("--cohort", help="its cohort folder (default: DATA/../cohort)")
     p.add_argument("--made-by", required=True, help="how the runs were made (recorded)")
@@ -55,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     ds = PreparedDataset(args.data)
     cohort = parse_cohort_record(_cohort_folder(args))
     prepare = ds.meta["config"]  # as written (PreparedDataset checked it)
+    models = {k: Path(getattr(args, k)) for k in ("autoencoder", "ldm", "refiner")}
+    if args.refiner_student:
+        models["refiner-student"] = Path(args.refiner_student)
     dest = export_models(
-        {k: Path(getattr(args, k)) for k in ("autoencoder", "ldm", "refiner")},
+        models,
         args.out,
         cohort=cohort,
         prepare=prepare,

@@ -37,8 +37,9 @@ weights belong to, its arguments (for a U-Net, the keyword arguments of MONAI's
 ``DiffusionModelUNet``) and the prefix of their tensor names. :func:`load_checkpoint` reads
 both forms (told apart by their first bytes) into the same payload.
 
-The shipped demo models have names: ``demo:autoencoder``, ``demo:ldm`` and ``demo:refiner``
-(:func:`resolve_checkpoint`), accepted wherever a checkpoint path is.
+The shipped demo models have names: ``demo:autoencoder``, ``demo:ldm``, ``demo:refiner`` and
+``demo:refiner-student`` (the refiner's few-step student, a refiner checkpoint;
+:func:`resolve_checkpoint`), accepted wherever a checkpoint path is.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ log = logging.getLogger(__name__)
 FORMAT = "realdeal-checkpoint/1"
 
 DEMO_PREFIX = "demo:"
-DEMO_MODELS = ("autoencoder", "ldm", "refiner")
-"""The shipped demo models, named ``demo:<kind>`` (:func:`resolve_checkpoint`)."""
+DEMO_MODELS = ("autoencoder", "ldm", "refiner", "refiner-student")
+"""The shipped demo models, named ``demo:<name>`` (:func:`resolve_checkpoint`); the file is
+``<name>.pt``. ``refiner-student`` is a refiner checkpoint: the shipped refiner distilled for
+few steps."""
 
 
 def shipped_checkpoint_path(kind: str) -> Path:
@@ -72,8 +75,9 @@ def shipped_checkpoint_path(kind: str) -> Path:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """``path``, with the names ``demo:autoencoder``, ``demo:ldm`` and ``demo:refiner`` mapped
-    to the demo models shipped inside the package (so commands work from any folder).
+    """``path``, with the names ``demo:autoencoder``, ``demo:ldm``, ``demo:refiner`` and
+    ``demo:refiner-student`` mapped to the demo models shipped inside the package (so commands
+    work from any folder).
 
     Another ``demo:`` name, or a shipped model this installation lacks, is one
     :class:`InputError` line."""
