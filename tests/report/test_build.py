@@ -532,3 +532,16 @@ def test_unpaired_section_gives_coverage_against_the_ceiling(run_dir, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| sample |"))
     assert row.split("|")[3].strip() == f"{ratios[0]:.2f}"
     assert row.split("|")[-2].strip() == f"{min(ratios):.2f}"
+
+
+@pytest.mark.slow
+def test_refined_sections_name_the_refiner_that_made_them(run_dir, report, tmp_path):
+    """A run refined by a student says so above its held-out subjects and its samples; a run
+    that records no refine sampling says nothing of it."""
+    assert "Refined by" not in report.with_suffix(".md").read_text()
+    sampling = {"sampler": "distilled", "steps": 2, "eta": 0.0, "spacing": "quadratic"}
+    run = _copy_run(run_dir, tmp_path / "run", refiner="models/refiner-student",
+                    config={"refine_sampling": sampling})  # fmt: skip
+    text = build_report(run).with_suffix(".md").read_text()
+    line = "Refined by the refiner's few-step student (models/refiner-student; distilled sampler, 2 steps)."
+    assert text.count(line) == 2

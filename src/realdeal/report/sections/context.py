@@ -52,6 +52,20 @@ class Context:
                 raise Skipped(f"prepared dataset unusable: {e}") from e
         return self._dataset
 
+    def refined_by(self) -> str:
+        """One sentence naming the refiner and sampling that made the refined sets (from
+        ``run.json``), or ``""`` where the run does not record them."""
+        cfg = self.run.manifest.get("config") or {}
+        sampling = cfg.get("refine_sampling") if isinstance(cfg, dict) else None
+        refiner = self.run.manifest.get("refiner") or "models/refiner"
+        if not isinstance(sampling, dict) or not isinstance(refiner, str):
+            return ""
+        who = "the refiner's few-step student" if refiner.endswith("student") else "the refiner"
+        how = f"{sampling.get('sampler')} sampler, {sampling.get('steps')} steps"
+        if sampling.get("sampler") == "ddim":
+            how += f", η = {sampling.get('eta')}, {sampling.get('spacing')} spacing"
+        return f"Refined by {who} ({refiner}; {how}). "
+
     def figure(self, name: str) -> tuple[Path, str]:
         """(file to write, relative src) of a figure called ``name`` (sanitised, ``.png``)."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "figure"

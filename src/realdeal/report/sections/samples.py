@@ -45,7 +45,8 @@ def samples_section(ctx: Context) -> list[Block]:
     common = sorted(set.intersection(*(set(f) for f in files.values())))
     blocks += [
         Para(
-            f"LDM samples next to their refined versions ({' | '.join(files)})"
+            ctx.refined_by()
+            + f"LDM samples next to their refined versions ({' | '.join(files)})"
             + (", and the nearest training subject of each," if nearest else "")
             + f" one grey-level window per figure (the first row's); orange box enlarged "
             f"{ZOOM_FACTOR:g}×."

@@ -27,7 +27,8 @@ def subjects_section(ctx: Context) -> list[Block]:
         raise Skipped("none of the paired candidate folders exists")
     blocks: list[Block] = [
         Para(
-            "Held-out subjects in the prepared geometry, all rows in the original's grey-level "
+            ctx.refined_by()
+            + "Held-out subjects in the prepared geometry, all rows in the original's grey-level "
             "window (0.5–99.5th percentile of its foreground). Planes through the brain centre; "
             f"the orange box on the axial view is shown {ZOOM_FACTOR:g}× enlarged in the right "
             "column."
