@@ -55,7 +55,7 @@ from realdeal.metrics.subjects import find_set
 from realdeal.models.loading import load_autoencoder
 from realdeal.pipelines.autoencoder import checkpoint_fingerprint, reconstruct_dataset
 from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
-from realdeal.pipelines.refiner import RefinerPipeline, RefineSettings, refine_paths
+from realdeal.pipelines.refiner import RefineSettings, refine_paths
 from realdeal.presets import QUICK_OVERRIDES, preset, with_overrides
 from realdeal.report.figures import cohort_figure
 from realdeal.report.run import RUN_FORMAT, load_run, read_metrics_jsonl
@@ -356,10 +356,10 @@ def _data_record(data: dict[str, Any]) -> dict[str, Any]:
     """A ``{"cohort", "prepare"}`` record as plain JSON, fields added since it was written
     filled with their defaults (which keep the behaviour of the cohort and preparation that
     wrote it), so that records of one cohort compare equal across versions."""
-    out = json.loads(json.dumps(data))
+    out = data
     with contextlib.suppress(RealDealError, TypeError, ValueError, KeyError):
-        out = {"cohort": to_dict(from_dict(CohortConfig, out["cohort"])),
-               "prepare": to_dict(from_dict(PrepareConfig, out["prepare"]))}  # fmt: skip
+        out = {"cohort": to_dict(from_dict(CohortConfig, data["cohort"])),
+               "prepare": to_dict(from_dict(PrepareConfig, data["prepare"]))}  # fmt: skip
     return json.loads(json.dumps(out))
 
 
@@ -698,7 +698,7 @@ def run_demo(
     models = _Models(cfg, out, command)
     models.obtain_all(stages, ds)
     settings = refine_settings(cfg)
-    refiner = models.ckpt[STUDENT if cfg.refiner_student else "refiner"]
+    refiner = models.ckpt[models.refiner]
     roles = held_out_roles(ds.ids("test"))
     test = roles["paired"]
     with stages("refine held-out reconstructions"):
@@ -719,6 +719,7 @@ def run_demo(
         _evaluate(cfg, ds, roles, refined_test, raw, raw_subset, refined_samples, out)
 
     run = _run_record(cfg, models, settings, roles, command, started)
+    run["config"]["refine_sampling"] = _recorded_sampling(refined_test)
     run["timings"] = stages.timings
     write_json_atomic(out / "run.json", run)
     with stages("report"):
@@ -778,6 +779,8 @@ class _Models:
         self.cfg, self.command = cfg, command
         self.configs = model_configs(cfg)
         self.kinds = (*MODEL_KINDS, STUDENT) if cfg.refiner_student else MODEL_KINDS
+        self.refiner = STUDENT if cfg.refiner_student else "refiner"
+        """The model that refines (the refiner, or its student)."""
         self.dirs = {k: out / "models" / k for k in self.kinds}
         self.ckpt = {k: self.dirs[k] / "checkpoint.pt" for k in self.kinds}
         self.shipped = _choose_shipped(cfg)
@@ -821,8 +824,8 @@ class _Models:
         src = next(iter(self.shipped.values())).parent / f"{STUDENT}.pt"
         if not src.is_file():
             raise InputError(src.parent, f"holds no {STUDENT}.pt (needed by --refiner-student)")
-        record = self.shipped_records.get(STUDENT, {})
-        if record.get("sha256") and _sha256(src) != record["sha256"]:
+        record, src_sha = self.shipped_records.get(STUDENT, {}), _sha256(src)
+        if record.get("sha256") and src_sha != record["sha256"]:
             raise InputError(src, "does not match the sha256 in manifest.json (corrupt download?)")
         distilled = load_checkpoint(src, kind="refiner").distilled
         if distilled is None:
@@ -831,7 +834,7 @@ class _Models:
         if refiner not in (distilled.teacher_sha256, record.get("refiner_sha256")):
             raise InputError(src, f"was distilled from another refiner than {self.ckpt['refiner']}")
         folder, ckpt = self.dirs[STUDENT], self.ckpt[STUDENT]
-        if ckpt.is_file() and _sha256(ckpt) == _sha256(src):
+        if ckpt.is_file() and _sha256(ckpt) == src_sha:
             log.info("%s: reusing the student in %s", STUDENT, folder)
             self.sources[STUDENT] = "reused"
         else:
@@ -919,7 +922,7 @@ def _run_record(
         "command": command or "realdeal demo" + (" --quick" if cfg.quick else ""),
         "data": "data",
         "models": {k: f"models/{k}" for k in models.kinds},
-        "refiner": f"models/{STUDENT if cfg.refiner_student else 'refiner'}",
+        "refiner": f"models/{models.refiner}",
         "model_sources": models.sources,
         "model_provenance": models.provenance,
         "held_out": roles,
@@ -956,11 +959,6 @@ def _run_record(
             "prepare": to_dict(prepare_config(cfg)),
             "models": {k: models.config_record(k) for k in models.kinds},
             "refine": dataclasses.asdict(settings),
-            "refine_sampling": RefinerPipeline.from_checkpoint(
-                models.ckpt[STUDENT if cfg.refiner_student else "refiner"], device="cpu"
-            )
-            .sampling(settings)
-            ._asdict(),
         },
         "versions": _versions(),
     }
@@ -1027,6 +1025,14 @@ def _refine_missing(
     out.mkdir(parents=True, exist_ok=True)
     refine_paths(checkpoint, [str(p) for p in todo], out, settings, device=device)
     write_json_atomic(stamp, want)
+
+
+def _recorded_sampling(out: Path) -> dict[str, Any] | None:
+    """The sampling that refined the volumes in ``out``, as its ``refine.json`` records it
+    (``None`` in a folder refined before it did)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return dict(json.loads((out / "refine.json").read_text())["sampling"])
+    return None
 
 
 def _legacy_stamp(out: Path, checkpoint: Path) -> dict[str, Any] | None:

@@ -513,6 +513,7 @@ def refine_paths(
         report = {
             "checkpoint": str(checkpoint),
             "settings": dataclasses.asdict(settings),
+            "sampling": pipe.sampling(settings)._asdict(),  # the settings resolved on this refiner
             "processes": dist.world_size if dist is not None else 1,
             "volumes": ordered,
         }
