@@ -133,6 +133,7 @@ FIELD_RANGES: dict[str, dict[str, Range]] = {
         "num_train_timesteps": Range(1, 100_000),
         "beta_start": Range(0.0, 1.0, lo_open=True, hi_open=True),
         "beta_end": Range(0.0, 1.0, lo_open=True, hi_open=True),
+        "snr_scale": Range(1e-3, 1e4),
     },
     "realdeal.inference.masks:MaskConfig": {
         "p_full": UNIT,

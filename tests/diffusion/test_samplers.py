@@ -43,9 +43,10 @@ def _net(seed: int = 0):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
-def test_oracle_denoiser_lands_on_its_target(name, prediction):
+@pytest.mark.parametrize("snr_scale", [1.0, 8.0])
+def test_oracle_denoiser_lands_on_its_target(name, prediction, snr_scale):
     """If the network always points at x0, every sampler must end exactly at x0."""
-    s = NoiseSchedule(ScheduleConfig(prediction_type=prediction))
+    s = NoiseSchedule(ScheduleConfig(prediction_type=prediction, snr_scale=snr_scale))
     target = torch.linspace(-0.9, 0.9, 2 * 2 * 27).view(2, 2, 3, 3, 3)
 
     def oracle(x, t):

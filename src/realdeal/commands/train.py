@@ -242,6 +242,7 @@ LDM_FLAGS = (
             "beta_start": "first β",
             "beta_end": "last β",
             "prediction_type": "what the U-Net predicts (paper: v)",
+            "snr_scale": "multiply every timestep's signal-to-noise ratio (paper: 1)",
         },
         "U-Net and schedule",
     ),

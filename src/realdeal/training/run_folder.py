@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from realdeal.config import to_dict
+from realdeal.config import from_dict, to_dict
 from realdeal.errors import ConfigError, InputError
 from realdeal.runtime.checkpoint import FORMAT, read_torch_file
 from realdeal.training.distributed import DistInfo, exclusive_folder
@@ -92,11 +92,18 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_conflicts(stored: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+def resume_conflicts(
+    stored: dict[str, Any], new: dict[str, Any], config_class: type | None = None
+) -> list[tuple[str, Any, Any]]:
     """``(field, stored value, new value)`` for every field (dotted, e.g. ``train.lr``) in which
     the run config ``new`` differs from ``stored`` where a resumed run may not differ.
 
-    Fields only one side has (added to a config after the run was written) are not compared."""
+    A field added to the config after the run was written is missing from ``stored``; given
+    the run's ``config_class``, it is compared as its default (which is how the run was
+    trained: a new field's default keeps the old behaviour), otherwise it is not compared."""
+    if config_class is not None:
+        with contextlib.suppress(ConfigError):
+            stored = to_dict(from_dict(config_class, stored))
     a, b = _flatten(stored), _flatten(new)
     out = []
     for key in sorted(set(a) & set(b)):
@@ -196,10 +203,12 @@ def inspect_run(
     resume: bool,
     same: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
+    config_class: type | None = None,
 ) -> RunState:
     """Check that a run of ``kind`` (config class ``config_kind``, resolved config
     ``run_config``) may write into ``folder``; raise :class:`InputError` (one line) if not.
-    Reads only (see the module docstring for the rules)."""
+    Reads only (see the module docstring for the rules; ``config_class``: see
+    :func:`resume_conflicts`)."""
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "exists and is not a folder; choose another --out")
     cfg_file, ckpt = folder / CONFIG_NAME, folder / CHECKPOINT_NAME
@@ -232,7 +241,7 @@ def inspect_run(
             "already holds a checkpoint; pass --resume to continue it or choose another --out",
         )
     stored, extra, step = read_run_checkpoint(ckpt, kind)
-    conflicts = resume_conflicts(stored, run_config)
+    conflicts = resume_conflicts(stored, run_config, config_class)
     if conflicts:
         raise InputError(folder, resume_refusal(conflicts))
     for key, value in (same or {}).items():
@@ -287,7 +296,9 @@ def open_run(
         )
 
     def check() -> RunState:
-        return inspect_run(folder, kind, type(cfg).__name__, run_config, resume, same, inputs)
+        return inspect_run(
+            folder, kind, type(cfg).__name__, run_config, resume, same, inputs, type(cfg)
+        )
 
     main = dist is None or dist.is_main
     with exclusive_folder(folder, dist, check, check_first=True) as state:
