@@ -322,6 +322,24 @@ def test_sample_and_refine_into_a_busy_folder_are_refused(ldm_checkpoint, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["sample_000.nii.gz", "sample_config.json"]
 
 
+def test_encode_into_a_busy_folder_is_refused(prepared, tiny_ae, tmp_path, capsys):
+    from realdeal.config import to_dict
+    from realdeal.runtime.checkpoint import AutoencoderCheckpoint, save_checkpoint
+
+    ae = save_checkpoint(tmp_path / "ae.pt", AutoencoderCheckpoint(
+        config={}, model_config=to_dict(tiny_ae.config), model=tiny_ae.state_dict(),
+        ema=tiny_ae.state_dict()))  # fmt: skip
+    out = tmp_path / "latents"
+    argv = ["-q", "encode", "--autoencoder", str(ae), "--data", str(prepared), "-o", str(out),
+            "--device", "cpu"]  # fmt: skip
+    with _held_by_another_process(out) as pid:
+        assert main(argv) == 2
+        assert f"{out} is in use by another realdeal process (pid {pid})" in _one_line_error(capsys)
+        assert [p.name for p in out.iterdir()] == [".realdeal.lock"]  # the holder's
+    assert main(argv) == 0  # free again
+    assert (out / "latent_scaling.json").is_file() and not (out / ".realdeal.lock").exists()
+
+
 # --------------------------------------------------------------------------- 4. caches
 
 

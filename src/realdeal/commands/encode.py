@@ -2,7 +2,8 @@
 
 Each ``<out>/<id>.safetensors`` holds ``latent`` ``(4, X/4, Y/4, Z/4)`` float32 (raw encoder
 output in (0, 1)); ``<out>/latent_scaling.json`` holds the per-channel [lo, hi] fitted on the
-training subjects, which maps latents to the LDM's [-1, 1].
+training subjects, which maps latents to the LDM's [-1, 1]. One realdeal process writes into
+``<out>`` at a time (a second is refused in one line).
 """
 
 from __future__ import annotations
@@ -44,16 +45,18 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
+    from realdeal.utils.fs import folder_lock
 
     device, ds, ae, _, ids = load_autoencoder_and_data(args)
-    lat = encode_dataset(
-        ae,
-        ds,
-        ids,
-        args.out,
-        device,
-        args.precision,
-        autoencoder_id=checkpoint_fingerprint(args.autoencoder),
-    )
+    with folder_lock(args.out):
+        lat = encode_dataset(
+            ae,
+            ds,
+            ids,
+            args.out,
+            device,
+            args.precision,
+            autoencoder_id=checkpoint_fingerprint(args.autoencoder),
+        )
     logging.getLogger("realdeal.encode").info("%d latents written to %s", len(lat), args.out)
     return 0
