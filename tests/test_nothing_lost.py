@@ -22,6 +22,8 @@ from realdeal.cli import main
 from realdeal.errors import ConfigError, InputError
 from realdeal.utils.fs import atomic_dir, folder_lock, sha256_file
 
+from synthetic import phantom, save_nifti
+
 AE = ["--preset", "cpu-small", "--channels", "4", "8", "8", "--bottleneck", "4",
       "--crop", "16", "16", "16"]  # fmt: skip
 ENGINE = ["--steps", "4", "--batch-size", "2", "--log-every", "1", "--checkpoint-every", "2",
@@ -132,6 +134,32 @@ def test_cohort_overwrite_refuses_a_cohort_holding_other_files(tmp_path):
     with pytest.raises(InputError, match="'notes.txt'.*did not write"):
         build_cohort(cohort, CohortConfig(n_subjects=1, spacing=4.0), overwrite=True)
     assert _snapshot(cohort) == before
+
+
+def test_prepare_overwrite_refuses_a_dataset_holding_other_files(prepared, tmp_path, capsys):
+    """A prepared dataset the user added files to is not replaced (they would be deleted); its
+    own outputs and the reconstructions realdeal adds do not stop --overwrite."""
+    ds = tmp_path / "prepared"
+    shutil.copytree(prepared, ds)
+    (ds / "reconstructions").mkdir(exist_ok=True)
+    (ds / "my-segmentations").mkdir()
+    (ds / "my-segmentations" / "sub.nii.gz").write_bytes(b"mine")
+    before = _snapshot(ds)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        save_nifti(raw / f"s{i}_T1w.nii.gz", phantom(seed=i)[0])
+    argv = ["-q", "prepare", str(raw / "*_T1w.nii.gz"), "-o", str(ds), "--shape", "24", "32",
+            "24", "--window", "8", "--overwrite"]  # fmt: skip
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert str(ds) in err and "'my-segmentations'" in err and "did not write" in err, err
+    assert _snapshot(ds) == before
+    shutil.rmtree(ds / "my-segmentations")
+    assert main(argv) == 0
+    assert sorted(p.name for p in ds.iterdir()) == [
+        "dataset.json", "fractions", "images", "masks", "subjects.csv"
+    ]  # fmt: skip
 
 
 def test_overwrite_without_a_marker_replaces_no_folder_and_no_file(tmp_path):

@@ -54,6 +54,7 @@ from realdeal.data.transforms import (
 from realdeal.errors import ConfigError, InputError, RealDealError
 from realdeal.utils.fs import (
     atomic_dir,
+    check_replaceable,
     is_hidden_or_temp,
     output_format,
     write_json_atomic,
@@ -436,6 +437,13 @@ def foreground_mask(image: np.ndarray, label: np.ndarray | None, threshold: floa
 DATASET_MARKER = ("dataset.json", FORMAT)
 """What marks a folder as a prepared dataset ``prepare --overwrite`` may replace."""
 
+DATASET_FILES = (
+    "dataset.json", "subjects.csv", "images", "masks", "fractions", "labels", "reconstructions",
+)  # fmt: skip
+"""What a prepared dataset folder holds: ``prepare``'s outputs and the reconstructions
+``realdeal reconstruct`` adds. ``prepare --overwrite`` refuses a folder holding anything else
+(it would be deleted with the old dataset)."""
+
 
 def _is_prepared(folder: Path) -> bool:
     return output_format(folder, DATASET_MARKER[0]) == FORMAT
@@ -511,7 +519,9 @@ def prepare_dataset(
 
     records: list[SubjectRecord] = []
     spacing: tuple[float, float, float] | None = None
-    with atomic_dir(out_dir, overwrite=overwrite, marker=DATASET_MARKER) as tmp:
+    with atomic_dir(
+        out_dir, overwrite=overwrite, marker=DATASET_MARKER, contents=DATASET_FILES
+    ) as tmp:
         for d in ("images", "masks", "fractions") + (("labels",) if labels else ()):
             (tmp / d).mkdir()
         for sid, f, lp in progress(subjects, desc="prepare: write", unit="subject"):
@@ -556,6 +566,7 @@ def _check_output(out_dir: Path, overwrite: bool) -> None:
                 out_dir,
                 "a prepared dataset already exists here; pass --overwrite to replace it",
             )
+        check_replaceable(out_dir, overwrite, DATASET_MARKER, DATASET_FILES)
 
 
 def _subjects_and_labels(
