@@ -54,7 +54,7 @@ HAND_WRITTEN = {
         "sample": "--ldm --out",
         "skullstrip": "inputs --out",
         "train autoencoder": "--data --out --preset --config --resume --whole-volumes",
-        "train ldm": "--data --out --preset --config --resume --autoencoder",
+        "train ldm": "--data --out --preset --config --resume --autoencoder --latents",
         "train refiner": "--data --out --preset --config --resume",
         "train refiner-student": "--data --out --preset --config --resume --teacher",
     }.items()

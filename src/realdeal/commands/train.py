@@ -117,9 +117,15 @@ def add_engine_flags(p: argparse.ArgumentParser, kind: str | None = None) -> Non
 
 
 def check_run(args: argparse.Namespace) -> None:
-    """Before training: the run folder can be written and ``--data`` is a prepared dataset."""
+    """Before training: the run folder can be written, ``--data`` is a prepared dataset and
+    ``--latents`` (``train ldm``) a folder."""
     check_writable_dir(args.out, "-o/--out")
     check_dataset(args.data, "--data")
+    latents = getattr(args, "latents", None)
+    if latents is not None and not Path(latents).is_dir():
+        from realdeal.errors import InputError
+
+        raise InputError(latents, "--latents: no such folder")
 
 
 def resolve_config(kind: str, cls: type, args: argparse.Namespace, overrides: dict[str, Any]):
@@ -293,6 +299,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="autoencoder checkpoint, .pt or .safetensors (its EMA weights encode the data), or "
         "demo:autoencoder for the shipped one",
     )
+    ldm.add_argument(
+        "--latents",
+        metavar="DIR",
+        help="train on the latents in DIR (<id>.safetensors made by --autoencoder, as realdeal "
+        "encode writes them) instead of encoding --data's images, which then need not be there: "
+        "--data names the split and the grid (default: encode, cached in the run folder)",
+    )
     add_config_flags(ldm, *LDM_FLAGS)
     ldm.set_defaults(func=run_ldm)
 
@@ -316,8 +329,11 @@ def run_ldm(args: argparse.Namespace) -> int:
     from realdeal.training.ldm import train_ldm
 
     cfg = resolve_config("ldm", LDMRunConfig, args, config_overrides(args))
+    import functools
+
+    train_fn = functools.partial(train_ldm, latents=args.latents)
     return train_and_report(
-        train_ldm, cfg, args.data, args.autoencoder, args.out, resume=args.resume
+        train_fn, cfg, args.data, args.autoencoder, args.out, resume=args.resume
     )
 
 

@@ -29,6 +29,7 @@ from realdeal.utils.fs import (
     atomic_path,
     check_fingerprint,
     file_fingerprint,
+    sha256_file,
     write_json_atomic,
     written_after,
 )
@@ -152,6 +153,60 @@ def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
             return f.get_tensor("latent"), dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types
         raise InputError(path, f"not a readable latent file ({e})") from e
+
+
+def read_latents(
+    folder: str | os.PathLike,
+    ids: Sequence[str],
+    autoencoder_id: str,
+    shape: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{id: raw latent}`` (float32) of ``ids`` from ``folder/<id>.safetensors``, as
+    :func:`encode_dataset` or ``realdeal encode`` wrote them (any float dtype: a float16 copy
+    made to move latents about is read as float32), without the images they came from.
+
+    Each must be there, be made by the autoencoder whose fingerprint is ``autoencoder_id``
+    (its metadata says so) and, all of them, have one shape (``shape`` when given); otherwise
+    :class:`InputError` naming the folder or the file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "latents folder not found")
+    missing = [s for s in ids if not (folder / f"{s}.safetensors").is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise InputError(folder, f"has no latent of {missing[0]}{more} (<id>.safetensors)")
+    out: dict[str, torch.Tensor] = {}
+    for sid in ids:
+        path = folder / f"{sid}.safetensors"
+        z, meta = load_latent(path)
+        made_by = meta.get("autoencoder")
+        if made_by != autoencoder_id:
+            raise InputError(
+                path,
+                f"was encoded by autoencoder {made_by or 'unknown'}, not by --autoencoder "
+                f"({autoencoder_id}); encode the data with that autoencoder (realdeal encode)",
+            )
+        if not z.is_floating_point() or z.ndim != 4:
+            raise InputError(
+                path,
+                f"holds a {z.dtype} tensor of shape {tuple(z.shape)}, not a latent (C, x, y, z)",
+            )
+        want = tuple(shape) if shape is not None else next(iter(out.values()), z).shape
+        if tuple(z.shape) != tuple(want):
+            raise InputError(path, f"has shape {tuple(z.shape)}, expected {tuple(want)}")
+        out[sid] = z.float()
+    return out
+
+
+def latents_fingerprint(folder: str | os.PathLike, ids: Sequence[str]) -> str:
+    """Content fingerprint of the latents of ``ids`` in ``folder`` (sha256 over their files)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for sid in ids:
+        h.update(f"{sid}:{sha256_file(Path(folder) / f'{sid}.safetensors')}\n".encode())
+    return h.hexdigest()
 
 
 LATENT_CACHE_VERSION = "2"

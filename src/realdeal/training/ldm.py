@@ -15,7 +15,12 @@ from realdeal.errors import ConfigError, InputError
 from realdeal.models.latent_scaling import LatentScaler
 from realdeal.models.loading import load_autoencoder
 from realdeal.models.unet import build_unet
-from realdeal.pipelines.autoencoder import checkpoint_fingerprint, encode_dataset
+from realdeal.pipelines.autoencoder import (
+    checkpoint_fingerprint,
+    encode_dataset,
+    latents_fingerprint,
+    read_latents,
+)
 from realdeal.presets import LDMRunConfig
 from realdeal.runtime.checkpoint import EmbeddedAutoencoder
 from realdeal.runtime.rng import batch_draws, sample_randint, sample_randn, seed_everything
@@ -69,11 +74,16 @@ def train_ldm(
     autoencoder: str | Path,
     out_dir: str | Path,
     resume: bool = False,
+    latents: str | Path | None = None,
 ) -> TrainResult:
     """Train the latent diffusion U-Net on the train split of ``data`` encoded by ``autoencoder``.
 
     Latents are cached in ``out_dir/latents`` (an entry is reused while its image file and the
     autoencoder file are the same, see :func:`~realdeal.pipelines.autoencoder.encode_dataset`);
+    with ``latents`` (a folder of ``<id>.safetensors`` made by this autoencoder, e.g. by
+    ``realdeal encode``) the run reads them from there instead and needs no images: ``data``
+    then only names the split and the image grid (its ``dataset.json``), and a resumed run
+    must read the same latents;
     the latent scaling fitted on them and the autoencoder's EMA weights are stored in the
     LDM checkpoint, so sampling needs only that one file. Nothing is written before
     :func:`~realdeal.training.run_folder.open_run` accepted the run; a resumed run must use
@@ -104,7 +114,18 @@ def train_ldm(
     fingerprint = checkpoint_fingerprint(autoencoder)
     same = {"autoencoder.fingerprint": fingerprint, "image_shape": list(ds.shape)}
     inputs = {"dataset": dataset_fingerprint(ds), "autoencoder": fingerprint}
+    if latents is not None:
+        given = read_latents(latents, ids, fingerprint, (ae.config.latent_channels, *latent_size))
+        inputs["latents"] = latents_fingerprint(latents, ids)
     with open_run(out_dir, "ldm", cfg, resume=resume, dist=dist, same=same, inputs=inputs):
+        if latents is not None:
+            if dist.is_main:
+                save_config(cfg, out_dir / CONFIG_NAME)
+            log.info("ldm: %d training latents read from %s", len(given), latents)
+            scaler = LatentScaler.fit(given.values())
+            return _train(
+                cfg, ds, ids, given, scaler, ae, ae_ckpt, fingerprint, out_dir, resume, dist
+            )
         if dist.is_main:
             save_config(cfg, out_dir / CONFIG_NAME)
             encode_dataset(
