@@ -12,6 +12,10 @@
 #   run(command="STAGES=check bash training-runs/demo-gpu/device_call.sh", carry=[".device-wheels"], timeout_s=600)
 #   run(command="STAGES=train WHEELS=.device-wheels-train bash training-runs/demo-gpu/device_call.sh",
 #       carry=[".device-wheels-train", ".device-data"], timeout_s=600)
+# DATA (default .device-data) is the carried dataset; a DATA/latents.tar.xz there (the
+# population's float16 latents, training-runs/ldm-population/prepare_device.sh) is unpacked
+# into DATA/latents and the LDM trains on it (LATENTS; RUNS=ldm). Other train.sh settings
+# (RUNS, LDM_CONFIG, FROM_SHIPPED, EXTRA_ARGS, LDM_SHARE) pass through the environment.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$(date +%s)
@@ -28,9 +32,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 echo "[$(( $(date +%s) - t0 )) s] wheels installed"
 
 train() {
-    local runs=/tmp/demo-gpu
-    bash training-runs/demo-gpu/train.sh .device-data "$TRAIN_S" "$runs" 2>&1 | tee "$OUT/train.log"
-    (cd "$runs" && tar cf - ./*/checkpoint.pt ./*/config.json ./*/metrics.jsonl ./*.log) | split -b 15000000 - "$OUT/runs.tar."
+    local runs=/tmp/demo-gpu data=${DATA:-.device-data}
+    if [ -f "$data/latents.tar.xz" ]; then
+        python3 -m tarfile -e "$data/latents.tar.xz" "$data" || exit 1
+        export LATENTS="$data/latents"
+        echo "[$(( $(date +%s) - t0 )) s] latents unpacked: $(ls "$LATENTS" | wc -l) files"
+    fi
+    bash training-runs/demo-gpu/train.sh "$data" "$TRAIN_S" "$runs" 2>&1 | tee "$OUT/train.log"
+    if [ -n "${LATENTS:-}" ]; then
+        # the population LDM: its resumable checkpoint (weights, EMA, optimizer) is too large
+        # to come back; its slim EMA weights at the last step and at the last snapshot before
+        # it do (training-runs/ldm-population/README.md)
+        python3 training-runs/ldm-population/pack_run.py "$runs" | split -b 15000000 - "$OUT/runs.tar."
+    else
+        (cd "$runs" && tar cf - ./*/checkpoint.pt ./*/config.json ./*/metrics.jsonl ./*.log) | split -b 15000000 - "$OUT/runs.tar."
+    fi
     ls -la "$OUT"
 }
 check() {  # $1: seconds to leave for the stages after it

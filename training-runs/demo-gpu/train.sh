@@ -18,6 +18,10 @@
 # schedule that builds on the shipped models instead of starting from scratch).
 # RUNS (default "ldm refiner") picks the runs: RUNS=ldm or RUNS=refiner gives that one the
 # whole budget and neither probes nor trains the other.
+# LDM_CONFIG (default ldm.json beside this script) is the LDM's recipe; LATENTS=DIR trains the
+# LDM on the latents in DIR (`realdeal train ldm --latents`: DATA then needs only its
+# dataset.json, e.g. the population's float16 latents, training-runs/ldm-population). The
+# reconstructions are made only when the refiner trains.
 # PROBE_STEPS (default 150) and EXTRA_ARGS (more `realdeal train` flags for all runs) exist for
 # the CPU rehearsal of this script (e.g. PROBE_STEPS=4 EXTRA_ARGS="--batch-size 2").
 set -euo pipefail
@@ -31,20 +35,23 @@ rd() { python3 -m realdeal "$@"; }
 export REALDEAL_NO_PROGRESS=1
 mkdir -p "$out"
 
-# The shipped autoencoder's reconstructions (on the CPU, like `realdeal demo`).
-if [ ! -f "$data/reconstructions/reconstruct_config.json" ]; then
-    rd -q reconstruct --autoencoder "$AE" --data "$data" --device cpu
-fi
-echo "[$(elapsed) s] reconstructions ready"
-
 # The runs in RUNS (default "ldm refiner"), each with its own flags.
 runs=${RUNS:-ldm refiner}
 for kind in $runs; do
     case $kind in ldm | refiner) ;; *) echo "RUNS: unknown run '$kind' (ldm, refiner)" >&2; exit 2 ;; esac
 done
-flags() {  # the run's own flags: its config, and the LDM's autoencoder
-    if [ "$1" = ldm ]; then echo "--config $here/ldm.json --autoencoder $AE"; else echo "--config $here/refiner.json"; fi
+flags() {  # the run's own flags: its config, and the LDM's autoencoder (and latents)
+    if [ "$1" = ldm ]; then
+        echo "--config ${LDM_CONFIG:-$here/ldm.json} --autoencoder $AE${LATENTS:+ --latents $LATENTS}"
+    else echo "--config $here/refiner.json"; fi
 }
+
+# The shipped autoencoder's reconstructions, the refiner's inputs (on the CPU, like
+# `realdeal demo`).
+if [[ " $runs " == *" refiner "* ]] && [ ! -f "$data/reconstructions/reconstruct_config.json" ]; then
+    rd -q reconstruct --autoencoder "$AE" --data "$data" --device cpu
+    echo "[$(elapsed) s] reconstructions ready"
+fi
 
 # Probe: PROBE_STEPS (150) steps of each, one after the other (as the real runs go).
 probe="$out/probe"
