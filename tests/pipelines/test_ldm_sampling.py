@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,16 +59,22 @@ def test_sample_command_with_dpm_solver(ldm_checkpoint, tmp_path):
     assert x.shape == (24, 32, 24) and np.isfinite(x).all()
 
 
-@pytest.mark.parametrize("recorded", ["moved/data", ""])
+@pytest.mark.parametrize("recorded", ["moved/data", "", "imageless"])
 def test_sample_without_the_training_dataset_says_pass_data(ldm_checkpoint, tmp_path, capsys,
                                                             recorded):  # fmt: skip
     """A checkpoint whose recorded dataset is not here (a relative path from another folder,
-    or an import that names none) is refused in one line that says to pass --data."""
+    or an import that names none) or has no images (only the dataset.json an LDM trained on
+    latents needs) is refused in one line that says to pass --data."""
     import dataclasses
+    import shutil
 
     from realdeal.runtime.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(ldm_checkpoint, kind="ldm")
+    if recorded == "imageless":
+        recorded = str(tmp_path / "bare")
+        (tmp_path / "bare").mkdir()
+        shutil.copy(Path(ckpt.dataset) / "dataset.json", tmp_path / "bare")
     moved = save_checkpoint(tmp_path / "moved.pt", dataclasses.replace(ckpt, dataset=recorded))
     out = tmp_path / "out"
     argv = ["-q", "sample", "--ldm", str(moved), "-o", str(out), "--steps", "2", "--device", "cpu"]

@@ -131,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
                 args.ldm, f"{where}; pass --data, a prepared dataset that gives the output geometry"
             )
         ds = PreparedDataset(opts.data or ckpt.dataset)
+        first = ds.image_path(ds.ids()[0])
+        if not opts.data and not first.is_file():  # e.g. a dataset.json carried to train on latents
+            raise InputError(
+                args.ldm,
+                f"the dataset it was trained on ({ckpt.dataset}) has no images here ({first} is "
+                "missing); pass --data, a prepared dataset that gives the output geometry",
+            )
         reference = ds.load_image(ds.ids()[0])
         settings = {
             "ldm": str(args.ldm),
