@@ -25,3 +25,8 @@ class ConfigError(RealDealError):
 class InstallationError(RealDealError):
     """A package realdeal needs is missing or does not work (a broken torch/torchvision pair,
     say); the message names the package, its version and the fix."""
+
+
+class TrainingDiverged(RealDealError):
+    """A training run's gradient stayed non-finite (NaN or inf); the run stopped without
+    changing its weights, and its checkpoint is from before."""

@@ -299,3 +299,43 @@ def test_snapshots_keep_the_ema_weights_of_every_nth_step(tmp_path):
     assert any(not torch.equal(first.weights()[k], v) for k, v in final.weights().items())
     with pytest.raises(ConfigError, match="snapshot_every"):
         toy_config(snapshot_every=-1)
+
+
+class _PoisonedTask(ToyTask):
+    """ToyTask whose loss is NaN at the steps in ``bad`` (counted by calls)."""
+
+    def __init__(self, bad):
+        self.bad, self.calls = set(bad), 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss = super().loss(model, batch)
+        return loss * float("nan") if self.calls in self.bad else loss
+
+
+def test_a_non_finite_gradient_skips_its_step_and_a_streak_stops_the_run(tmp_path, caplog):
+    from realdeal.errors import TrainingDiverged
+
+    cfg = toy_config(steps=30, checkpoint_every=4)
+    # one bad step: skipped (no weight, EMA or optimizer change), the run goes on
+    model = toy_model()
+    train(_PoisonedTask({3}), model, ToyData(), cfg, tmp_path / "one", run_config={"toy": True},
+          model_config=MODEL_CONFIG)  # fmt: skip
+    ckpt = load_checkpoint(tmp_path / "one" / "checkpoint.pt", kind="autoencoder")
+    assert ckpt.step == 30 and ckpt.ema_updates == 29
+    assert all(bool(torch.isfinite(v).all()) for v in model.state_dict().values())
+    assert "step 3: gradient not finite" in caplog.text
+    # a streak from step 6 on: stopped after MAX_NONFINITE_STEPS, weights as after step 5 (also
+    # in the checkpoints of steps 8 and 12, written while the steps were skipped)
+    model = toy_model()
+    with pytest.raises(TrainingDiverged, match=r"not finite in 10 steps in a row from step 6 .* "
+                       r"checkpoint holds step 12"):  # fmt: skip
+        train(_PoisonedTask(range(6, 100)), model, ToyData(), cfg, tmp_path / "streak",
+              run_config={"toy": True}, model_config=MODEL_CONFIG)  # fmt: skip
+    ref, _ = _run(tmp_path / "ref", toy_config(steps=5, checkpoint_every=4))
+    for v, w in zip(model.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(v, w)
+    ckpt = load_checkpoint(tmp_path / "streak" / "checkpoint.pt", kind="autoencoder")
+    assert ckpt.step == 12
+    for k, v in ref.state_dict().items():
+        assert torch.equal(ckpt.model[k], v)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from realdeal.errors import ConfigError, InputError
+from realdeal.errors import ConfigError, InputError, TrainingDiverged
 from realdeal.presets import TrainConfig
 from realdeal.runtime.checkpoint import (
     check_model_config,
@@ -299,14 +299,17 @@ def _train(
     batches = iter(loader)
     step = run.start
     run.model.train()
+    bad = _NonFinite(task.kind, run.use_scaler, saved=run.start)
     with _StopOnSignal(enabled=not dist.distributed) as stop:
         for step in range(run.start + 1, cfg.steps + 1):
             step_loss, lr, grad_norm = _optimizer_step(run, task, cfg, batches, step)
+            bad.check(step, grad_norm)
             if on_step is not None:
                 on_step(step, float(step_loss))
             steplog.record(step, step_loss, lr, grad_norm, flush=stop.signal is not None)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.signal:
                 _save(ckpt_path, task.kind, run, step, stored)
+                bad.saved = step
             if cfg.snapshot_every and step % cfg.snapshot_every == 0:
                 snap = out_dir / SNAPSHOTS_DIR / f"step-{step:07d}.pt"
                 _snapshot(snap, task.kind, run, step, stored)
@@ -534,11 +537,49 @@ def _optimizer_step(
         run.scaler.unscale_(run.opt)
     clip = cfg.grad_clip if cfg.grad_clip else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, clip)
+    if not run.use_scaler and not bool(torch.isfinite(grad_norm)):
+        # a non-finite gradient would turn every weight into NaN: skip the update (fp16's
+        # GradScaler does the same and tunes its scale); _train stops a run that keeps at it
+        run.opt.zero_grad(set_to_none=True)
+        return step_loss, lr, grad_norm
     run.scaler.step(run.opt)
     run.scaler.update()
     run.opt.zero_grad(set_to_none=True)
     run.ema.update(run.model)
     return step_loss, lr, grad_norm
+
+
+MAX_NONFINITE_STEPS = 10
+"""Consecutive steps with a non-finite gradient (each skipped) after which a run stops."""
+
+
+class _NonFinite:
+    """Counts the steps whose gradient was not finite (skipped by :func:`_optimizer_step`):
+    warns at the first of a streak and raises :class:`TrainingDiverged` after
+    :data:`MAX_NONFINITE_STEPS` in a row. fp16 runs (``scaler``: their GradScaler skips and
+    re-scales by itself) are left alone. ``saved``: the step of the checkpoint on disk."""
+
+    def __init__(self, kind: str, scaler: bool, saved: int):
+        self.kind, self.scaler, self.saved, self.streak, self.first = kind, scaler, saved, 0, 0
+
+    def check(self, step: int, grad_norm: torch.Tensor) -> None:
+        if self.scaler:
+            return
+        if bool(torch.isfinite(grad_norm)):
+            self.streak = 0
+            return
+        if self.streak == 0:
+            self.first = step
+            log.warning("%s: step %d: gradient not finite (%s); step skipped", self.kind, step,
+                        float(grad_norm))  # fmt: skip
+        self.streak += 1
+        if self.streak >= MAX_NONFINITE_STEPS:
+            raise TrainingDiverged(
+                f"{self.kind} training diverged: the gradient was not finite in {self.streak} "
+                f"steps in a row from step {self.first} (each skipped, no weight changed); the "
+                f"checkpoint holds step {self.saved}. Lower --lr, or train with "
+                "--precision fp32"
+            )
 
 
 class _StepLog:
