@@ -18,6 +18,20 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "training-runs" / "demo-gpu" / "train.sh"
 
 
+def _run_script(data: Path, budget: int, out: Path, **env: str) -> str:
+    """train.sh DATA BUDGET OUT with ``env``; its output (skips when the probes left too
+    little of the budget on a loaded machine; 124: a run stopped by its time limit)."""
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), str(data), str(budget), str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    if proc.returncode == 3 and "too little to train" in log:
+        pytest.skip(f"the probes used most of the {budget} s budget on this loaded machine: {log}")
+    assert proc.returncode in (0, 124), log
+    return log
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runs", ["ldm refiner", "refiner"])
 def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folder, runs):
@@ -35,14 +49,7 @@ def test_gpu_training_script_probes_trains_and_stops_cleanly(tmp_path, raw_folde
         FROM_SHIPPED="1",
         RUNS=runs,
     )
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), str(data), "75", str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    if proc.returncode == 3 and "too little to train" in log:
-        pytest.skip("the probes used most of the 75 s budget on this loaded machine: " + log)
-    assert proc.returncode in (0, 124), log  # 124: a run stopped by its time limit
+    log = _run_script(data, 75, out, **env)
     assert "probes done" in log and "training done" in log, log
     for kind in runs.split():
         ckpt = load_checkpoint(out / kind / "checkpoint.pt", kind=kind)
@@ -96,14 +103,7 @@ def test_gpu_training_script_trains_the_ldm_on_carried_latents_and_packs_it(tmp_
         LATENTS=str(carried / "latents"),
         LDM_CONFIG=str(tmp_path / "ldm.json"),
     )
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), str(carried), "60", str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    if proc.returncode == 3 and "too little to train" in log:
-        pytest.skip("the probe used most of the 60 s budget on this loaded machine: " + log)
-    assert proc.returncode in (0, 124), log
+    log = _run_script(carried, 60, out, **env)
     assert "reconstructions ready" not in log  # the refiner does not train: none made
     ckpt = load_checkpoint(out / "ldm" / "checkpoint.pt", kind="ldm")
     assert ckpt.step >= 2 and ckpt.model_config["channels"] == [8, 16, 16]
