@@ -299,11 +299,11 @@ def _train(
     batches = iter(loader)
     step = run.start
     run.model.train()
-    bad = _NonFinite(task.kind, run.use_scaler, saved=run.start)
+    bad = _NonFinite(task.kind, saved=run.start)
     with _StopOnSignal(enabled=not dist.distributed) as stop:
         for step in range(run.start + 1, cfg.steps + 1):
-            step_loss, lr, grad_norm = _optimizer_step(run, task, cfg, batches, step)
-            bad.check(step, grad_norm)
+            step_loss, lr, grad_norm, skipped = _optimizer_step(run, task, cfg, batches, step)
+            bad.check(step, skipped, grad_norm)
             if on_step is not None:
                 on_step(step, float(step_loss))
             steplog.record(step, step_loss, lr, grad_norm, flush=stop.signal is not None)
@@ -511,8 +511,10 @@ def _optimizer_step(
     cfg: TrainConfig,
     batches: Iterator[dict[str, torch.Tensor]],
     step: int,
-) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """One optimizer step (``grad_accum`` micro-batches): (summed loss, lr, gradient norm)."""
+) -> tuple[torch.Tensor, float, torch.Tensor, bool]:
+    """One optimizer step (``grad_accum`` micro-batches): (summed loss, lr, gradient norm,
+    skipped). A non-finite gradient would turn every weight into NaN: its step is skipped (no
+    weight, EMA or optimizer change; ``skipped``), as fp16's GradScaler does by itself."""
     device, dist = run.dist.device, run.dist
     lr = cfg.lr_at(step)
     for group in run.opt.param_groups:
@@ -538,15 +540,13 @@ def _optimizer_step(
     clip = cfg.grad_clip if cfg.grad_clip else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, clip)
     if not run.use_scaler and not bool(torch.isfinite(grad_norm)):
-        # a non-finite gradient would turn every weight into NaN: skip the update (fp16's
-        # GradScaler does the same and tunes its scale); _train stops a run that keeps at it
         run.opt.zero_grad(set_to_none=True)
-        return step_loss, lr, grad_norm
+        return step_loss, lr, grad_norm, True
     run.scaler.step(run.opt)
     run.scaler.update()
     run.opt.zero_grad(set_to_none=True)
     run.ema.update(run.model)
-    return step_loss, lr, grad_norm
+    return step_loss, lr, grad_norm, False
 
 
 MAX_NONFINITE_STEPS = 10
@@ -554,18 +554,15 @@ MAX_NONFINITE_STEPS = 10
 
 
 class _NonFinite:
-    """Counts the steps whose gradient was not finite (skipped by :func:`_optimizer_step`):
-    warns at the first of a streak and raises :class:`TrainingDiverged` after
-    :data:`MAX_NONFINITE_STEPS` in a row. fp16 runs (``scaler``: their GradScaler skips and
-    re-scales by itself) are left alone. ``saved``: the step of the checkpoint on disk."""
+    """Counts the steps :func:`_optimizer_step` skipped for a non-finite gradient: warns at the
+    first of a streak and raises :class:`TrainingDiverged` after :data:`MAX_NONFINITE_STEPS`
+    in a row. ``saved``: the step of the checkpoint on disk."""
 
-    def __init__(self, kind: str, scaler: bool, saved: int):
-        self.kind, self.scaler, self.saved, self.streak, self.first = kind, scaler, saved, 0, 0
+    def __init__(self, kind: str, saved: int):
+        self.kind, self.saved, self.streak, self.first = kind, saved, 0, 0
 
-    def check(self, step: int, grad_norm: torch.Tensor) -> None:
-        if self.scaler:
-            return
-        if bool(torch.isfinite(grad_norm)):
+    def check(self, step: int, skipped: bool, grad_norm: torch.Tensor) -> None:
+        if not skipped:
             self.streak = 0
             return
         if self.streak == 0:

@@ -198,17 +198,16 @@ def recorded_inputs(folder: Path) -> dict[str, Any]:
 def inspect_run(
     folder: Path,
     kind: str,
-    config_kind: str,
+    config_class: type,
     run_config: dict[str, Any],
     resume: bool,
     same: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
-    config_class: type | None = None,
 ) -> RunState:
-    """Check that a run of ``kind`` (config class ``config_kind``, resolved config
+    """Check that a run of ``kind`` (config class ``config_class``, resolved config
     ``run_config``) may write into ``folder``; raise :class:`InputError` (one line) if not.
-    Reads only (see the module docstring for the rules; ``config_class``: see
-    :func:`resume_conflicts`)."""
+    Reads only (see the module docstring for the rules)."""
+    config_kind = config_class.__name__
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "exists and is not a folder; choose another --out")
     cfg_file, ckpt = folder / CONFIG_NAME, folder / CHECKPOINT_NAME
@@ -296,9 +295,7 @@ def open_run(
         )
 
     def check() -> RunState:
-        return inspect_run(
-            folder, kind, type(cfg).__name__, run_config, resume, same, inputs, type(cfg)
-        )
+        return inspect_run(folder, kind, type(cfg), run_config, resume, same, inputs)
 
     main = dist is None or dist.is_main
     with exclusive_folder(folder, dist, check, check_first=True) as state:
