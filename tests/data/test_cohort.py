@@ -11,7 +11,7 @@ import pytest
 from realdeal.data import labels as L
 from realdeal.data.cohort import MRICRON_DIR, CohortConfig, build_cohort, wm_noise_sigma
 from realdeal.data.io import load_volume
-from realdeal.errors import InputError
+from realdeal.errors import ConfigError, InputError
 
 HAVE_COLIN = (MRICRON_DIR / "ch2bet.nii.gz").exists()
 SMALL = CohortConfig(n_subjects=2, spacing=3.0, workers=1)
@@ -67,6 +67,24 @@ def test_parallel_build_equals_serial(cohort, tmp_path):
     par = build_cohort(tmp_path / "par", CohortConfig(n_subjects=2, spacing=3.0, workers=2)).folder
     for (a, _), (b, _) in zip(_arrays(cohort, 2), _arrays(par, 2), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_first_subject_grows_the_cohort(cohort, tmp_path):
+    """Subjects from ``first_subject`` on are those a bigger cohort of the same seed has at
+    those indices (files bit for bit, records alike), so a cohort grows with new subjects."""
+    grown = build_cohort(
+        tmp_path / "grown", CohortConfig(n_subjects=1, first_subject=1, spacing=3.0, workers=1)
+    )
+    assert [r["id"] for r in grown.subjects] == ["sub-001"]
+    assert not (grown.folder / "sub-000_T1w.nii.gz").exists()
+    (x, lab) = _arrays(cohort, 2)[1]
+    y = load_volume(grown.folder / "sub-001_T1w.nii.gz").data
+    assert np.array_equal(x, y)
+    assert np.array_equal(lab, load_volume(grown.folder / "sub-001_dseg.nii.gz", kind="label").data)
+    meta = json.loads((cohort / "cohort.json").read_text())
+    assert grown.subjects[0] == meta["subjects"][1]
+    with pytest.raises(ConfigError, match="first_subject"):
+        CohortConfig(first_subject=-1)
 
 
 def test_noise_matches_target(cohort):

@@ -12,6 +12,8 @@ COHORT_FLAGS = ConfigFlags(
     (),
     {
         "n_subjects": Flag("number of subjects", short="-n"),
+        "first_subject": "index of the first subject (sub-XXX and its random draws): a cohort "
+        "built with the same seed and first subject = its size grows it with new subjects",
         "spacing": "isotropic voxel size in mm (1.0 available)",
         "shape": Flag("grid shape (default: 192×224×192 mm at --spacing)", metavar=("X", "Y", "Z")),
         "seed": "random seed; same seed, same cohort",

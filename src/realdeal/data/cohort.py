@@ -84,6 +84,11 @@ class CohortConfig:
     """How to build the synthetic cohort. Defaults: 16 subjects at 2 mm (96×112×96)."""
 
     n_subjects: int = 16
+    first_subject: int = 0
+    """Index of the first subject: subjects ``first_subject … first_subject + n_subjects − 1``
+    (``sub-XXX`` and each subject's random draws follow the index), so a cohort can be grown
+    with new subjects of the same distribution: same seed and config, ``first_subject`` = the
+    size of the cohort already built."""
     spacing: float = 2.0
     shape: tuple[int, int, int] | None = None
     """Grid (X, Y, Z); ``None`` → 192×224×192 mm field of view at ``spacing``, rounded up to 16."""
@@ -129,6 +134,8 @@ class CohortConfig:
     def __post_init__(self) -> None:
         if self.n_subjects < 1:
             raise ConfigError("n_subjects must be at least 1")
+        if self.first_subject < 0:
+            raise ConfigError("first_subject must not be negative")
         if not 0.25 <= self.spacing <= 8:
             raise ConfigError(f"spacing {self.spacing} mm is outside 0.25–8 mm")
         lo, hi = self.ventricle_scale
@@ -443,7 +450,8 @@ def build_cohort(
             s.sigma_rel,
             cfg.target_sigma(),
         )
-    jobs = [(sources[i % len(sources)], i) for i in range(cfg.n_subjects)]
+    first = cfg.first_subject
+    jobs = [(sources[i % len(sources)], i) for i in range(first, first + cfg.n_subjects)]
     records: list[dict] = [{}] * cfg.n_subjects
     with atomic_dir(
         out_dir, overwrite=overwrite, marker=COHORT_MARKER, contents=COHORT_FILES
@@ -454,7 +462,7 @@ def build_cohort(
             affine = sources[i % len(sources)].affine
             Volume(x, affine).save(tmp / f"{sid}_T1w.nii.gz")
             Volume(lab, affine).save(tmp / f"{sid}_dseg.nii.gz", dtype=np.int16)
-            records[i] = {"id": sid, **info}
+            records[i - first] = {"id": sid, **info}
 
         bar = progress(total=len(jobs), desc="cohort", unit="subject")
         if cfg.workers > 1 and len(jobs) > 1:
