@@ -56,6 +56,7 @@ from realdeal.training.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
+    exact_mean_hook,
     exclusive_folder,
     init_distributed,
 )
@@ -450,6 +451,8 @@ def _setup(
         run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+        if device.type == "cpu":  # resumes bit for bit on any number of ranks
+            run.train_model.register_comm_hook(None, exact_mean_hook)
     return run
 
 
