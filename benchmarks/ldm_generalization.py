@@ -22,6 +22,12 @@ Writes JSON (``--out``), a Markdown table (same name, ``.md``) and a PNG of the 
 
 The held-out subjects' reconstructions must exist (``realdeal reconstruct --data DATA --split
 test``); the training reconstructions are optional.
+
+An LDM trained on more subjects than ``--data`` holds images of (``realdeal train ldm --latents``
+on a grown training split) is measured for memorisation against **all** its training subjects
+with ``--train-latents DIR``: each ``DIR/<id>.safetensors`` is decoded once by the autoencoder
+the LDM carries into ``--decoded`` (cached; reconstructions of the training subjects), and those
+are the only memorisation reference (``reconstructions``).
 """
 
 from __future__ import annotations
@@ -54,17 +60,47 @@ def _sets(data: Path, n_real: int):
     return ds, test[:n_real], test[n_real : 2 * n_real]
 
 
-def memorisation(ds, sample_dir: Path, held_out: list[str]) -> dict:
-    """Copies and nearest-training similarity against training originals (and reconstructions)."""
+def decode_latents(latents: Path, out: Path, reference, ldm: Path) -> list[Path]:
+    """``out/<id>.nii``: every ``latents/<id>.safetensors`` decoded by the autoencoder that
+    ``ldm`` carries (the training subjects' reconstructions), written once and reused
+    (uncompressed: every checkpoint's memorisation reads them all again)."""
+    import torch
+
+    from realdeal.models.loading import load_ldm
+    from realdeal.pipelines.autoencoder import load_latent
+
+    files = sorted(latents.glob("*.safetensors"))
+    if not files:
+        sys.exit(f"{latents}: no <id>.safetensors latents")
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in files if not (out / f"{f.stem}.nii").is_file()]
+    if todo:
+        ae = load_ldm(ldm, "cpu", True).autoencoder
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i, f in enumerate(todo):
+                img = ae.decode(load_latent(f)[0].float()[None])[0, 0].numpy()
+                reference.with_data(img).save(out / f"{f.stem}.nii")
+                if (i + 1) % 256 == 0:
+                    print(f"decoded {i + 1}/{len(todo)} ({time.perf_counter() - t0:.0f} s)")
+    return [out / f"{f.stem}.nii" for f in files]
+
+
+def memorisation(ds, sample_dir: Path, held_out: list[str], train_refs=None) -> dict:
+    """Copies and nearest-training similarity against training originals (and reconstructions),
+    or against ``train_refs`` alone (reconstructions of every training subject)."""
     from realdeal.metrics.memorization import evaluate_memorization
     from realdeal.metrics.subjects import find_set
 
     root = ds.root
     recon = root / "reconstructions"
     train = ds.ids("train")
-    refs = {"originals": [root / "images" / f"{s}.nii.gz" for s in train]}
-    if all(ds.has_derived("reconstructions", s) for s in train):
-        refs["reconstructions"] = [recon / f"{s}.nii.gz" for s in train]
+    if train_refs is not None:
+        refs = {"reconstructions": train_refs}
+    else:
+        refs = {"originals": [root / "images" / f"{s}.nii.gz" for s in train]}
+        if all(ds.has_derived("reconstructions", s) for s in train):
+            refs["reconstructions"] = [recon / f"{s}.nii.gz" for s in train]
     out = {}
     for name, files in refs.items():
         res = evaluate_memorization(
@@ -113,7 +149,9 @@ def _step(ckpt: Path) -> int:
     return load_checkpoint(ckpt, kind="ldm").step
 
 
-def row(ckpt: Path, ds, real, ceiling, n: int, seed: int, with_ceiling: bool) -> dict:
+def row(
+    ckpt: Path, ds, real, ceiling, n: int, seed: int, with_ceiling: bool, train_refs=None
+) -> dict:
     from realdeal.diffusion.registry import DEFAULT_SAMPLING
     from realdeal.pipelines.ldm import LatentDiffusionPipeline, save_samples
 
@@ -131,21 +169,29 @@ def row(ckpt: Path, ds, real, ceiling, n: int, seed: int, with_ceiling: bool) ->
             "step": pipe.checkpoint.step,
             "batch": pipe.checkpoint.config.get("train", {}).get("batch_size"),
             "sample_seconds": round(sample_s, 1),
-            "memorisation": memorisation(ds, Path(tmp), real + ceiling),
+            "memorisation": memorisation(ds, Path(tmp), real + ceiling, train_refs),
             "realism": realism(ds, Path(tmp), real, ceiling if with_ceiling else [], seed),
         }
     r["samples_seen"] = r["step"] * (r["batch"] or 1)
     return r
 
 
+def _reference(rows: list[dict]) -> str:
+    """The memorisation reference of the table and curves: the training originals when every
+    row has them, else the training reconstructions (``--train-latents``)."""
+    return "originals" if all("originals" in r["memorisation"] for r in rows) else "reconstructions"
+
+
 def markdown(rows: list[dict], ceiling: dict | None) -> str:
+    ref = _reference(rows)
     lines = [
-        "| step | samples seen | copies (vs originals) | sample median sim. | held-out median sim."
-        " | copies (vs recons) | coverage k=10 d0/d1/d2 | ÷ ceiling (worst axis) | density | FD |",
+        f"| step | samples seen | copies (vs training {ref}) | sample median sim. "
+        "| held-out median sim. | copies (vs recons) | coverage k=10 d0/d1/d2 "
+        "| ÷ ceiling (worst axis) | density | FD |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mo = r["memorisation"]["originals"]
+        mo = r["memorisation"][ref]
         mr = r["memorisation"].get("reconstructions")
         cov = r["realism"]["sample"]["coverage"]
         ratio = (
@@ -178,7 +224,7 @@ def plot(rows: list[dict], ceiling: dict | None, path: Path) -> None:
 
     x = [r["samples_seen"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    mo = [r["memorisation"]["originals"] for r in rows]
+    mo = [r["memorisation"][_reference(rows)] for r in rows]
     ax[0].plot(x, [m["sample_median"] for m in mo], "o-", label="samples: median")
     ax[0].plot(x, [m["sample_max"] for m in mo], "v:", label="samples: max")
     ax[0].plot(x, [m["held_out_median"] for m in mo], "s--", label="held-out subjects: median")
@@ -206,11 +252,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--real", type=int, default=16, help="held-out subjects in the real set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-latents",
+        type=Path,
+        help="memorisation against these decoded "
+        "training latents (all the LDM's training subjects) instead of --data's",
+    )
+    p.add_argument(
+        "--decoded",
+        type=Path,
+        help="cache of the decoded --train-latents (default: beside them, <DIR>-decoded)",
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON file (table: .md, curves: .png)")
     a = p.parse_args(argv)
     ds, real, ceiling = _sets(a.data, a.real)
+    train_refs = None
+    if a.train_latents is not None:
+        decoded = a.decoded or a.train_latents.with_name(a.train_latents.name + "-decoded")
+        ref = ds.load_image(ds.ids()[0])
+        train_refs = decode_latents(a.train_latents, decoded, ref, a.ldm[0])
     old = json.loads(a.out.read_text()) if a.out.is_file() else {}
-    if (old.get("data"), old.get("samples"), old.get("real")) != (str(a.data), a.samples, real):
+    key = (str(a.data), a.samples, real, str(a.train_latents) if a.train_latents else None)
+    if (old.get("data"), old.get("samples"), old.get("real"), old.get("train_latents")) != key:
         old = {}  # other data or counts: nothing of the earlier file is comparable
     done = {r["checkpoint"]: r for r in old.get("rows", [])}
     ceiling_row = old.get("ceiling")
@@ -222,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         if str(ckpt) in done and done[str(ckpt)]["step"] == steps[ckpt]:
             rows.append(done[str(ckpt)])
             continue
-        r = row(ckpt, ds, real, ceiling, a.samples, a.seed, with_ceiling=ceiling_row is None)
+        r = row(ckpt, ds, real, ceiling, a.samples, a.seed, ceiling_row is None, train_refs)
         if ceiling_row is None:
             ceiling_row = r["realism"].pop("ceiling")
         else:
@@ -230,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(r)
         print(json.dumps(r), flush=True)
         result = {"data": str(a.data), "samples": a.samples, "real": real,
+                  "train_latents": str(a.train_latents) if a.train_latents else None,
                   "ceiling_subjects": ceiling, "ceiling": ceiling_row, "rows": rows}  # fmt: skip
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(result, indent=1))
