@@ -46,8 +46,9 @@ def exact_mean_hook(state, bucket):
     its bucket, and DDP lays its buckets out anew after the first step of every process. With
     three or more ranks a run resumed from a checkpoint therefore summed its first step's
     gradients in another order than the uninterrupted run and drifted from it in the last bits.
-    The sum of a few float32 values is exact in float64 (whatever the order, unless their
-    magnitudes are more than 2²⁹ apart), and is rounded once, after dividing by the world size.
+    The sum of a few float32 values is exact in float64 whatever the order (unless their
+    magnitudes lie more than about 2²⁷ apart), and it is rounded to float32 once, after dividing
+    by the world size.
     Twice the traffic of float32: meant for CPU (gloo) runs, which are otherwise bit for bit
     reproducible; GPU kernels are not, so GPU runs keep DDP's float32 hook.
     """
