@@ -12,8 +12,8 @@ encoded with the shipped demo autoencoder, and only their latents are kept
 (``pool/latents/<id>.safetensors``, 258 KB each; the images are deleted chunk by chunk). A chunk
 whose latents are all there is skipped, so an interrupted run continues where it stopped.
 A subject whose brain that mapping would clip by more than 10 % at either end (what ``prepare
---intensity-from`` refuses; the brightest draws of the cohort's gain and contrast, about one in
-three hundred) is left out and listed in ``pool/records.jsonl`` with ``"excluded"``.
+--intensity-from`` refuses; the brightest draws of the cohort's gain and contrast, 3 of the
+2,048) is left out and listed in ``pool/records.jsonl`` with ``"excluded"``.
 
 At the end ``pool/data/`` is a recorded dataset without images: the population's
 ``dataset.json`` with the new subjects added to the training split (the held-out split is
