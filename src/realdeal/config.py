@@ -144,6 +144,7 @@ FIELD_RANGES: dict[str, dict[str, Range]] = {
     },
     "realdeal.data.cohort:CohortConfig": {
         "n_subjects": Range(1, 10_000),
+        "first_subject": Range(0, 1_000_000),
         "spacing": Range(0.25, 8.0),
         "shape": Range(8, 2048),
         "seed": SEED,

@@ -154,6 +154,7 @@ VALID: dict[str, dict[str, str]] = {
     "--bootstrap": {"0": "0 = no intervals"},
     "--overlap": {"0": "windows may abut"},
     "--noise": {"0": "a noise-free cohort"},
+    "--first-subject": {"0": "a cohort starts at subject 0"},
     "--p-full": {"0": "a mask kind may be left out"},
     "--p-half": {"0": "a mask kind may be left out"},
     "--p-slabs": {"0": "a mask kind may be left out"},
