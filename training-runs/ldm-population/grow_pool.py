@@ -108,7 +108,7 @@ def main() -> int:
     p.add_argument("--pool", type=Path, default=HERE / "pool")
     a = p.parse_args()
 
-    from realdeal.data.dataset import PreparedDataset
+    from realdeal.data.dataset import PreparedDataset, _subjects_csv
 
     meta = json.loads((DATA / "dataset.json").read_text())
     start = len(meta["subjects"])
@@ -153,18 +153,10 @@ def main() -> int:
     tmp = out / "dataset.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(out / "dataset.json")
-    with (DATA / "subjects.csv").open() as f:
-        rows = list(csv.reader(f))
-    header = rows[0]
-    for r in new:
-        rows.append([r["id"], "train", r.get("source", ""), r.get("label_source", ""),
-                     "x".join(str(v) for v in r.get("source_shape", [])),
-                     "x".join(f"{v:g}" for v in r.get("source_spacing", [])),
-                     f"{r.get('brain_fraction', 0):.4f}"])  # fmt: skip
-    with (out / "subjects.csv.tmp").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows[1:]])
-    (out / "subjects.csv.tmp").replace(out / "subjects.csv")
     ds = PreparedDataset(out)
+    # the subject table for people, in prepare's own format
+    (out / "subjects.csv.tmp").write_text(_subjects_csv(ds.subjects))
+    (out / "subjects.csv.tmp").replace(out / "subjects.csv")
     print(f"{out}: {len(ds.ids('train'))} training, {len(ds.ids('test'))} held-out subjects")
     return 0
 
