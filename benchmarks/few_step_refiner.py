@@ -6,7 +6,10 @@ its test split) from their reconstructions, side by side in one run, on the same
 * the reference: DDPM at ``--reference-steps`` (1,000) on the authors' traversal, on the first
   ``--reference-subjects`` subjects only (on a CPU it costs about 70,000 U-Net evaluations a
   96 × 112 × 96 subject; the table says on how many subjects it ran);
-* the teacher (``--teacher``) with its default sampling at each ``--teacher-steps`` count;
+* the teacher (``--teacher``) with its default sampling at each ``--teacher-steps`` count, and
+  at each ``--teacher-distilled-steps`` count with the students' sampler (``distilled``:
+  deterministic DDIM on the quadratic halving grid, the chain distillation trains the students
+  to reproduce in half the steps);
 * the student at each ``--student-steps`` count: the checkpoint of a ``realdeal train
   refiner-student`` run (``--students RUN``: its ``rounds/round-K.pt`` files, one per step
   count, and its ``checkpoint.pt``) whose native steps are that count, with its own sampler.
@@ -140,6 +143,9 @@ def run(args: argparse.Namespace) -> dict:
                                teacher, ref, subjects[: args.reference_subjects]))  # fmt: skip
     for n in args.teacher_steps:
         rows.append(refine_row(f"teacher, {n} steps", teacher, replace(base, steps=n), subjects))
+    for n in args.teacher_distilled_steps:
+        det = replace(base, sampler="distilled", steps=n, spacing="quadratic")
+        rows.append(refine_row(f"teacher, {n} steps, distilled sampler", teacher, det, subjects))
     for n in args.student_steps:
         if n not in students:
             print(f"no student of {n} steps in {args.students}; skipped", file=sys.stderr)
@@ -203,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default=str(ROOT / "src/realdeal/demo_checkpoints/refiner.pt"))
     p.add_argument("--students", type=Path, help="student run folder or checkpoint")
     p.add_argument("--teacher-steps", type=int, nargs="*", default=[10, 20, 30])
+    p.add_argument(
+        "--teacher-distilled-steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="the teacher with the students' deterministic sampler at these counts",
+    )
     p.add_argument("--student-steps", type=int, nargs="*", default=[1, 2, 4, 8])
     p.add_argument("--subjects", type=int, default=3, help="held-out subjects (default 3)")
     p.add_argument("--reference-subjects", type=int, default=1, help="of those, for the reference")

@@ -53,13 +53,15 @@ def test_every_row_runs_and_the_table_is_written(bench, raw_folder, tmp_path):
     assert bench.main(["--data", str(tmp_path / "data"), "--teacher", str(teacher),
                        "--students", str(tmp_path / "run"), "--subjects", "2",
                        "--reference-subjects", "1", "--reference-steps", "2", "--teacher-steps",
-                       "2", "--student-steps", "1", "2", "4", "--threads", "1",
+                       "2", "--teacher-distilled-steps", "2", "--student-steps", "1", "2", "4",
+                       "--threads", "1",
                        "--out", str(out)]) == 0  # fmt: skip
     res = json.loads(out.read_text())
     names = [r["row"] for r in res["rows"]]
     assert names[0].startswith("reference") and len(res["rows"][0]["subjects"]) == 1
     assert names[1:] == [
         "teacher, 2 steps",
+        "teacher, 2 steps, distilled sampler",
         "student, 1 steps (round-2.pt)",
         "student, 2 steps (round-1.pt)",
     ]  # fmt: skip (no 4-step student)
@@ -67,7 +69,9 @@ def test_every_row_runs_and_the_table_is_written(bench, raw_folder, tmp_path):
         m = r["mean"]
         assert all(math.isfinite(v) for v in m.values()), r
         assert m["hog_over_reconstruction"] > 0 and m["noise_kl_wm"] >= 0
-    student1 = res["rows"][2]
+    det = res["rows"][2]["sampler"]
+    assert (det["sampler"], det["steps"], det["spacing"]) == ("distilled", 2, "quadratic")
+    student1 = res["rows"][3]
     assert student1["sampler"]["sampler"] == "distilled" and student1["sampler"]["steps"] == 1
     assert set(student1["over_reference"]) == {"sharpness", "noise_std"}
     assert "| student, 1 steps (round-2.pt) | 2 |" in out.with_suffix(".md").read_text()
